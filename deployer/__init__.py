@@ -1,0 +1,79 @@
+"""deployer: one call from a prediction function to a scheduled or HTTP cloud function.
+
+    import deployer
+    from deployer import Cron, Http
+
+    d = deployer.deploy(predict, name="churn-scores", triggers=[Cron("0 6 * * *"), Http()])
+    d.invoke(features)
+    deployer.read_outputs("churn-scores")
+
+Importing this package is cheap: pandas, pyarrow and cloud SDKs load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from deployer.errors import (
+    BundleError,
+    CaptureError,
+    ConfigError,
+    DeployerError,
+    ProviderError,
+    RequirementsError,
+    RunError,
+    StoreError,
+    TriggerError,
+)
+from deployer.triggers import Cron, Every, Http
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BundleError",
+    "CaptureError",
+    "ConfigError",
+    "Cron",
+    "Deployment",
+    "DeployerError",
+    "Every",
+    "Http",
+    "ProviderError",
+    "RequirementsError",
+    "RunError",
+    "StoreError",
+    "TriggerError",
+    "build",
+    "delete",
+    "deploy",
+    "get",
+    "list_deployments",
+    "plan",
+    "read_outputs",
+    "read_runs",
+]
+
+if TYPE_CHECKING:
+    from deployer.api import Deployment, build, delete, deploy, get, list_deployments, plan
+    from deployer.store import read_outputs, read_runs
+
+_LAZY = {
+    "Deployment": "deployer.api",
+    "build": "deployer.api",
+    "delete": "deployer.api",
+    "deploy": "deployer.api",
+    "get": "deployer.api",
+    "list_deployments": "deployer.api",
+    "plan": "deployer.api",
+    "read_outputs": "deployer.store",
+    "read_runs": "deployer.store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so that `import deployer` does not import pandas or pyarrow.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'deployer' has no attribute {name!r}")

@@ -1,0 +1,260 @@
+"""The public entry points: deploy(), plan(), build(), and the Deployment they return.
+
+Each is the pipeline stopped at a different stage:
+capture -> requirements -> bundle -> plan -> apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from deployer.errors import ConfigError, RunError
+from deployer.spec import DeploySpec, check_location, check_name, check_timeout
+from deployer.triggers import Cron, Every, Trigger, validate_triggers
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from deployer.bundle import Bundle
+    from deployer.console import Reporter
+    from deployer.providers.base import Invocation, Plan, Provider
+    from deployer.requirements import Requirements
+
+DEFAULT_TIMEOUT_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class Built:
+    """The pipeline stopped before the provider: what would be deployed."""
+
+    bundle: Bundle
+    requirements: Requirements
+    spec: DeploySpec
+    provider: str
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A deployed function. Methods reach the provider, which holds the truth."""
+
+    name: str
+    provider: str
+    url: str | None
+    output: str
+    code_hash: str
+    deps_hash: str
+    triggers: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+
+    def invoke(self, data: Any = None, *, timeout: int | None = None) -> Any:
+        """Run the function now (trigger ``manual``) and return its predictions.
+
+        ``data`` is a DataFrame or a JSON-able value; the result is a DataFrame
+        (or None when the function returned nothing). A failed run raises RunError.
+        """
+        invocation = invoke(self.name, data, provider=self.provider, timeout=timeout)
+        return _predictions(invocation)
+
+    def runs(self, *, last: int | None = None) -> pd.DataFrame:
+        from deployer.store import read_runs
+
+        return read_runs(self.name, output=self.output, last=last)
+
+    def outputs(self, *, last: int | None = None) -> pd.DataFrame:
+        from deployer.store import read_outputs
+
+        return read_outputs(self.name, output=self.output, last=last)
+
+    def logs(self, *, lines: int = 100) -> str:
+        from deployer.registry import get_provider
+
+        return get_provider(self.provider).logs(self.name, lines=lines)
+
+    def delete(self, *, quiet: bool = False) -> None:
+        delete(self.name, provider=self.provider, quiet=quiet)
+
+
+def _reporter(quiet: bool) -> Reporter:
+    from deployer.console import Reporter
+
+    return Reporter(quiet=quiet)
+
+
+def build(
+    function: Callable[..., Any],
+    *,
+    name: str,
+    provider: str = "local",
+    triggers: Trigger | Sequence[Trigger] = (),
+    inputs: str | None = None,
+    output: str | None = None,
+    metrics: Mapping[str, Callable[[Any], Any]] | None = None,
+    checks: Mapping[str, Callable[[Any], Any]] | None = None,
+    requirements: Sequence[str] = (),
+    timeout: int = DEFAULT_TIMEOUT_SECONDS,
+) -> Built:
+    """Capture, pin and bundle ``function`` without touching any provider.
+
+    Everything the user passed is validated here, before anything is written.
+    """
+    from deployer.bundle import build as build_bundle
+    from deployer.capture import capture
+    from deployer.registry import get_provider
+    from deployer.requirements import resolve
+
+    check_name(name)
+    checked_triggers = validate_triggers(triggers)
+    target = get_provider(provider)
+    spec = DeploySpec(
+        name=name,
+        output=check_location(output or target.default_output(), "output"),
+        inputs=None if inputs is None else check_location(inputs, "inputs"),
+        triggers=checked_triggers,
+        timeout_seconds=check_timeout(timeout),
+    )
+    spec = target.check(spec)
+    captured = capture(function, metrics=metrics, checks=checks)
+    scheduled = any(isinstance(trigger, (Cron, Every)) for trigger in spec.triggers)
+    if scheduled and captured.requires_input and spec.inputs is None:
+        raise ConfigError(
+            f"{captured.qualname}() needs an input, but scheduled runs have none: pass "
+            "inputs='<path or URL of a Parquet/CSV data set>' or give the parameter a default"
+        )
+    pinned = resolve(captured, user_requirements=requirements, preinstalled=target.preinstalled)
+    bundle = build_bundle(
+        captured,
+        pinned,
+        spec,
+        metric_names=tuple(metrics or {}),
+        check_names=tuple(checks or {}),
+    )
+    return Built(bundle=bundle, requirements=pinned, spec=spec, provider=provider)
+
+
+def plan(function: Callable[..., Any], *, name: str, provider: str = "local",
+         quiet: bool = False, **options: Any) -> Plan:
+    """What deploy() would change, computed from the provider's state; changes nothing."""
+    from deployer.registry import get_provider
+
+    built = build(function, name=name, provider=provider, **options)
+    reporter = _reporter(quiet)
+    reporter.requirements(built.requirements)
+    computed = get_provider(provider).plan(built.bundle, built.spec)
+    reporter.plan(computed)
+    return computed
+
+
+def deploy(
+    function: Callable[..., Any],
+    *,
+    name: str,
+    provider: str = "local",
+    triggers: Trigger | Sequence[Trigger] = (),
+    inputs: str | None = None,
+    output: str | None = None,
+    metrics: Mapping[str, Callable[[Any], Any]] | None = None,
+    checks: Mapping[str, Callable[[Any], Any]] | None = None,
+    requirements: Sequence[str] = (),
+    timeout: int = DEFAULT_TIMEOUT_SECONDS,
+    quiet: bool = False,
+) -> Deployment:
+    """Deploy ``function`` as a scheduled and/or HTTP-triggered function.
+
+    >>> d = deployer.deploy(predict, name="churn-scores",
+    ...                     triggers=[Cron("0 6 * * *", tz="Europe/Berlin"), Http()],
+    ...                     inputs="features.parquet",
+    ...                     metrics={"mean_score": lambda out: out.score.mean()})
+    >>> d.invoke(features).head()
+    """
+    from deployer.registry import get_provider
+
+    built = build(
+        function,
+        name=name,
+        provider=provider,
+        triggers=triggers,
+        inputs=inputs,
+        output=output,
+        metrics=metrics,
+        checks=checks,
+        requirements=requirements,
+        timeout=timeout,
+    )
+    return apply_built(built, reporter=_reporter(quiet))
+
+
+def apply_built(built: Built, *, reporter: Reporter) -> Deployment:
+    from deployer.registry import get_provider
+
+    target = get_provider(built.provider)
+    reporter.requirements(built.requirements)
+    computed = target.plan(built.bundle, built.spec)
+    reporter.plan(computed)
+    state = target.apply(computed, reporter)
+    if state.url:
+        reporter.say(f"[bold]{state.name}[/] is deployed: {state.url}")
+    else:
+        reporter.say(f"[bold]{state.name}[/] is deployed")
+    return _deployment(state)
+
+
+def _deployment(state: Any) -> Deployment:
+    return Deployment(
+        name=state.name,
+        provider=state.provider,
+        url=state.url,
+        output=state.output,
+        code_hash=state.code_hash,
+        deps_hash=state.deps_hash,
+        triggers=state.triggers,
+    )
+
+
+def get(name: str, *, provider: str = "local") -> Deployment:
+    from deployer.registry import get_provider
+
+    state = get_provider(provider).get(name)
+    if state is None:
+        raise ConfigError(f"no function named {name!r} is deployed on {provider}")
+    return _deployment(state)
+
+
+def list_deployments(*, provider: str = "local") -> list[Deployment]:
+    from deployer.registry import get_provider
+
+    return [_deployment(state) for state in get_provider(provider).list()]
+
+
+def invoke(name: str, data: Any = None, *, provider: str = "local",
+           timeout: int | None = None) -> Invocation:
+    from deployer.registry import get_provider
+
+    return get_provider(provider).invoke(name, data, timeout_seconds=timeout)
+
+
+def delete(name: str, *, provider: str = "local", quiet: bool = False) -> Plan:
+    from deployer.registry import get_provider
+
+    target = get_provider(provider)
+    reporter = _reporter(quiet)
+    computed = target.plan_delete(name)
+    reporter.plan(computed)
+    target.delete(computed, reporter)
+    return computed
+
+
+def _predictions(invocation: Invocation) -> Any:
+    body = invocation.body
+    if invocation.http_status >= 400:
+        error = body.get("error") or {}
+        raise RunError(
+            f"run {body.get('run_id')} failed: {error.get('type')}: {error.get('message')} "
+            "(the traceback is in the run record: deployer.read_runs(...) / `deployer runs`)"
+        )
+    predictions = body.get("predictions")
+    if predictions is None:
+        return None
+    import pandas as pd
+
+    return pd.DataFrame.from_records(predictions)

@@ -1,0 +1,308 @@
+"""The `deployer` command: each command parses, calls the library, renders."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from deployer.errors import DeployerError
+
+
+def _load(reference: str) -> Any:
+    """MODULE:ATTR, where MODULE is a dotted name or a path to a .py file."""
+    if ":" not in reference:
+        raise click.BadParameter(f"{reference!r}: use MODULE:FUNCTION, e.g. model.py:predict")
+    module_name, _, attribute = reference.rpartition(":")
+    if module_name.endswith(".py") or "/" in module_name:
+        path = Path(module_name).resolve()
+        if not path.exists():
+            raise click.BadParameter(f"{module_name} does not exist")
+        sys.path.insert(0, str(path.parent))
+        module_name = path.stem
+    else:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise click.BadParameter(f"cannot import {module_name!r}: {error}") from error
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise click.BadParameter(f"{module_name} has no attribute {attribute!r}") from None
+
+
+def _triggers(cron: tuple[str, ...], tz: str, every: tuple[str, ...], http: bool,
+              public: bool) -> list[Any]:
+    from deployer.triggers import Cron, Every, Http
+
+    triggers: list[Any] = [Cron(expression, tz=tz) for expression in cron]
+    for interval in every:
+        amount, _, unit = interval.partition(" ")
+        unit = (unit or "minutes").strip().rstrip("s") + "s"
+        if unit not in ("minutes", "hours", "days") or not amount.isdigit():
+            raise click.BadParameter(f"--every {interval!r}: use e.g. '15 minutes', '2 hours'")
+        triggers.append(Every(**{unit: int(amount)}))
+    if http or public:
+        triggers.append(Http(public=public))
+    return triggers
+
+
+def _emit(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def _frame_out(frame: Any, as_json: bool, title: str) -> None:
+    if as_json:
+        click.echo(frame.to_json(orient="records", date_format="iso", indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in frame.columns:
+        table.add_column(str(column))
+    for row in frame.itertuples(index=False):
+        table.add_row(*("" if value is None else str(value) for value in row))
+    Console().print(table)
+
+
+class DeployerGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DeployerError as error:
+            # A mistake we can explain gets the explanation, not a traceback.
+            click.secho(f"error: {error}", fg="red", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=DeployerGroup)
+@click.version_option(package_name="deployer")
+def main() -> None:
+    """Deploy prediction functions as scheduled or HTTP cloud functions."""
+
+
+def deploy_options(command: Any) -> Any:
+    options = [
+        click.argument("function"),
+        click.option("--name", required=True, help="function name, e.g. churn-scores"),
+        click.option("--provider", default="local", show_default=True),
+        click.option("--cron", multiple=True, help="5-field cron schedule (repeatable)"),
+        click.option("--tz", default="UTC", show_default=True, help="time zone of --cron"),
+        click.option("--every", multiple=True, help="interval schedule, e.g. '15 minutes'"),
+        click.option("--http", is_flag=True, help="add an authenticated HTTP trigger"),
+        click.option("--public", is_flag=True, help="add an HTTP trigger open to anyone"),
+        click.option("--inputs", help="data set read and passed in on scheduled runs"),
+        click.option("--output", help="where runs are written (default: provider's store)"),
+        click.option("--metrics", help="MODULE:ATTR of a dict of name -> callable(output)"),
+        click.option("--checks", help="MODULE:ATTR of a dict of name -> callable(output)"),
+        click.option("--requirement", "-r", multiple=True, help="extra or overriding pin"),
+        click.option("--timeout", default=300, show_default=True, help="seconds per run"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _build_options(options: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": options["name"],
+        "provider": options["provider"],
+        "triggers": _triggers(options["cron"], options["tz"], options["every"],
+                              options["http"], options["public"]),
+        "inputs": options["inputs"],
+        "output": options["output"],
+        "metrics": _load(options["metrics"]) if options["metrics"] else None,
+        "checks": _load(options["checks"]) if options["checks"] else None,
+        "requirements": list(options["requirement"]),
+        "timeout": options["timeout"],
+    }
+
+
+@main.command()
+@deploy_options
+@click.option("--dry-run", is_flag=True, help="print the plan and stop")
+def deploy(function: str, dry_run: bool, **options: Any) -> None:
+    """Deploy FUNCTION (MODULE:FUNCTION)."""
+    from deployer import api
+    from deployer.console import Reporter
+
+    built = api.build(_load(function), **_build_options(options))
+    reporter = Reporter()
+    if dry_run:
+        from deployer.registry import get_provider
+
+        reporter.requirements(built.requirements)
+        reporter.plan(get_provider(built.provider).plan(built.bundle, built.spec))
+        return
+    api.apply_built(built, reporter=reporter)
+
+
+@main.command()
+@deploy_options
+@click.option("--out", "-o", type=click.Path(), help="zip path (default: NAME-CODEHASH.zip)")
+def build(function: str, out: str | None, **options: Any) -> None:
+    """Build the bundle of FUNCTION and write it as a zip; deploys nothing."""
+    from deployer import api
+    from deployer.console import Reporter
+
+    built = api.build(_load(function), **_build_options(options))
+    bundle = built.bundle
+    Reporter().requirements(built.requirements)
+    path = bundle.write_zip(out or f"{bundle.name}-{bundle.code_hash[:12]}.zip")
+    click.echo(f"{path}  ({path.stat().st_size:,} bytes zipped, {bundle.size:,} unzipped)")
+    for entry_path, content in bundle.files:
+        click.echo(f"  {len(content):>10,}  {entry_path}")
+    click.echo(f"code_hash {bundle.code_hash}\ndeps_hash {bundle.deps_hash}")
+
+
+@main.command(name="list")
+@click.option("--provider", default="local", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def list_command(provider: str, as_json: bool) -> None:
+    """List deployed functions."""
+    from deployer.registry import get_provider
+
+    states = get_provider(provider).list()
+    if as_json:
+        return _emit([state.__dict__ for state in states])
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "function", "triggers", "code", "url", "deployed")
+    for state in states:
+        table.add_row(state.name, state.qualname,
+                      ", ".join(trigger["type"] for trigger in state.triggers),
+                      state.code_hash[:12], state.url or "", state.deployed_at[:19])
+    Console().print(table)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--provider", default="local", show_default=True)
+@click.option("--data", help="JSON body, or @path to a .json, .csv or .parquet file")
+@click.option("--timeout", type=int, help="seconds (default: the deployed timeout)")
+@click.option("--json", "as_json", is_flag=True)
+def invoke(name: str, provider: str, data: str | None, timeout: int | None,
+           as_json: bool) -> None:
+    """Run NAME now; without --data it reads its inputs (as a scheduled run would)."""
+    from deployer import api
+
+    payload: Any = None
+    if data is not None:
+        payload = _read_data(data)
+    invocation = api.invoke(name, payload, provider=provider, timeout=timeout)
+    if as_json:
+        _emit({"http_status": invocation.http_status, **invocation.body})
+    else:
+        body = invocation.body
+        click.echo(f"run {body.get('run_id')}: {body.get('status')}")
+        if body.get("error"):
+            click.secho(f"{body['error'].get('type')}: {body['error'].get('message')}",
+                        fg="red")
+        predictions = body.get("predictions")
+        if predictions:
+            import pandas as pd
+
+            _frame_out(pd.DataFrame.from_records(predictions).head(20), False,
+                       f"predictions (first 20 of {len(predictions)})")
+    if invocation.http_status >= 400:
+        sys.exit(1)
+
+
+def _read_data(data: str) -> Any:
+    if not data.startswith("@"):
+        try:
+            return json.loads(data)
+        except json.JSONDecodeError as error:
+            raise click.BadParameter(f"--data is not valid JSON: {error}") from None
+    path = Path(data[1:])
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    import pandas as pd
+
+    if path.suffix == ".csv":
+        return pd.read_csv(path)
+    return pd.read_parquet(path)
+
+
+def _read_options(command: Any) -> Any:
+    for option in reversed([
+        click.argument("name"),
+        click.option("--output", help="the store the function writes to (default: local store)"),
+        click.option("--last", type=int, help="only the last N runs"),
+        click.option("--since", help="only runs started at or after this ISO time"),
+        click.option("--json", "as_json", is_flag=True),
+    ]):
+        command = option(command)
+    return command
+
+
+def _output_for(name: str, output: str | None) -> str | None:
+    if output:
+        return output
+    from deployer.providers.local import read_entry
+
+    entry = read_entry(name)
+    return entry["output"] if entry else None
+
+
+@main.command()
+@_read_options
+def runs(name: str, output: str | None, last: int | None, since: str | None,
+         as_json: bool) -> None:
+    """Run history of NAME with status, timing and metrics."""
+    from deployer.store import read_runs
+
+    frame = read_runs(name, output=_output_for(name, output), last=last, since=since)
+    _frame_out(frame, as_json, f"runs of {name}")
+
+
+@main.command()
+@_read_options
+def outputs(name: str, output: str | None, last: int | None, since: str | None,
+            as_json: bool) -> None:
+    """Predictions of NAME's committed runs."""
+    from deployer.store import read_outputs
+
+    frame = read_outputs(name, output=_output_for(name, output), last=last, since=since)
+    _frame_out(frame, as_json, f"outputs of {name} ({len(frame)} rows)")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--provider", default="local", show_default=True)
+@click.option("--lines", "-n", default=100, show_default=True)
+def logs(name: str, provider: str, lines: int) -> None:
+    """The function's recent log lines."""
+    from deployer.registry import get_provider
+
+    click.echo(get_provider(provider).logs(name, lines=lines), nl=False)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--provider", default="local", show_default=True)
+def delete(name: str, provider: str) -> None:
+    """Delete NAME and its triggers; its outputs stay."""
+    from deployer import api
+
+    api.delete(name, provider=provider)
+
+
+@main.command()
+@click.option("--port", type=int, help="port on 127.0.0.1 (default 8765 or $DEPLOYER_PORT)")
+def serve(port: int | None) -> None:
+    """Run local schedules and serve HTTP triggers on 127.0.0.1 (foreground)."""
+    from deployer.providers.local_server import LocalServer
+
+    LocalServer(port=port, log=lambda line: click.echo(line, err=True)).serve_forever()
+
+
+if __name__ == "__main__":
+    main()

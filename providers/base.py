@@ -1,0 +1,106 @@
+"""The small interface every provider implements, and the plain data it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from deployer.bundle import Bundle
+    from deployer.console import Reporter
+    from deployer.spec import DeploySpec
+
+# Kinds of plan action, in the order they are applied.
+CREATE = "create"
+INSTALL_DEPENDENCIES = "install dependencies"
+UPDATE_CODE = "update code"
+UPDATE_CONFIG = "update config"
+ADD_TRIGGER = "add trigger"
+REMOVE_TRIGGER = "remove trigger"
+DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str
+    description: str  # one line a person can read
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.description}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a deploy or delete will change, computed from the provider's own state."""
+
+    name: str
+    provider: str
+    actions: tuple[Action, ...]
+    bundle: Bundle | None = field(default=None, repr=False)
+    spec: DeploySpec | None = field(default=None, repr=False)
+
+    @property
+    def changes_nothing(self) -> bool:
+        return not self.actions
+
+    def kinds(self) -> list[str]:
+        return [action.kind for action in self.actions]
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    """A deployed function as the provider reports it."""
+
+    name: str
+    provider: str
+    url: str | None
+    code_hash: str
+    deps_hash: str
+    output: str
+    inputs: str | None
+    triggers: tuple[dict[str, Any], ...]
+    deployed_at: str
+    qualname: str = ""
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """The reply to one invoke: the HTTP-style status and JSON body of the run."""
+
+    http_status: int
+    body: dict[str, Any]
+
+    @property
+    def run_id(self) -> str | None:
+        return self.body.get("run_id")
+
+    @property
+    def status(self) -> str | None:
+        return self.body.get("status")
+
+
+class Provider(Protocol):
+    name: str
+    preinstalled: frozenset[str]  # distributions the provider's runtime already has
+
+    def check(self, spec: DeploySpec) -> DeploySpec:
+        """Provider-specific validation (and defaults) of what the user asked for."""
+
+    def default_output(self) -> str: ...
+
+    def plan(self, bundle: Bundle, spec: DeploySpec) -> Plan: ...
+
+    def apply(self, plan: Plan, reporter: Reporter) -> DeploymentState: ...
+
+    def get(self, name: str) -> DeploymentState | None: ...
+
+    def list(self) -> list[DeploymentState]: ...
+
+    def invoke(self, name: str, payload: Any = None, *, timeout_seconds: int | None = None
+               ) -> Invocation: ...
+
+    def plan_delete(self, name: str) -> Plan: ...
+
+    def delete(self, plan: Plan, reporter: Reporter) -> None: ...
+
+    def logs(self, name: str, *, lines: int = 100) -> str: ...

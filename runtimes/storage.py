@@ -1,0 +1,166 @@
+"""The storage layout of runs, and how to reach an object store through pyarrow.fs.
+
+    {output}/{name}/runs/{run_id}/output.parquet   predictions (absent if none)
+    {output}/{name}/runs/{run_id}/metrics.json     built-in + user metrics
+    {output}/{name}/runs/{run_id}/run.json         written LAST: the commit marker
+
+Readers only trust runs whose run.json exists, so a run that died half-way is
+invisible. pyarrow.fs is used (not fsspec) so the runtime ships no extra
+dependencies and the same code reaches S3, GCS, Azure and local disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import uuid
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+if TYPE_CHECKING:
+    from pyarrow import fs as pafs
+
+OUTPUT_FILE = "output.parquet"
+METRICS_FILE = "metrics.json"
+RUN_FILE = "run.json"
+
+# Schemes an output or inputs URL may use; a plain path means the local disk.
+SCHEMES = ("file", "s3", "gs", "az", "abfs")
+
+
+class StorageError(Exception):
+    """An output or inputs location is unsupported or unreachable."""
+
+
+def new_run_id(started: datetime, *, fire_time: datetime | None = None, event_id: str = "") -> str:
+    """A run id that sorts by time: ``20261127T060000Z-<8 hex>``.
+
+    A scheduled run derives its id from the fire time and the trigger's event id,
+    so a provider's retry of the same event overwrites the same run instead of
+    adding a duplicate. Other runs get a random suffix.
+    """
+    moment = fire_time or started
+    stamp = moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    if fire_time is not None:
+        suffix = hashlib.sha256(f"{stamp}|{event_id}".encode()).hexdigest()[:8]
+    else:
+        suffix = secrets.token_hex(4)
+    return f"{stamp}-{suffix}"
+
+
+def check_location(url: str) -> None:
+    """Raise StorageError unless ``url`` names a supported store."""
+    scheme = urlparse(url).scheme
+    if len(scheme) == 1:  # a Windows drive letter, not a scheme
+        scheme = ""
+    if scheme and scheme not in SCHEMES:
+        raise StorageError(
+            f"unsupported storage scheme '{scheme}://' in {url!r}: use a local path, file://, "
+            "s3://, gs://, az:// or abfs://"
+        )
+
+
+def filesystem(url: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem for ``url`` and the path within it.
+
+    Endpoint overrides come from the standard environment, so the same code
+    reaches the emulators in tests and the real clouds for users:
+    AWS_ENDPOINT_URL(_S3) for S3, STORAGE_EMULATOR_HOST for GCS and
+    AZURE_STORAGE_CONNECTION_STRING-style settings for Azure.
+    """
+    from pyarrow import fs as pafs
+
+    check_location(url)
+    parsed = urlparse(url)
+    scheme = parsed.scheme if len(parsed.scheme) > 1 else ""
+    if scheme in ("", "file"):
+        path = parsed.path if scheme == "file" else url
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
+    bucket_path = (parsed.netloc + parsed.path).rstrip("/")
+    if scheme == "s3":
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        options: dict[str, Any] = {}
+        if endpoint:
+            endpoint_url = urlparse(endpoint)
+            options["endpoint_override"] = endpoint_url.netloc or endpoint
+            options["scheme"] = endpoint_url.scheme or "https"
+        if region:
+            options["region"] = region
+        return pafs.S3FileSystem(**options), bucket_path
+    if scheme == "gs":
+        emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+        if emulator:
+            emulator_url = urlparse(emulator if "://" in emulator else f"http://{emulator}")
+            return (
+                pafs.GcsFileSystem(
+                    endpoint_override=emulator_url.netloc,
+                    scheme=emulator_url.scheme,
+                    anonymous=True,
+                ),
+                bucket_path,
+            )
+        return pafs.GcsFileSystem(), bucket_path
+    # az://container/path and abfs://container@account.dfs.core.windows.net/path
+    account = os.environ.get("AZURE_STORAGE_ACCOUNT_NAME", "")
+    container = parsed.netloc
+    if "@" in container:
+        container, host = container.split("@", 1)
+        account = host.split(".", 1)[0]
+    azure_options: dict[str, Any] = {"account_name": account}
+    if os.environ.get("AZURE_STORAGE_ACCOUNT_KEY"):
+        azure_options["account_key"] = os.environ["AZURE_STORAGE_ACCOUNT_KEY"]
+    if os.environ.get("AZURE_STORAGE_BLOB_ENDPOINT"):
+        endpoint_url = urlparse(os.environ["AZURE_STORAGE_BLOB_ENDPOINT"])
+        azure_options["blob_storage_authority"] = endpoint_url.netloc
+        azure_options["blob_storage_scheme"] = endpoint_url.scheme
+    return pafs.AzureFileSystem(**azure_options), (container + parsed.path).rstrip("/")
+
+
+def join(*parts: str) -> str:
+    return "/".join(part.strip("/") if index else part.rstrip("/") for index, part in
+                    enumerate(parts) if part)
+
+
+def runs_path(root: str, name: str) -> str:
+    return join(root, name, "runs")
+
+
+def run_path(root: str, name: str, run_id: str) -> str:
+    return join(root, name, "runs", run_id)
+
+
+def write_bytes(filesystem_: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Write one object so that a reader never sees it half-written.
+
+    Object stores make each PUT atomic; on a local disk we write a temporary
+    file next to the target and rename it over, which is atomic on POSIX.
+    """
+    from pyarrow import fs as pafs
+
+    parent = path.rsplit("/", 1)[0]
+    if isinstance(filesystem_, pafs.LocalFileSystem):
+        filesystem_.create_dir(parent, recursive=True)
+        temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+        with filesystem_.open_output_stream(temporary) as stream:
+            stream.write(data)
+        filesystem_.move(temporary, path)
+        return
+    with filesystem_.open_output_stream(path) as stream:
+        stream.write(data)
+
+
+def read_bytes(filesystem_: pafs.FileSystem, path: str) -> bytes:
+    with filesystem_.open_input_stream(path) as stream:
+        return bytes(stream.readall())
+
+
+def write_json(filesystem_: pafs.FileSystem, path: str, value: Any) -> None:
+    write_bytes(filesystem_, path, json.dumps(value, indent=2, sort_keys=True, default=str).encode())
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
