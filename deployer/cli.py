@@ -19,21 +19,37 @@ def _load(reference: str) -> Any:
         raise click.BadParameter(f"{reference!r}: use MODULE:FUNCTION, e.g. model.py:predict")
     module_name, _, attribute = reference.rpartition(":")
     if module_name.endswith(".py") or "/" in module_name:
-        path = Path(module_name).resolve()
-        if not path.exists():
-            raise click.BadParameter(f"{module_name} does not exist")
-        sys.path.insert(0, str(path.parent))
-        module_name = path.stem
+        module = _import_file(Path(module_name).resolve())
     else:
         sys.path.insert(0, str(Path.cwd()))
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise click.BadParameter(f"cannot import {module_name!r}: {error}") from error
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise click.BadParameter(f"cannot import {module_name!r}: {error}") from error
     try:
         return getattr(module, attribute)
     except AttributeError:
         raise click.BadParameter(f"{module_name} has no attribute {attribute!r}") from None
+
+
+def _import_file(path: Path) -> Any:
+    """Import a script by path as a module named after it (its siblings importable)."""
+    import importlib.util
+
+    if not path.exists():
+        raise click.BadParameter(f"{path} does not exist")
+    existing = sys.modules.get(path.stem)
+    if existing is not None and getattr(existing, "__file__", None) == str(path):
+        return existing
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None:
+        raise click.BadParameter(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def _triggers(cron: tuple[str, ...], tz: str, every: tuple[str, ...], http: bool,

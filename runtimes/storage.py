@@ -83,7 +83,9 @@ def filesystem(url: str) -> tuple[pafs.FileSystem, str]:
     if scheme == "s3":
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        options: dict[str, Any] = {}
+        # Delayed open sends a small object as one PutObject instead of a
+        # three-request multipart upload: most run files are small.
+        options: dict[str, Any] = {"allow_delayed_open": True}
         if endpoint:
             endpoint_url = urlparse(endpoint)
             options["endpoint_override"] = endpoint_url.netloc or endpoint

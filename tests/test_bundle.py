@@ -1,0 +1,103 @@
+"""The bundle: manifest v1, hashes, and a zip that is byte-for-byte reproducible."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import zipfile
+from io import BytesIO
+from pathlib import Path
+
+import pandas as pd
+
+import deployer
+from deployer import Cron, Http
+
+
+def score(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(score=1.0)
+
+
+def other_score(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(score=2.0)
+
+
+def test_manifest_describes_the_bundle(tmp_path: Path) -> None:
+    built = deployer.build(score, name="scores", output=str(tmp_path),
+                           triggers=[Cron("0 6 * * *", tz="Europe/Berlin"), Http()],
+                           inputs=str(tmp_path / "features.parquet"),
+                           metrics={"mean": lambda out: out.score.mean()})
+    manifest = built.bundle.manifest
+    assert manifest["format"] == 1
+    assert manifest["name"] == "scores"
+    assert manifest["python"] == f"{sys.version_info.major}.{sys.version_info.minor}"
+    function = manifest["function"]
+    pickled = dict(built.bundle.files)["function.pkl"]
+    assert function["sha256"] == hashlib.sha256(pickled).hexdigest()
+    assert function["qualname"] == "score"
+    assert "frame" in function["signature"]
+    assert "def score" in manifest["source"]
+    assert manifest["triggers"][0]["tz"] == "Europe/Berlin"
+    assert manifest["metrics"] == ["mean"]
+    assert manifest["requirements"] == built.requirements.lines()
+    assert manifest["created_with"]["cloudpickle"]
+    names = [path for path, _ in built.bundle.files]
+    assert {"manifest.json", "function.pkl", "requirements.txt",
+            "deployer_runtime/core.py", "deployer_runtime/local.py"} <= set(names)
+
+
+def test_zip_is_deterministic_and_sorted(tmp_path: Path) -> None:
+    first = deployer.build(score, name="scores", output=str(tmp_path)).bundle.zip_bytes()
+    second = deployer.build(score, name="scores", output=str(tmp_path)).bundle.zip_bytes()
+    assert hashlib.sha256(first).hexdigest() == hashlib.sha256(second).hexdigest()
+    with zipfile.ZipFile(BytesIO(first)) as archive:
+        entries = archive.infolist()
+    assert [entry.filename for entry in entries] == sorted(entry.filename for entry in entries)
+    assert {entry.date_time for entry in entries} == {(1980, 1, 1, 0, 0, 0)}
+    assert {entry.external_attr >> 16 for entry in entries} == {0o644}
+
+
+def test_same_function_builds_identical_bytes_in_separate_processes(tmp_path: Path) -> None:
+    (tmp_path / "model_module.py").write_text(
+        "import pandas as pd\n"
+        "WEIGHTS = {'a': 0.5, 'b': 1.5}\n"
+        "def predict(frame: pd.DataFrame) -> pd.DataFrame:\n"
+        "    return frame.assign(score=sum(frame[c] * w for c, w in WEIGHTS.items()))\n"
+    )
+    script = (
+        "import hashlib, sys, deployer\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "from model_module import predict\n"
+        f"built = deployer.build(predict, name='scores', output={str(tmp_path / 'out')!r})\n"
+        "print(hashlib.sha256(built.bundle.zip_bytes()).hexdigest(), built.bundle.code_hash)\n"
+    )
+    digests = {
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       check=True, cwd=tmp_path, env={"PYTHONHASHSEED": seed, "PATH": ""}
+                       ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(digests) == 1
+
+
+def test_code_change_moves_code_hash_not_deps_hash(tmp_path: Path) -> None:
+    first = deployer.build(score, name="scores", output=str(tmp_path)).bundle
+    second = deployer.build(other_score, name="scores", output=str(tmp_path)).bundle
+    assert first.code_hash != second.code_hash
+    assert first.deps_hash == second.deps_hash
+
+
+def test_requirement_change_moves_deps_hash_not_code_hash(tmp_path: Path) -> None:
+    first = deployer.build(score, name="scores", output=str(tmp_path)).bundle
+    second = deployer.build(score, name="scores", output=str(tmp_path),
+                            requirements=["requests==2.32.3"]).bundle
+    assert first.deps_hash != second.deps_hash
+    assert first.code_hash == second.code_hash
+
+
+def test_config_change_moves_neither_hash(tmp_path: Path) -> None:
+    first = deployer.build(score, name="scores", output=str(tmp_path)).bundle
+    second = deployer.build(score, name="scores", output=str(tmp_path),
+                            triggers=[Http()]).bundle
+    assert (first.code_hash, first.deps_hash) == (second.code_hash, second.deps_hash)

@@ -1,0 +1,163 @@
+"""The local provider: environments per deps_hash, isolated runs, plans, concurrency."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import deployer
+from deployer import api
+from deployer import Cron, Every, Http, RunError
+from deployer.providers import local
+from deployer.providers.base import (
+    ADD_TRIGGER,
+    CREATE,
+    INSTALL_DEPENDENCIES,
+    REMOVE_TRIGGER,
+    UPDATE_CODE,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def add_one(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(y=frame.x + 1)
+
+
+def add_two(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(y=frame.x + 2)
+
+
+def test_deploy_and_invoke_runs_in_the_bundle_environment(deployer_home: Path) -> None:
+    deployment = deployer.deploy(add_one, name="adder", triggers=[Http()], quiet=True)
+    assert deployment.url is not None and deployment.url.endswith("/v1/functions/adder")
+    predictions = deployment.invoke(pd.DataFrame({"x": [1, 2]}))
+    assert predictions.y.tolist() == [2, 3]
+    runs = deployment.runs()
+    assert runs.status.tolist() == ["succeeded"] and runs.trigger.tolist() == ["manual"]
+    assert deployment.outputs().y.tolist() == [2, 3]
+    entry = local.read_entry("adder")
+    assert entry is not None
+    assert entry["python"].startswith(str(local.cache()))
+
+
+def test_second_deploy_with_same_dependencies_installs_nothing(deployer_home: Path) -> None:
+    deployer.deploy(add_one, name="first", quiet=True)
+    environment = local.environment_path(local.read_entry("first")["deps_hash"])
+    marker = environment / "marker"
+    marker.write_text("unchanged")
+    plan = deployer.plan(add_two, name="second", quiet=True)
+    assert INSTALL_DEPENDENCIES not in plan.kinds()
+    assert plan.kinds() == [CREATE]
+    deployer.deploy(add_two, name="second", quiet=True)
+    assert local.read_entry("second")["deps_hash"] == local.read_entry("first")["deps_hash"]
+    assert marker.read_text() == "unchanged"
+
+
+def test_redeploy_plans_nothing_then_code_then_trigger_changes(deployer_home: Path) -> None:
+    schedule = Cron("0 6 * * *", tz="Europe/Berlin")
+    inputs = str(deployer_home.parent / "in.parquet")
+    deployer.deploy(add_one, name="adder", triggers=[schedule, Http()], inputs=inputs,
+                    quiet=True)
+    unchanged = deployer.plan(add_one, name="adder", triggers=[schedule, Http()],
+                              inputs=inputs, quiet=True)
+    assert unchanged.changes_nothing
+    code_only = deployer.plan(add_two, name="adder", triggers=[schedule, Http()],
+                              inputs=inputs, quiet=True)
+    assert code_only.kinds() == [UPDATE_CODE]
+    fewer = deployer.plan(add_one, name="adder", triggers=[Http(), Every(minutes=5)],
+                          inputs=inputs, quiet=True)
+    assert sorted(fewer.kinds()) == [ADD_TRIGGER, REMOVE_TRIGGER]
+    deployer.deploy(add_one, name="adder", triggers=[Http()], quiet=True)
+    assert [trigger["type"] for trigger in local.read_entry("adder")["triggers"]] == ["http"]
+
+
+def test_package_not_in_the_bundle_is_not_importable(deployer_home: Path) -> None:
+    def sneaky() -> list[dict]:
+        import importlib
+
+        # A name built at run time, which no static scan can see: the only
+        # way it could import is by leaking the user's environment.
+        module = importlib.import_module("hypo" + "thesis")
+        return [{"version": module.__version__}]
+
+    deployer.deploy(sneaky, name="sneaky", quiet=True)
+    invocation = api.invoke("sneaky")
+    assert invocation.http_status == 500
+    assert invocation.body["error"]["type"] == "ModuleNotFoundError"
+    assert "hypothesis" in invocation.body["error"]["message"]
+
+
+def test_run_failure_raises_run_error_from_invoke(deployer_home: Path) -> None:
+    def broken(frame: pd.DataFrame) -> pd.DataFrame:
+        raise KeyError("score")
+
+    deployment = deployer.deploy(broken, name="broken", quiet=True)
+    with pytest.raises(RunError, match="KeyError"):
+        deployment.invoke(pd.DataFrame({"x": [1]}))
+    assert deployment.runs().error_type.tolist() == ["KeyError"]
+
+
+def test_hanging_function_times_out_as_a_failed_run(deployer_home: Path) -> None:
+    def slow() -> None:
+        import time
+
+        time.sleep(60)
+
+    deployer.deploy(slow, name="slow", timeout=2, quiet=True)
+    invocation = api.invoke("slow")
+    assert invocation.http_status == 500
+    assert invocation.body["error"]["type"] == "Timeout"
+    runs = deployer.read_runs("slow")
+    assert runs.status.tolist() == ["failed"] and runs.error_type.tolist() == ["Timeout"]
+
+
+def test_prints_go_to_the_log_not_the_reply(deployer_home: Path) -> None:
+    def chatty() -> list[dict]:
+        print("hello from the function")
+        return [{"ok": 1}]
+
+    deployer.deploy(chatty, name="chatty", quiet=True)
+    assert api.invoke("chatty").body["predictions"] == [{"ok": 1}]
+    assert "hello from the function" in local.LocalProvider().logs("chatty")
+
+
+def test_delete_removes_function_and_keeps_outputs(deployer_home: Path) -> None:
+    deployment = deployer.deploy(add_one, name="adder", quiet=True)
+    deployment.invoke(pd.DataFrame({"x": [1]}))
+    deployment.delete(quiet=True)
+    assert local.read_entry("adder") is None
+    assert deployer.read_outputs("adder").y.tolist() == [2]
+    with pytest.raises(deployer.ConfigError, match="no function named 'adder'"):
+        api.invoke("adder")
+
+
+def test_concurrent_deploys_of_one_name_leave_a_readable_registry(deployer_home: Path) -> None:
+    deployer.deploy(add_one, name="warm", quiet=True)  # environment made once, outside the race
+    errors: list[BaseException] = []
+
+    def deploy(function: object) -> None:
+        try:
+            deployer.deploy(function, name="raced", quiet=True)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=deploy, args=(function,)) for function in
+               (add_one, add_two)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    entry = json.loads((deployer_home / "local" / "functions" / "raced.json").read_text())
+    hashes = {deployer.build(function, name="raced").bundle.code_hash
+              for function in (add_one, add_two)}
+    assert entry["code_hash"] in hashes
+    result = api.invoke("raced", pd.DataFrame({"x": [0]}))
+    assert result.body["predictions"][0]["y"] in (1, 2)
+    assert [path.name for path in (deployer_home / "local" / "functions").iterdir()
+            if path.name.startswith(".")] == []

@@ -1,0 +1,155 @@
+"""`deployer serve`: HTTP triggers, schedules, and surviving crashing functions."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+import deployer
+from deployer import Every, Http
+from deployer.providers.local_server import LocalServer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def server(deployer_home: Path) -> Iterator[LocalServer]:
+    running = LocalServer(port=0, log=lambda line: None)
+    running.start()
+    yield running
+    running.stop()
+
+
+def post(server: LocalServer, name: str, body: bytes | Any, *,
+         token: str | None = "server") -> tuple[int, dict[str, Any]]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {server.token if token == 'server' else token}"
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.port}/v1/functions/{name}", data=data, headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def predict(frame: pd.DataFrame) -> pd.DataFrame:
+    if (frame.x < 0).any():
+        raise ValueError("x must not be negative")
+    return frame.assign(score=frame.x * 10)
+
+
+def test_http_trigger_returns_predictions_and_records_the_run(
+        server: LocalServer) -> None:
+    deployer.deploy(predict, name="scores", triggers=[Http()], quiet=True)
+    status, body = post(server, "scores", [{"x": 1}, {"x": 2}])
+    assert status == 200
+    assert body["status"] == "succeeded"
+    assert [row["score"] for row in body["predictions"]] == [10, 20]
+    runs = deployer.read_runs("scores")
+    assert runs.trigger.tolist() == ["http"] and runs.run_id.tolist() == [body["run_id"]]
+
+
+def test_authenticated_trigger_refuses_requests_without_the_token(server: LocalServer) -> None:
+    deployer.deploy(predict, name="scores", triggers=[Http()], quiet=True)
+    assert post(server, "scores", [{"x": 1}], token=None)[0] == 401
+    assert post(server, "scores", [{"x": 1}], token="wrong")[0] == 401
+
+
+def test_public_trigger_needs_no_token(server: LocalServer) -> None:
+    deployer.deploy(predict, name="scores", triggers=[Http(public=True)], quiet=True)
+    assert post(server, "scores", [{"x": 1}], token=None)[0] == 200
+
+
+def test_function_without_http_trigger_is_not_reachable(server: LocalServer) -> None:
+    deployer.deploy(predict, name="scores", quiet=True)
+    status, body = post(server, "scores", [{"x": 1}])
+    assert status == 404 and "Http()" in body["error"]["message"]
+
+
+def test_malformed_json_is_400_and_nothing_runs(server: LocalServer) -> None:
+    deployer.deploy(predict, name="scores", triggers=[Http()], quiet=True)
+    status, body = post(server, "scores", b"{not json")
+    assert status == 400 and body["error"]["type"] == "BadRequest"
+    status, body = post(server, "scores", ["not", "records"])
+    assert status == 400
+    assert deployer.read_runs("scores").empty
+
+
+def test_raising_function_is_500_and_the_server_keeps_serving(server: LocalServer) -> None:
+    deployer.deploy(predict, name="scores", triggers=[Http()], quiet=True)
+    status, body = post(server, "scores", [{"x": -1}])
+    assert status == 500
+    assert body["error"] == {"type": "ValueError", "message": "x must not be negative"}
+    assert "Traceback" not in json.dumps(body)
+    assert post(server, "scores", [{"x": 3}])[0] == 200
+
+
+def test_crashing_and_hanging_functions_do_not_take_the_server_down(
+        server: LocalServer) -> None:
+    def crash(body: dict) -> None:
+        import os
+        import time
+
+        if body.get("mode") == "exit":
+            os._exit(3)
+        if body.get("mode") == "hang":
+            time.sleep(60)
+
+    deployer.deploy(crash, name="crashy", triggers=[Http()], timeout=2, quiet=True)
+    deployer.deploy(predict, name="scores", triggers=[Http()], quiet=True)
+    status, body = post(server, "crashy", {"mode": "exit"})
+    assert status == 500 and body["error"]["type"] == "WorkerCrashed"
+    status, body = post(server, "crashy", {"mode": "hang"})
+    assert status == 500 and body["error"]["type"] == "Timeout"
+    assert post(server, "crashy", {"mode": "fine"})[0] == 200
+    assert post(server, "scores", [{"x": 1}])[0] == 200
+    statuses = deployer.read_runs("crashy").status.tolist()
+    assert statuses.count("failed") == 2 and statuses.count("succeeded") == 1
+
+
+def test_worker_stays_warm_and_is_replaced_after_a_redeploy(server: LocalServer) -> None:
+    deployer.deploy(predict, name="scores", triggers=[Http()], quiet=True)
+    post(server, "scores", [{"x": 1}])
+    slot = server.slot("scores")
+    assert slot is not None and slot.worker.process is not None
+    first_pid = slot.worker.process.pid
+    post(server, "scores", [{"x": 1}])
+    assert server.slot("scores").worker.process.pid == first_pid
+
+    def predict_v2(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(score=-frame.x)
+
+    deployer.deploy(predict_v2, name="scores", triggers=[Http()], quiet=True)
+    status, body = post(server, "scores", [{"x": 1}])
+    assert body["predictions"][0]["score"] == -1
+    assert server.slot("scores").worker.process.pid != first_pid
+
+
+def test_schedule_fires_at_its_time_with_a_run_id_from_the_fire_time(
+        deployer_home: Path) -> None:
+    deployer.deploy(lambda: [{"tick": 1}], name="ticker", triggers=[Every(minutes=5)],
+                    quiet=True)
+    scheduler = LocalServer(port=0, log=lambda line: None)
+    start = datetime(2026, 11, 27, 6, 1, tzinfo=timezone.utc)
+    assert scheduler.tick(start) == []  # learns the next fire time: 06:05
+    assert scheduler.tick(start + timedelta(minutes=3)) == []
+    fired = scheduler.tick(datetime(2026, 11, 27, 6, 5, tzinfo=timezone.utc))
+    assert len(fired) == 1
+    fired[0].join(timeout=120)
+    scheduler.stop()
+    runs = deployer.read_runs("ticker")
+    assert runs.trigger.tolist() == ["schedule"]
+    assert runs.run_id[0].startswith("20261127T060500Z-")
+    assert deployer.read_outputs("ticker").tick.tolist() == [1]

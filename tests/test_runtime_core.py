@@ -1,0 +1,207 @@
+"""The runtime as it runs inside every deployed function: load, run, write."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from deployer import api, read_outputs, read_runs
+from deployer.runtimes import core
+
+
+def load(tmp_path: Path, function: Any, **options: Any) -> core.Loaded:
+    options.setdefault("output", str(tmp_path / "store"))
+    built = api.build(function, name="scores", **options)
+    directory = built.bundle.extract(tmp_path / "bundle")
+    return core.load(str(directory))
+
+
+def run_files(tmp_path: Path, run_id: str) -> dict[str, Path]:
+    directory = tmp_path / "store" / "scores" / "runs" / run_id
+    return {path.name: path for path in directory.iterdir()}
+
+
+def double(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(score=frame.x * 2)
+
+
+def test_run_writes_output_metrics_and_run_record(tmp_path: Path) -> None:
+    loaded = load(tmp_path, double, metrics={"mean_score": lambda out: out.score.mean()})
+    result = core.run(loaded, trigger="manual", payload=pd.DataFrame({"x": [1.0, 2.0, None]}))
+    assert result.status == "succeeded"
+    files = run_files(tmp_path, result.run_id)
+    assert set(files) == {"output.parquet", "metrics.json", "run.json"}
+    written = pq.read_table(files["output.parquet"]).to_pandas()
+    assert written.score.tolist()[:2] == [2.0, 4.0]
+    metrics = json.loads(files["metrics.json"].read_text())
+    assert metrics["rows_in"] == 3 and metrics["rows_out"] == 3
+    assert metrics["columns"]["score"]["null_fraction"] == pytest.approx(1 / 3)
+    assert metrics["columns"]["score"]["min"] == 2.0
+    assert metrics["columns"]["score"]["max"] == 4.0
+    assert metrics["columns"]["score"]["mean"] == 3.0
+    assert metrics["schema"] == {"x": "double", "score": "double"}
+    assert metrics["user"] == {"mean_score": 3.0}
+    record = json.loads(files["run.json"].read_text())
+    assert record["status"] == "succeeded" and record["trigger"] == "manual"
+    assert record["rows_in"] == 3 and record["rows_out"] == 3
+    assert record["code_hash"] == loaded.manifest["code_hash"]
+    assert record["duration_ms"] >= 0
+
+
+def test_tampered_pickle_is_refused_before_loading(tmp_path: Path) -> None:
+    built = api.build(double, name="scores", output=str(tmp_path / "store"))
+    directory = built.bundle.extract(tmp_path / "bundle")
+    (directory / "function.pkl").write_bytes(b"not the deployed pickle")
+    with pytest.raises(core.BundleIntegrityError, match="sha256"):
+        core.load(str(directory))
+
+
+@pytest.mark.parametrize(
+    "returned",
+    [
+        pa.table({"score": [1, 2]}),
+        [{"score": 1}, {"score": 2}],
+        {"score": [1, 2]},
+    ],
+    ids=["arrow-table", "records", "columns"],
+)
+def test_accepted_return_types_become_parquet(tmp_path: Path, returned: Any) -> None:
+    loaded = load(tmp_path, lambda: returned)
+    result = core.run(loaded, trigger="manual")
+    assert result.status == "succeeded"
+    written = pq.read_table(run_files(tmp_path, result.run_id)["output.parquet"])
+    assert written.column("score").to_pylist() == [1, 2]
+
+
+def test_returning_none_writes_no_output_but_commits_the_run(tmp_path: Path) -> None:
+    loaded = load(tmp_path, lambda: None)
+    result = core.run(loaded, trigger="manual")
+    assert result.status == "succeeded"
+    assert set(run_files(tmp_path, result.run_id)) == {"metrics.json", "run.json"}
+
+
+def test_unsupported_return_type_fails_the_run_listing_accepted_types(tmp_path: Path) -> None:
+    loaded = load(tmp_path, lambda: "a string")
+    result = core.run(loaded, trigger="manual")
+    assert result.status == "failed"
+    assert "builtins.str" in result.record["error"]["message"]
+    assert "pyarrow Table" in result.record["error"]["message"]
+
+
+def test_function_that_raises_gives_failed_record_with_traceback(tmp_path: Path) -> None:
+    def broken(frame: pd.DataFrame) -> pd.DataFrame:
+        raise ValueError("model file is corrupt")
+
+    loaded = load(tmp_path, broken)
+    result = core.run(loaded, trigger="manual", payload=[{"x": 1}])
+    assert result.status == "failed"
+    error = result.record["error"]
+    assert error["type"] == "ValueError" and error["message"] == "model file is corrupt"
+    assert "in broken" in error["traceback"]
+    assert "output.parquet" not in run_files(tmp_path, result.run_id)
+    status, body = core.response_body(result)
+    assert status == 500
+    assert body["error"] == {"type": "ValueError", "message": "model file is corrupt"}
+    assert "traceback" not in json.dumps(body).lower()
+
+
+def test_failed_check_marks_run_and_keeps_output(tmp_path: Path) -> None:
+    loaded = load(tmp_path, double, checks={
+        "positive": lambda out: (out.score > 0).all(),
+        "raises": lambda out: out.missing_column.all(),
+    })
+    result = core.run(loaded, trigger="manual", payload=[{"x": -1}, {"x": 2}])
+    assert result.status == "check_failed"
+    assert result.record["checks"]["positive"] == {"passed": False}
+    assert result.record["checks"]["raises"]["passed"] is False
+    assert "missing_column" in result.record["checks"]["raises"]["error"]
+    assert "output.parquet" in run_files(tmp_path, result.run_id)
+
+
+def test_passing_checks_succeed(tmp_path: Path) -> None:
+    loaded = load(tmp_path, double, checks={"positive": lambda out: (out.score > 0).all()})
+    result = core.run(loaded, trigger="manual", payload=[{"x": 1}])
+    assert result.status == "succeeded"
+    assert result.record["checks"] == {"positive": {"passed": True}}
+
+
+def test_inputs_data_set_is_read_when_there_is_no_body(tmp_path: Path) -> None:
+    inputs = tmp_path / "features.parquet"
+    pd.DataFrame({"x": [1.0, 5.0]}).to_parquet(inputs)
+    loaded = load(tmp_path, double, inputs=str(inputs))
+    result = core.run(loaded, trigger="schedule")
+    assert result.status == "succeeded"
+    assert result.output.score.tolist() == [2.0, 10.0]
+
+
+def test_csv_inputs_are_read(tmp_path: Path) -> None:
+    inputs = tmp_path / "features.csv"
+    inputs.write_text("x\n3\n4\n")
+    loaded = load(tmp_path, double, inputs=str(inputs))
+    assert core.run(loaded, trigger="schedule").output.score.tolist() == [6, 8]
+
+
+def test_missing_inputs_fail_the_run_naming_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "features.parquet"
+    loaded = load(tmp_path, double, inputs=str(missing))
+    result = core.run(loaded, trigger="schedule")
+    assert result.status == "failed"
+    assert str(missing) in result.record["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [[{"x": 1}, {"x": 2}], {"x": [1, 2]}],
+    ids=["records", "columns"],
+)
+def test_json_bodies_become_dataframes(tmp_path: Path, body: Any) -> None:
+    loaded = load(tmp_path, double)
+    assert core.run(loaded, trigger="http", payload=body).output.score.tolist() == [2, 4]
+
+
+def test_single_record_body_is_one_row(tmp_path: Path) -> None:
+    loaded = load(tmp_path, double)
+    assert core.run(loaded, trigger="http", payload={"x": 4}).output.score.tolist() == [8]
+
+
+@pytest.mark.parametrize("body", ["text", [1, 2], {"x": [1, 2], "y": [1]}])
+def test_body_that_is_no_table_is_a_payload_error(tmp_path: Path, body: Any) -> None:
+    loaded = load(tmp_path, double)
+    with pytest.raises(core.PayloadError):
+        core.run(loaded, trigger="http", payload=body)
+    assert not (tmp_path / "store" / "scores").exists()
+
+
+def test_json_function_gets_the_raw_body(tmp_path: Path) -> None:
+    def echo(body: dict) -> list[dict]:
+        return [{"keys": ",".join(sorted(body))}]
+
+    loaded = load(tmp_path, echo)
+    assert core.run(loaded, trigger="http", payload={"b": 1, "a": 2}).output["keys"][0] == "a,b"
+
+
+def test_function_needing_input_fails_clearly_without_one(tmp_path: Path) -> None:
+    loaded = load(tmp_path, double)
+    result = core.run(loaded, trigger="manual")
+    assert result.status == "failed"
+    assert "needs an input" in result.record["error"]["message"]
+
+
+def test_retry_of_the_same_scheduled_event_overwrites_one_run(tmp_path: Path) -> None:
+    loaded = load(tmp_path, lambda: [{"n": 1}])
+    fire_time = datetime(2026, 11, 27, 6, 0, tzinfo=timezone.utc)
+    first = core.run(loaded, trigger="schedule", fire_time=fire_time, event_id="event-1")
+    second = core.run(loaded, trigger="schedule", fire_time=fire_time, event_id="event-1")
+    other = core.run(loaded, trigger="schedule", fire_time=fire_time, event_id="event-2")
+    assert first.run_id == second.run_id != other.run_id
+    assert first.run_id.startswith("20261127T060000Z-")
+    runs = read_runs("scores", output=str(tmp_path / "store"))
+    assert len(runs) == 2
+    assert len(read_outputs("scores", output=str(tmp_path / "store"))) == 2
