@@ -20,9 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from model import make_predict, train  # noqa: E402
+
 import deployer  # noqa: E402
 from deployer import Http  # noqa: E402
-from model import make_predict, train  # noqa: E402
 
 
 def main() -> None:

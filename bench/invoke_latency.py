@@ -17,10 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from model import make_predict, train  # noqa: E402
+
 import deployer  # noqa: E402
 from deployer import Http  # noqa: E402
 from deployer.providers.local_server import LocalServer  # noqa: E402
-from model import make_predict, train  # noqa: E402
 
 
 def percentiles(samples: list[float]) -> str:
@@ -50,7 +51,8 @@ def main() -> None:
     server.start()
     body = json.dumps(batch.to_dict(orient="records")).encode()
     request = urllib.request.Request(
-        f"http://127.0.0.1:{server.port}/v1/functions/latency", data=body,
+        f"http://127.0.0.1:{server.port}/v1/functions/latency",
+        data=body,
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {server.token}"},
     )
     urllib.request.urlopen(request).read()  # the first request starts the worker

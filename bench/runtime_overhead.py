@@ -30,13 +30,17 @@ def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     scratch = Path(tempfile.mkdtemp(prefix="deployer-bench-"))
     generator = np.random.default_rng(0)
-    batch = pd.DataFrame({
-        "a": generator.normal(size=ROWS),
-        "b": generator.normal(size=ROWS),
-        "segment": generator.choice(["x", "y", "z"], size=ROWS),
-    })
+    batch = pd.DataFrame(
+        {
+            "a": generator.normal(size=ROWS),
+            "b": generator.normal(size=ROWS),
+            "segment": generator.choice(["x", "y", "z"], size=ROWS),
+        }
+    )
     built = deployer.build(
-        predict, name="overhead", output=str(scratch / "store"),
+        predict,
+        name="overhead",
+        output=str(scratch / "store"),
         metrics={"mean_score": lambda out: out.score.mean()},
         checks={"finite": lambda out: bool(np.isfinite(out.score).all())},
     )

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from deployer.bundle import Bundle
     from deployer.console import Reporter
-    from deployer.providers.base import Invocation, Plan, Provider
+    from deployer.providers.base import Invocation, Plan
     from deployer.requirements import Requirements
 
 DEFAULT_TIMEOUT_SECONDS = 300
@@ -132,8 +132,14 @@ def build(
     return Built(bundle=bundle, requirements=pinned, spec=spec, provider=provider)
 
 
-def plan(function: Callable[..., Any], *, name: str, provider: str = "local",
-         quiet: bool = False, **options: Any) -> Plan:
+def plan(
+    function: Callable[..., Any],
+    *,
+    name: str,
+    provider: str = "local",
+    quiet: bool = False,
+    **options: Any,
+) -> Plan:
     """What deploy() would change, computed from the provider's state; changes nothing."""
     from deployer.registry import get_provider
 
@@ -167,7 +173,6 @@ def deploy(
     ...                     metrics={"mean_score": lambda out: out.score.mean()})
     >>> d.invoke(features).head()
     """
-    from deployer.registry import get_provider
 
     built = build(
         function,
@@ -226,8 +231,9 @@ def list_deployments(*, provider: str = "local") -> list[Deployment]:
     return [_deployment(state) for state in get_provider(provider).list()]
 
 
-def invoke(name: str, data: Any = None, *, provider: str = "local",
-           timeout: int | None = None) -> Invocation:
+def invoke(
+    name: str, data: Any = None, *, provider: str = "local", timeout: int | None = None
+) -> Invocation:
     from deployer.registry import get_provider
 
     return get_provider(provider).invoke(name, data, timeout_seconds=timeout)

@@ -116,8 +116,10 @@ def build(
     code_files: dict[str, bytes] = {FUNCTION_FILE: captured.pickle, **runtime_files()}
     for module in captured.local_modules:
         path = PurePosixPath(module.path)
-        if path.is_absolute() or ".." in path.parts or path.parts[0] in (
-            RUNTIME_PACKAGE, FUNCTION_FILE, MANIFEST_FILE, REQUIREMENTS_FILE
+        if (
+            path.is_absolute()
+            or ".." in path.parts
+            or path.parts[0] in (RUNTIME_PACKAGE, FUNCTION_FILE, MANIFEST_FILE, REQUIREMENTS_FILE)
         ):
             raise BundleError(
                 f"local module {module.name!r} would be written to {module.path!r}, which "

@@ -52,8 +52,9 @@ def _import_file(path: Path) -> Any:
     return module
 
 
-def _triggers(cron: tuple[str, ...], tz: str, every: tuple[str, ...], http: bool,
-              public: bool) -> list[Any]:
+def _triggers(
+    cron: tuple[str, ...], tz: str, every: tuple[str, ...], http: bool, public: bool
+) -> list[Any]:
     from deployer.triggers import Cron, Every, Http
 
     triggers: list[Any] = [Cron(expression, tz=tz) for expression in cron]
@@ -129,8 +130,9 @@ def _build_options(options: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": options["name"],
         "provider": options["provider"],
-        "triggers": _triggers(options["cron"], options["tz"], options["every"],
-                              options["http"], options["public"]),
+        "triggers": _triggers(
+            options["cron"], options["tz"], options["every"], options["http"], options["public"]
+        ),
         "inputs": options["inputs"],
         "output": options["output"],
         "metrics": _load(options["metrics"]) if options["metrics"] else None,
@@ -192,9 +194,14 @@ def list_command(provider: str, as_json: bool) -> None:
 
     table = Table("name", "function", "triggers", "code", "url", "deployed")
     for state in states:
-        table.add_row(state.name, state.qualname,
-                      ", ".join(trigger["type"] for trigger in state.triggers),
-                      state.code_hash[:12], state.url or "", state.deployed_at[:19])
+        table.add_row(
+            state.name,
+            state.qualname,
+            ", ".join(trigger["type"] for trigger in state.triggers),
+            state.code_hash[:12],
+            state.url or "",
+            state.deployed_at[:19],
+        )
     Console().print(table)
 
 
@@ -204,8 +211,7 @@ def list_command(provider: str, as_json: bool) -> None:
 @click.option("--data", help="JSON body, or @path to a .json, .csv or .parquet file")
 @click.option("--timeout", type=int, help="seconds (default: the deployed timeout)")
 @click.option("--json", "as_json", is_flag=True)
-def invoke(name: str, provider: str, data: str | None, timeout: int | None,
-           as_json: bool) -> None:
+def invoke(name: str, provider: str, data: str | None, timeout: int | None, as_json: bool) -> None:
     """Run NAME now; without --data it reads its inputs (as a scheduled run would)."""
     from deployer import api
 
@@ -219,14 +225,16 @@ def invoke(name: str, provider: str, data: str | None, timeout: int | None,
         body = invocation.body
         click.echo(f"run {body.get('run_id')}: {body.get('status')}")
         if body.get("error"):
-            click.secho(f"{body['error'].get('type')}: {body['error'].get('message')}",
-                        fg="red")
+            click.secho(f"{body['error'].get('type')}: {body['error'].get('message')}", fg="red")
         predictions = body.get("predictions")
         if predictions:
             import pandas as pd
 
-            _frame_out(pd.DataFrame.from_records(predictions).head(20), False,
-                       f"predictions (first 20 of {len(predictions)})")
+            _frame_out(
+                pd.DataFrame.from_records(predictions).head(20),
+                False,
+                f"predictions (first 20 of {len(predictions)})",
+            )
     if invocation.http_status >= 400:
         sys.exit(1)
 
@@ -248,13 +256,17 @@ def _read_data(data: str) -> Any:
 
 
 def _read_options(command: Any) -> Any:
-    for option in reversed([
-        click.argument("name"),
-        click.option("--output", help="the store the function writes to (default: local store)"),
-        click.option("--last", type=int, help="only the last N runs"),
-        click.option("--since", help="only runs started at or after this ISO time"),
-        click.option("--json", "as_json", is_flag=True),
-    ]):
+    for option in reversed(
+        [
+            click.argument("name"),
+            click.option(
+                "--output", help="the store the function writes to (default: local store)"
+            ),
+            click.option("--last", type=int, help="only the last N runs"),
+            click.option("--since", help="only runs started at or after this ISO time"),
+            click.option("--json", "as_json", is_flag=True),
+        ]
+    ):
         command = option(command)
     return command
 
@@ -270,8 +282,7 @@ def _output_for(name: str, output: str | None) -> str | None:
 
 @main.command()
 @_read_options
-def runs(name: str, output: str | None, last: int | None, since: str | None,
-         as_json: bool) -> None:
+def runs(name: str, output: str | None, last: int | None, since: str | None, as_json: bool) -> None:
     """Run history of NAME with status, timing and metrics."""
     from deployer.store import read_runs
 
@@ -281,8 +292,9 @@ def runs(name: str, output: str | None, last: int | None, since: str | None,
 
 @main.command()
 @_read_options
-def outputs(name: str, output: str | None, last: int | None, since: str | None,
-            as_json: bool) -> None:
+def outputs(
+    name: str, output: str | None, last: int | None, since: str | None, as_json: bool
+) -> None:
     """Predictions of NAME's committed runs."""
     from deployer.store import read_outputs
 

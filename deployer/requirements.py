@@ -56,8 +56,10 @@ def canonical(name: str) -> str:
 
 @cache
 def _module_index() -> dict[str, list[str]]:
-    return {module: list(dict.fromkeys(dists)) for module, dists in
-            metadata.packages_distributions().items()}
+    return {
+        module: list(dict.fromkeys(dists))
+        for module, dists in metadata.packages_distributions().items()
+    }
 
 
 def _installed_from(distribution: str) -> str | None:

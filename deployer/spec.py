@@ -42,8 +42,10 @@ def check_location(url: object, what: str) -> str:
 
 
 def check_timeout(timeout_seconds: object) -> int:
-    if not isinstance(timeout_seconds, int) or isinstance(timeout_seconds, bool) or not (
-        1 <= timeout_seconds <= 3600
+    if (
+        not isinstance(timeout_seconds, int)
+        or isinstance(timeout_seconds, bool)
+        or not (1 <= timeout_seconds <= 3600)
     ):
         raise ConfigError(
             f"timeout must be a whole number of seconds from 1 to 3600, got {timeout_seconds!r}"

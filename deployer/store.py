@@ -63,8 +63,9 @@ def committed_runs(
     for run_id in reversed(run_ids):
         directory = storage.join(runs_dir, run_id)
         try:
-            record = json.loads(storage.read_bytes(filesystem, storage.join(directory,
-                                                                            storage.RUN_FILE)))
+            record = json.loads(
+                storage.read_bytes(filesystem, storage.join(directory, storage.RUN_FILE))
+            )
         except FileNotFoundError:
             continue  # not committed: still running, or died half-way
         try:
@@ -110,14 +111,29 @@ def read_runs(
             "code_hash": record.get("code_hash"),
             "error_type": error.get("type"),
             "error_message": error.get("message"),
-            "checks_failed": [check for check, result in (record.get("checks") or {}).items()
-                              if not result.get("passed")],
+            "checks_failed": [
+                check
+                for check, result in (record.get("checks") or {}).items()
+                if not result.get("passed")
+            ],
         }
         for metric, value in (metrics.get("user") or {}).items():
             row[f"metric.{metric}"] = value
         rows.append(row)
-    columns = ["run_id", "status", "trigger", "started", "ended", "duration_ms", "rows_in",
-               "rows_out", "code_hash", "error_type", "error_message", "checks_failed"]
+    columns = [
+        "run_id",
+        "status",
+        "trigger",
+        "started",
+        "ended",
+        "duration_ms",
+        "rows_in",
+        "rows_out",
+        "code_hash",
+        "error_type",
+        "error_message",
+        "checks_failed",
+    ]
     return pd.DataFrame(rows, columns=columns if not rows else None)
 
 

@@ -60,8 +60,7 @@ DEFAULT_PORT = 8765
 # The worker puts the bundle first on sys.path itself, because ``python -I``
 # (isolated: no PYTHONPATH, no user site) ignores the usual ways of doing so.
 BOOTSTRAP = (
-    "import sys; sys.path.insert(0, sys.argv[1]); "
-    "from deployer_runtime.local import main; main()"
+    "import sys; sys.path.insert(0, sys.argv[1]); from deployer_runtime.local import main; main()"
 )
 
 
@@ -135,12 +134,33 @@ def ensure_environment(bundle: Bundle, reporter: Reporter) -> tuple[Path, bool]:
         requirements_file.write_text("\n".join(bundle.manifest["requirements"]) + "\n")
         count = len(bundle.manifest["requirements"])
         try:
-            with reporter.status(f"creating environment {bundle.deps_hash[:12]} ({count} "
-                                 "requirements, once per set of dependencies)"):
-                _run_uv([uv, "venv", "--quiet", "--relocatable", "--python", sys.executable,
-                         str(building)])
-                _run_uv([uv, "pip", "install", "--quiet", "--python",
-                         str(environment_python(building)), "-r", str(requirements_file)])
+            with reporter.status(
+                f"creating environment {bundle.deps_hash[:12]} ({count} "
+                "requirements, once per set of dependencies)"
+            ):
+                _run_uv(
+                    [
+                        uv,
+                        "venv",
+                        "--quiet",
+                        "--relocatable",
+                        "--python",
+                        sys.executable,
+                        str(building),
+                    ]
+                )
+                _run_uv(
+                    [
+                        uv,
+                        "pip",
+                        "install",
+                        "--quiet",
+                        "--python",
+                        str(environment_python(building)),
+                        "-r",
+                        str(requirements_file),
+                    ]
+                )
             os.replace(building, environment)
         finally:
             requirements_file.unlink(missing_ok=True)
@@ -291,9 +311,7 @@ def _worker_environment() -> dict[str, str]:
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE")
     prefixes = ("AWS_", "AZURE_", "GOOGLE_", "STORAGE_EMULATOR_HOST", "GCE_")
     return {
-        key: value
-        for key, value in os.environ.items()
-        if key in keep or key.startswith(prefixes)
+        key: value for key, value in os.environ.items() if key in keep or key.startswith(prefixes)
     }
 
 
@@ -326,8 +344,14 @@ def run_request(
             message=str(error),
         )
         core.commit_record(entry["output"], record)
-        return Invocation(500, {"run_id": message["run_id"], "status": "failed",
-                                "error": record["error"] | {"traceback": None}})
+        return Invocation(
+            500,
+            {
+                "run_id": message["run_id"],
+                "status": "failed",
+                "error": record["error"] | {"traceback": None},
+            },
+        )
     return Invocation(int(reply["http_status"]), reply["body"])
 
 
@@ -346,8 +370,9 @@ class LocalProvider:
                 return url
             return str(Path(url).expanduser().resolve())
 
-        return replace(spec, output=absolute(spec.output) or spec.output,
-                       inputs=absolute(spec.inputs))
+        return replace(
+            spec, output=absolute(spec.output) or spec.output, inputs=absolute(spec.inputs)
+        )
 
     def get(self, name: str) -> DeploymentState | None:
         entry = read_entry(name)
@@ -361,8 +386,12 @@ class LocalProvider:
         actions: list[Action] = []
         if not environment_python(environment_path(bundle.deps_hash)).exists():
             count = len(bundle.manifest["requirements"])
-            actions.append(Action(INSTALL_DEPENDENCIES,
-                                  f"create environment {bundle.deps_hash[:12]} ({count} packages)"))
+            actions.append(
+                Action(
+                    INSTALL_DEPENDENCIES,
+                    f"create environment {bundle.deps_hash[:12]} ({count} packages)",
+                )
+            )
         wanted = list(bundle.manifest["triggers"])
         if current is None:
             actions.append(Action(CREATE, f"function {spec.name} ({bundle.code_hash[:12]})"))
@@ -370,15 +399,24 @@ class LocalProvider:
         else:
             existing = list(current["triggers"])
             if current["code_hash"] != bundle.code_hash:
-                actions.append(Action(UPDATE_CODE, f"{current['code_hash'][:12]} -> "
-                                                   f"{bundle.code_hash[:12]}"))
+                actions.append(
+                    Action(UPDATE_CODE, f"{current['code_hash'][:12]} -> {bundle.code_hash[:12]}")
+                )
             if current["deps_hash"] != bundle.deps_hash:
-                actions.append(Action(UPDATE_CONFIG, f"dependencies {current['deps_hash'][:12]}"
-                                                     f" -> {bundle.deps_hash[:12]}"))
+                actions.append(
+                    Action(
+                        UPDATE_CONFIG,
+                        f"dependencies {current['deps_hash'][:12]} -> {bundle.deps_hash[:12]}",
+                    )
+                )
             for key in ("output", "inputs", "timeout_seconds"):
                 if current.get(key) != bundle.manifest.get(key):
-                    actions.append(Action(UPDATE_CONFIG, f"{key}: {current.get(key)!r} -> "
-                                                         f"{bundle.manifest.get(key)!r}"))
+                    actions.append(
+                        Action(
+                            UPDATE_CONFIG,
+                            f"{key}: {current.get(key)!r} -> {bundle.manifest.get(key)!r}",
+                        )
+                    )
         for trigger in wanted:
             if trigger not in existing:
                 actions.append(Action(ADD_TRIGGER, json.dumps(trigger, sort_keys=True)))
@@ -421,12 +459,20 @@ class LocalProvider:
             "timeout_seconds": manifest["timeout_seconds"],
             "deployed_at": storage.utc_now().isoformat(),
         }
-        _write_atomically(_functions_dir() / f"{plan.name}.json",
-                          json.dumps(entry, indent=2, sort_keys=True).encode())
+        _write_atomically(
+            _functions_dir() / f"{plan.name}.json",
+            json.dumps(entry, indent=2, sort_keys=True).encode(),
+        )
         return _state_from_entry(entry)
 
-    def invoke(self, name: str, payload: Any = None, *, timeout_seconds: int | None = None,
-               trigger: str = "manual") -> Invocation:
+    def invoke(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        timeout_seconds: int | None = None,
+        trigger: str = "manual",
+    ) -> Invocation:
         entry = self._entry(name)
         message: dict[str, Any] = {"trigger": trigger}
         with tempfile.TemporaryDirectory(prefix="deployer-invoke-") as scratch:
@@ -439,16 +485,19 @@ class LocalProvider:
                 message["payload"] = payload
             worker = Worker(entry)
             try:
-                return run_request(worker, entry, message,
-                                   timeout_seconds or entry["timeout_seconds"])
+                return run_request(
+                    worker, entry, message, timeout_seconds or entry["timeout_seconds"]
+                )
             finally:
                 worker.stop()
 
     def plan_delete(self, name: str) -> Plan:
         entry = self._entry(name)
         actions = [Action(DELETE, f"function {name}")]
-        actions += [Action(REMOVE_TRIGGER, json.dumps(trigger, sort_keys=True))
-                    for trigger in entry["triggers"]]
+        actions += [
+            Action(REMOVE_TRIGGER, json.dumps(trigger, sort_keys=True))
+            for trigger in entry["triggers"]
+        ]
         return Plan(name, self.name, tuple(actions))
 
     def delete(self, plan: Plan, reporter: Reporter) -> None:
@@ -470,8 +519,7 @@ class LocalProvider:
         entry = read_entry(name)
         if entry is None:
             raise ConfigError(
-                f"no function named {name!r} is deployed locally (in {home()}): "
-                "see `deployer list`"
+                f"no function named {name!r} is deployed locally (in {home()}): see `deployer list`"
             )
         return entry
 
@@ -479,4 +527,3 @@ class LocalProvider:
 def _is_dataframe(value: Any) -> bool:
     module = type(value).__module__
     return module.startswith("pandas") and type(value).__name__ == "DataFrame"
-

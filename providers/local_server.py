@@ -19,10 +19,11 @@ import json
 import os
 import secrets
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from deployer.providers import local
 from deployer.runtimes import storage
@@ -59,8 +60,9 @@ class FunctionSlot:
 
     def run(self, message: dict[str, Any]) -> local.Invocation:
         with self.lock:
-            return local.run_request(self.worker, self.entry, message,
-                                     self.entry["timeout_seconds"])
+            return local.run_request(
+                self.worker, self.entry, message, self.entry["timeout_seconds"]
+            )
 
     def stop(self) -> None:
         with self.lock:
@@ -68,8 +70,13 @@ class FunctionSlot:
 
 
 class LocalServer:
-    def __init__(self, *, host: str = "127.0.0.1", port: int | None = None,
-                 log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
         self.host = host
         self.port = local.port() if port is None else port
         self.log = log
@@ -92,8 +99,11 @@ class LocalServer:
                     current.stop()
                     del self._slots[name]
                 return None
-            if current is None or current.entry["bundle_sha"] != entry["bundle_sha"] or \
-                    current.entry["python"] != entry["python"]:
+            if (
+                current is None
+                or current.entry["bundle_sha"] != entry["bundle_sha"]
+                or current.entry["python"] != entry["python"]
+            ):
                 if current is not None:
                     current.stop()
                 current = FunctionSlot(entry)
@@ -107,8 +117,7 @@ class LocalServer:
         if slot is None:
             return None
         invocation = slot.run(message)
-        self.log(f"{name}: {message.get('trigger')} run {invocation.run_id} -> "
-                 f"{invocation.status}")
+        self.log(f"{name}: {message.get('trigger')} run {invocation.run_id} -> {invocation.status}")
         return invocation
 
     # -- scheduler ---------------------------------------------------------
@@ -214,11 +223,17 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
             if self.path == "/healthz":
                 self._send(200, {"status": "ok"})
             elif self.path == "/v1/functions":
-                self._send(200, [
-                    {"name": entry["name"], "code_hash": entry["code_hash"],
-                     "triggers": entry["triggers"]}
-                    for entry in local.list_entries()
-                ])
+                self._send(
+                    200,
+                    [
+                        {
+                            "name": entry["name"],
+                            "code_hash": entry["code_hash"],
+                            "triggers": entry["triggers"],
+                        }
+                        for entry in local.list_entries()
+                    ],
+                )
             else:
                 self._error(404, "NotFound", f"no route {self.path}")
 
@@ -228,20 +243,24 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
             raw = self.rfile.read(length) if length else b""
             if not self.path.startswith(prefix):
                 return self._error(404, "NotFound", f"no route {self.path}")
-            name = self.path[len(prefix):].strip("/")
+            name = self.path[len(prefix) :].strip("/")
             entry = local.read_entry(name)
             if entry is None:
                 return self._error(404, "NotFound", f"no function named {name!r} is deployed")
             http = [trigger for trigger in entry["triggers"] if trigger["type"] == "http"]
             if not http:
-                return self._error(404, "NotFound",
-                                   f"{name} has no Http trigger: deploy it with Http()")
+                return self._error(
+                    404, "NotFound", f"{name} has no Http trigger: deploy it with Http()"
+                )
             if not http[0].get("public") and not secrets.compare_digest(
                 self.headers.get("Authorization", ""), f"Bearer {server.token}"
             ):
-                return self._error(401, "Unauthorized",
-                                   f"send 'Authorization: Bearer <token>' (token in "
-                                   f"{token_path()}) or deploy with Http(public=True)")
+                return self._error(
+                    401,
+                    "Unauthorized",
+                    f"send 'Authorization: Bearer <token>' (token in "
+                    f"{token_path()}) or deploy with Http(public=True)",
+                )
             message: dict[str, Any] = {"trigger": "http"}
             if raw.strip():
                 try:
@@ -254,5 +273,3 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
             self._send(invocation.http_status, invocation.body)
 
     return Handler
-
-

@@ -11,9 +11,10 @@ import math
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from . import storage
 
@@ -304,8 +305,9 @@ def _builtin_metrics(frame: Any, rows_in: int | None, call_ms: float) -> dict[st
             "null_fraction": float(series.isna().mean()) if len(series) else 0.0
         }
         if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-            stats.update(min=_plain(series.min()), max=_plain(series.max()),
-                         mean=_plain(series.mean()))
+            stats.update(
+                min=_plain(series.min()), max=_plain(series.max()), mean=_plain(series.mean())
+            )
         metrics["columns"][str(column)] = stats
     return metrics
 
@@ -321,7 +323,7 @@ def _user_metrics(metrics: dict[str, Callable[[Any], Any]], frame: Any) -> dict[
 
 
 def _run_checks(checks: dict[str, Callable[[Any], Any]], frame: Any) -> dict[str, Any]:
-    results = {}
+    results: dict[str, Any] = {}
     for name, check in checks.items():
         try:
             results[name] = {"passed": bool(check(frame))}

@@ -42,7 +42,10 @@ def _handle(loaded: core.Loaded, request: dict[str, Any]) -> dict[str, Any]:
             event_id=request.get("event_id", ""),
         )
     except core.PayloadError as error:
-        return {"http_status": 400, "body": {"error": {"type": "BadRequest", "message": str(error)}}}
+        return {
+            "http_status": 400,
+            "body": {"error": {"type": "BadRequest", "message": str(error)}},
+        }
     http_status, body = core.response_body(result)
     return {"http_status": http_status, "body": body, "record": result.record}
 

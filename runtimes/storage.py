@@ -123,8 +123,9 @@ def filesystem(url: str) -> tuple[pafs.FileSystem, str]:
 
 
 def join(*parts: str) -> str:
-    return "/".join(part.strip("/") if index else part.rstrip("/") for index, part in
-                    enumerate(parts) if part)
+    return "/".join(
+        part.strip("/") if index else part.rstrip("/") for index, part in enumerate(parts) if part
+    )
 
 
 def runs_path(root: str, name: str) -> str:
@@ -161,7 +162,9 @@ def read_bytes(filesystem_: pafs.FileSystem, path: str) -> bytes:
 
 
 def write_json(filesystem_: pafs.FileSystem, path: str, value: Any) -> None:
-    write_bytes(filesystem_, path, json.dumps(value, indent=2, sort_keys=True, default=str).encode())
+    write_bytes(
+        filesystem_, path, json.dumps(value, indent=2, sort_keys=True, default=str).encode()
+    )
 
 
 def utc_now() -> datetime:

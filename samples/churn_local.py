@@ -56,8 +56,10 @@ deployment = deployer.deploy(
     name="churn-scores",
     triggers=[Cron("0 6 * * *", tz="Europe/Berlin"), Http()],
     inputs=str(inputs_path),
-    metrics={"mean_score": lambda out: out.score.mean(),
-             "positive_rate": lambda out: out.label.mean()},
+    metrics={
+        "mean_score": lambda out: out.score.mean(),
+        "positive_rate": lambda out: out.label.mean(),
+    },
     checks={"scores_in_range": lambda out: out.score.between(0, 1).all()},
 )
 
@@ -77,8 +79,7 @@ try:
     request = urllib.request.Request(
         f"http://127.0.0.1:{server.port}/v1/functions/churn-scores",
         data=json.dumps(test.head(3).to_dict(orient="records")).encode(),
-        headers={"Content-Type": "application/json",
-                 "Authorization": f"Bearer {server.token}"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {server.token}"},
     )
     with urllib.request.urlopen(request) as response:
         reply = json.load(response)
@@ -92,5 +93,17 @@ runs = deployer.read_runs("churn-scores", output=deployment.output)
 print(f"\noutputs: {len(outputs)} rows over {outputs.run_id.nunique()} runs")
 print(outputs.tail())
 print("\nruns:")
-print(runs[["run_id", "status", "trigger", "rows_in", "rows_out", "duration_ms",
-            "metric.mean_score", "metric.positive_rate"]].tail())
+print(
+    runs[
+        [
+            "run_id",
+            "status",
+            "trigger",
+            "rows_in",
+            "rows_out",
+            "duration_ms",
+            "metric.mean_score",
+            "metric.positive_rate",
+        ]
+    ].tail()
+)

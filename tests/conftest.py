@@ -38,8 +38,7 @@ def environment_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def deployer_home(tmp_path: Path, environment_cache: Path,
-                  monkeypatch: pytest.MonkeyPatch) -> Path:
+def deployer_home(tmp_path: Path, environment_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("DEPLOYER_HOME", str(home))
     monkeypatch.setenv("DEPLOYER_CACHE", str(environment_cache))
@@ -51,18 +50,19 @@ def deployer_home(tmp_path: Path, environment_cache: Path,
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto in server mode on a loopback port; yields its endpoint URL."""
     port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for_port(port, process)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
 
 
 @pytest.fixture
@@ -86,4 +86,3 @@ def s3_bucket(aws: str) -> str:
     name = f"bucket-{uuid.uuid4().hex[:12]}"
     boto3.client("s3").create_bucket(Bucket=name)
     return name
-

@@ -24,10 +24,14 @@ def other_score(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_manifest_describes_the_bundle(tmp_path: Path) -> None:
-    built = deployer.build(score, name="scores", output=str(tmp_path),
-                           triggers=[Cron("0 6 * * *", tz="Europe/Berlin"), Http()],
-                           inputs=str(tmp_path / "features.parquet"),
-                           metrics={"mean": lambda out: out.score.mean()})
+    built = deployer.build(
+        score,
+        name="scores",
+        output=str(tmp_path),
+        triggers=[Cron("0 6 * * *", tz="Europe/Berlin"), Http()],
+        inputs=str(tmp_path / "features.parquet"),
+        metrics={"mean": lambda out: out.score.mean()},
+    )
     manifest = built.bundle.manifest
     assert manifest["format"] == 1
     assert manifest["name"] == "scores"
@@ -43,8 +47,13 @@ def test_manifest_describes_the_bundle(tmp_path: Path) -> None:
     assert manifest["requirements"] == built.requirements.lines()
     assert manifest["created_with"]["cloudpickle"]
     names = [path for path, _ in built.bundle.files]
-    assert {"manifest.json", "function.pkl", "requirements.txt",
-            "deployer_runtime/core.py", "deployer_runtime/local.py"} <= set(names)
+    assert {
+        "manifest.json",
+        "function.pkl",
+        "requirements.txt",
+        "deployer_runtime/core.py",
+        "deployer_runtime/local.py",
+    } <= set(names)
 
 
 def test_zip_is_deterministic_and_sorted(tmp_path: Path) -> None:
@@ -73,9 +82,14 @@ def test_same_function_builds_identical_bytes_in_separate_processes(tmp_path: Pa
         "print(hashlib.sha256(built.bundle.zip_bytes()).hexdigest(), built.bundle.code_hash)\n"
     )
     digests = {
-        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                       check=True, cwd=tmp_path, env={"PYTHONHASHSEED": seed, "PATH": ""}
-                       ).stdout
+        subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp_path,
+            env={"PYTHONHASHSEED": seed, "PATH": ""},
+        ).stdout
         for seed in ("1", "2")
     }
     assert len(digests) == 1
@@ -90,14 +104,14 @@ def test_code_change_moves_code_hash_not_deps_hash(tmp_path: Path) -> None:
 
 def test_requirement_change_moves_deps_hash_not_code_hash(tmp_path: Path) -> None:
     first = deployer.build(score, name="scores", output=str(tmp_path)).bundle
-    second = deployer.build(score, name="scores", output=str(tmp_path),
-                            requirements=["requests==2.32.3"]).bundle
+    second = deployer.build(
+        score, name="scores", output=str(tmp_path), requirements=["requests==2.32.3"]
+    ).bundle
     assert first.deps_hash != second.deps_hash
     assert first.code_hash == second.code_hash
 
 
 def test_config_change_moves_neither_hash(tmp_path: Path) -> None:
     first = deployer.build(score, name="scores", output=str(tmp_path)).bundle
-    second = deployer.build(score, name="scores", output=str(tmp_path),
-                            triggers=[Http()]).bundle
+    second = deployer.build(score, name="scores", output=str(tmp_path), triggers=[Http()]).bundle
     assert (first.code_hash, first.deps_hash) == (second.code_hash, second.deps_hash)

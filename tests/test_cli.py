@@ -56,20 +56,29 @@ def test_bad_input_is_one_line_without_traceback(model_file: Path) -> None:
     assert "Traceback" not in output
 
 
-def test_dry_run_prints_the_plan_and_deploys_nothing(model_file: Path,
-                                                    deployer_home: Path) -> None:
-    code, output = run("deploy", f"{model_file}:predict", "--name", "labels", "--http",
-                       "--dry-run")
+def test_dry_run_prints_the_plan_and_deploys_nothing(model_file: Path, deployer_home: Path) -> None:
+    code, output = run("deploy", f"{model_file}:predict", "--name", "labels", "--http", "--dry-run")
     assert code == 0, output
     assert not (deployer_home / "local" / "functions").exists()
 
 
 @pytest.mark.slow
 def test_deploy_invoke_and_read_back(model_file: Path, deployer_home: Path) -> None:
-    code, output = run("deploy", f"{model_file}:predict", "--name", "labels", "--http",
-                       "--cron", "0 6 * * *", "--tz", "Europe/Berlin", "--inputs",
-                       str(model_file.parent / "features.parquet"), "--metrics",
-                       f"{model_file}:METRICS")
+    code, output = run(
+        "deploy",
+        f"{model_file}:predict",
+        "--name",
+        "labels",
+        "--http",
+        "--cron",
+        "0 6 * * *",
+        "--tz",
+        "Europe/Berlin",
+        "--inputs",
+        str(model_file.parent / "features.parquet"),
+        "--metrics",
+        f"{model_file}:METRICS",
+    )
     assert code == 0, output
     pd.DataFrame({"score": [0.2, 0.7, 0.9]}).to_parquet(model_file.parent / "features.parquet")
 

@@ -65,8 +65,7 @@ def test_unsupported_output_scheme(deployer_home: Path, output: str, scheme: str
         (lambda: Every(hours=-1), "hours"),
     ],
 )
-def test_invalid_triggers_name_the_field(deployer_home: Path, trigger: Any,
-                                         fragment: str) -> None:
+def test_invalid_triggers_name_the_field(deployer_home: Path, trigger: Any, fragment: str) -> None:
     with pytest.raises(TriggerError, match=fragment):
         deployer.deploy(predict, name="scores", triggers=[trigger()], quiet=True)
     assert_nothing_written(deployer_home)

@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 
 import deployer
-from deployer import api
-from deployer import Cron, Every, Http, RunError
+from deployer import Cron, Every, Http, RunError, api
 from deployer.providers import local
 from deployer.providers.base import (
     ADD_TRIGGER,
@@ -61,16 +60,18 @@ def test_second_deploy_with_same_dependencies_installs_nothing(deployer_home: Pa
 def test_redeploy_plans_nothing_then_code_then_trigger_changes(deployer_home: Path) -> None:
     schedule = Cron("0 6 * * *", tz="Europe/Berlin")
     inputs = str(deployer_home.parent / "in.parquet")
-    deployer.deploy(add_one, name="adder", triggers=[schedule, Http()], inputs=inputs,
-                    quiet=True)
-    unchanged = deployer.plan(add_one, name="adder", triggers=[schedule, Http()],
-                              inputs=inputs, quiet=True)
+    deployer.deploy(add_one, name="adder", triggers=[schedule, Http()], inputs=inputs, quiet=True)
+    unchanged = deployer.plan(
+        add_one, name="adder", triggers=[schedule, Http()], inputs=inputs, quiet=True
+    )
     assert unchanged.changes_nothing
-    code_only = deployer.plan(add_two, name="adder", triggers=[schedule, Http()],
-                              inputs=inputs, quiet=True)
+    code_only = deployer.plan(
+        add_two, name="adder", triggers=[schedule, Http()], inputs=inputs, quiet=True
+    )
     assert code_only.kinds() == [UPDATE_CODE]
-    fewer = deployer.plan(add_one, name="adder", triggers=[Http(), Every(minutes=5)],
-                          inputs=inputs, quiet=True)
+    fewer = deployer.plan(
+        add_one, name="adder", triggers=[Http(), Every(minutes=5)], inputs=inputs, quiet=True
+    )
     assert sorted(fewer.kinds()) == [ADD_TRIGGER, REMOVE_TRIGGER]
     deployer.deploy(add_one, name="adder", triggers=[Http()], quiet=True)
     assert [trigger["type"] for trigger in local.read_entry("adder")["triggers"]] == ["http"]
@@ -146,18 +147,21 @@ def test_concurrent_deploys_of_one_name_leave_a_readable_registry(deployer_home:
         except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
-    threads = [threading.Thread(target=deploy, args=(function,)) for function in
-               (add_one, add_two)]
+    threads = [threading.Thread(target=deploy, args=(function,)) for function in (add_one, add_two)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert errors == []
     entry = json.loads((deployer_home / "local" / "functions" / "raced.json").read_text())
-    hashes = {deployer.build(function, name="raced").bundle.code_hash
-              for function in (add_one, add_two)}
+    hashes = {
+        deployer.build(function, name="raced").bundle.code_hash for function in (add_one, add_two)
+    }
     assert entry["code_hash"] in hashes
     result = api.invoke("raced", pd.DataFrame({"x": [0]}))
     assert result.body["predictions"][0]["y"] in (1, 2)
-    assert [path.name for path in (deployer_home / "local" / "functions").iterdir()
-            if path.name.startswith(".")] == []
+    assert [
+        path.name
+        for path in (deployer_home / "local" / "functions").iterdir()
+        if path.name.startswith(".")
+    ] == []

@@ -28,8 +28,9 @@ def server(deployer_home: Path) -> Iterator[LocalServer]:
     running.stop()
 
 
-def post(server: LocalServer, name: str, body: bytes | Any, *,
-         token: str | None = "server") -> tuple[int, dict[str, Any]]:
+def post(
+    server: LocalServer, name: str, body: bytes | Any, *, token: str | None = "server"
+) -> tuple[int, dict[str, Any]]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers = {"Content-Type": "application/json"}
     if token is not None:
@@ -50,8 +51,7 @@ def predict(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(score=frame.x * 10)
 
 
-def test_http_trigger_returns_predictions_and_records_the_run(
-        server: LocalServer) -> None:
+def test_http_trigger_returns_predictions_and_records_the_run(server: LocalServer) -> None:
     deployer.deploy(predict, name="scores", triggers=[Http()], quiet=True)
     status, body = post(server, "scores", [{"x": 1}, {"x": 2}])
     assert status == 200
@@ -96,8 +96,7 @@ def test_raising_function_is_500_and_the_server_keeps_serving(server: LocalServe
     assert post(server, "scores", [{"x": 3}])[0] == 200
 
 
-def test_crashing_and_hanging_functions_do_not_take_the_server_down(
-        server: LocalServer) -> None:
+def test_crashing_and_hanging_functions_do_not_take_the_server_down(server: LocalServer) -> None:
     def crash(body: dict) -> None:
         import os
         import time
@@ -137,10 +136,8 @@ def test_worker_stays_warm_and_is_replaced_after_a_redeploy(server: LocalServer)
     assert server.slot("scores").worker.process.pid != first_pid
 
 
-def test_schedule_fires_at_its_time_with_a_run_id_from_the_fire_time(
-        deployer_home: Path) -> None:
-    deployer.deploy(lambda: [{"tick": 1}], name="ticker", triggers=[Every(minutes=5)],
-                    quiet=True)
+def test_schedule_fires_at_its_time_with_a_run_id_from_the_fire_time(deployer_home: Path) -> None:
+    deployer.deploy(lambda: [{"tick": 1}], name="ticker", triggers=[Every(minutes=5)], quiet=True)
     scheduler = LocalServer(port=0, log=lambda line: None)
     start = datetime(2026, 11, 27, 6, 1, tzinfo=timezone.utc)
     assert scheduler.tick(start) == []  # learns the next fire time: 06:05

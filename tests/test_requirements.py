@@ -59,8 +59,7 @@ def test_user_requirements_add_and_override() -> None:
     def predict() -> Any:
         return model
 
-    resolved = resolve(capture(predict),
-                       user_requirements=["scikit-learn==1.5.2", "requests>=2"])
+    resolved = resolve(capture(predict), user_requirements=["scikit-learn==1.5.2", "requests>=2"])
     by_name = {requirement.name: requirement for requirement in resolved.all}
     assert str(by_name["scikit-learn"]) == "scikit-learn==1.5.2"
     assert by_name["scikit-learn"].reason == "requirements="
@@ -70,8 +69,10 @@ def test_user_requirements_add_and_override() -> None:
 def test_lines_are_sorted_and_stable() -> None:
     resolved = resolve(capture(lambda: None), user_requirements=["zzz-package==1", "aaa==2"])
     assert resolved.lines() == sorted(resolved.lines())
-    assert resolved.lines() == resolve(capture(lambda: None),
-                                       user_requirements=["aaa==2", "zzz-package==1"]).lines()
+    assert (
+        resolved.lines()
+        == resolve(capture(lambda: None), user_requirements=["aaa==2", "zzz-package==1"]).lines()
+    )
 
 
 def test_preinstalled_packages_are_dropped() -> None:
@@ -88,8 +89,9 @@ def editable_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: editable-thing\nVersion: 0.1\n")
     (info / "top_level.txt").write_text("editable_thing\n")
-    (info / "direct_url.json").write_text(json.dumps(
-        {"url": f"file://{tmp_path}/src", "dir_info": {"editable": True}}))
+    (info / "direct_url.json").write_text(
+        json.dumps({"url": f"file://{tmp_path}/src", "dir_info": {"editable": True}})
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     requirements_module._module_index.cache_clear()
     yield "editable_thing"

@@ -113,10 +113,14 @@ def test_function_that_raises_gives_failed_record_with_traceback(tmp_path: Path)
 
 
 def test_failed_check_marks_run_and_keeps_output(tmp_path: Path) -> None:
-    loaded = load(tmp_path, double, checks={
-        "positive": lambda out: (out.score > 0).all(),
-        "raises": lambda out: out.missing_column.all(),
-    })
+    loaded = load(
+        tmp_path,
+        double,
+        checks={
+            "positive": lambda out: (out.score > 0).all(),
+            "raises": lambda out: out.missing_column.all(),
+        },
+    )
     result = core.run(loaded, trigger="manual", payload=[{"x": -1}, {"x": 2}])
     assert result.status == "check_failed"
     assert result.record["checks"]["positive"] == {"passed": False}

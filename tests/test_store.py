@@ -18,8 +18,9 @@ def scores(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def loaded_bundle(tmp_path: Path, output: str) -> core.Loaded:
-    built = api.build(scores, name="scores", output=output,
-                      metrics={"mean_score": lambda out: out.score.mean()})
+    built = api.build(
+        scores, name="scores", output=output, metrics={"mean_score": lambda out: out.score.mean()}
+    )
     return core.load(str(built.bundle.extract(tmp_path / "bundle")))
 
 
@@ -43,8 +44,13 @@ def test_outputs_are_concatenated_with_run_id_and_filtered_by_last(tmp_path: Pat
     run_ids = []
     for value in (1, 2, 3):
         fire_time = datetime(2026, 11, value, 6, tzinfo=timezone.utc)
-        result = core.run(loaded, trigger="schedule", payload=[{"x": value}, {"x": value}],
-                          fire_time=fire_time, event_id="e")
+        result = core.run(
+            loaded,
+            trigger="schedule",
+            payload=[{"x": value}, {"x": value}],
+            fire_time=fire_time,
+            event_id="e",
+        )
         run_ids.append(result.run_id)
     outputs = read_outputs("scores", output=output)
     assert outputs.run_id.tolist() == [run_ids[0]] * 2 + [run_ids[1]] * 2 + [run_ids[2]] * 2
@@ -87,8 +93,9 @@ def test_runs_written_to_s3_are_read_back(tmp_path: Path, s3_bucket: str) -> Non
     assert result.status == "succeeded"
     import boto3
 
-    keys = {item["Key"] for item in
-            boto3.client("s3").list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    keys = {
+        item["Key"] for item in boto3.client("s3").list_objects_v2(Bucket=s3_bucket)["Contents"]
+    }
     prefix = f"predictions/scores/runs/{result.run_id}"
     assert keys == {f"{prefix}/output.parquet", f"{prefix}/metrics.json", f"{prefix}/run.json"}
     outputs = read_outputs("scores", output=output)
@@ -96,6 +103,9 @@ def test_runs_written_to_s3_are_read_back(tmp_path: Path, s3_bucket: str) -> Non
     assert outputs.run_id.tolist() == [result.run_id]
     runs = read_runs("scores", output=output)
     assert runs.status.tolist() == ["succeeded"]
-    assert json.loads(
-        boto3.client("s3").get_object(Bucket=s3_bucket, Key=f"{prefix}/run.json")["Body"].read()
-    )["status"] == "succeeded"
+    assert (
+        json.loads(
+            boto3.client("s3").get_object(Bucket=s3_bucket, Key=f"{prefix}/run.json")["Body"].read()
+        )["status"]
+        == "succeeded"
+    )
