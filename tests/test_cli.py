@@ -15,10 +15,10 @@ from deployer.cli import main
 MODEL = """
 import pandas as pd
 
-THRESHOLD = 0.5
+from thresholds import above
 
 def predict(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.assign(label=(frame.score >= THRESHOLD).astype(int))
+    return frame.assign(label=above(frame.score).astype(int))
 
 METRICS = {"positives": lambda out: int(out.label.sum())}
 """
@@ -28,6 +28,9 @@ METRICS = {"positives": lambda out: int(out.label.sum())}
 def model_file(deployer_home: Path) -> Path:
     path = deployer_home.parent / "model.py"
     path.write_text(MODEL)
+    (path.parent / "thresholds.py").write_text(
+        "def above(score, limit=0.5):\n    return score >= limit\n"
+    )
     return path
 
 
@@ -44,7 +47,9 @@ def test_build_writes_the_zip_and_lists_contents_and_size(model_file: Path) -> N
     assert f"{out.stat().st_size:,} bytes zipped" in output
     with zipfile.ZipFile(out) as archive:
         manifest = json.loads(archive.read("manifest.json"))
-        assert "model.py" in archive.namelist()  # the local module, shipped as source
+        names = archive.namelist()
+    # predict() travels by value; the local module it imports is shipped as source.
+    assert "thresholds.py" in names and "model.py" not in names
     assert manifest["name"] == "labels"
     assert f"code_hash {manifest['code_hash']}" in output
 
