@@ -271,6 +271,17 @@ def _recording_pickler_class() -> type[Any]:
                 raise pickle.PicklingError(f"refusing to pickle an open file: {obj!r}")
             return super().reducer_override(obj)
 
+        def _function_getnewargs(self, func: types.FunctionType) -> tuple[Any, ...]:
+            arguments = super()._function_getnewargs(func)
+            base_globals = arguments[1]
+            if isinstance(base_globals.get("__file__"), str):
+                # Where the checkout lives is not part of the code: a laptop and CI
+                # must build the same bytes, or every deploy looks like a code
+                # change. (cloudpickle already blanks co_filename for the same
+                # reason.) This dict is the pickler's copy; the module is untouched.
+                base_globals["__file__"] = os.path.basename(base_globals["__file__"])
+            return tuple(arguments)
+
         def _reduce_code(self, code: types.CodeType) -> object:
             reduction = self.dispatch_table[types.CodeType](code)
             constants = tuple(_SortedFrozenset.wrap(constant) for constant in code.co_consts)

@@ -50,6 +50,7 @@ from deployer.providers.base import (
     Plan,
 )
 from deployer.runtimes import core, storage
+from deployer.triggers import describe, trigger_from_dict
 
 if TYPE_CHECKING:
     from deployer.bundle import Bundle
@@ -419,10 +420,10 @@ class LocalProvider:
                     )
         for trigger in wanted:
             if trigger not in existing:
-                actions.append(Action(ADD_TRIGGER, json.dumps(trigger, sort_keys=True)))
+                actions.append(Action(ADD_TRIGGER, _describe(trigger)))
         for trigger in existing:
             if trigger not in wanted:
-                actions.append(Action(REMOVE_TRIGGER, json.dumps(trigger, sort_keys=True)))
+                actions.append(Action(REMOVE_TRIGGER, _describe(trigger)))
         return Plan(spec.name, self.name, tuple(actions), bundle=bundle, spec=spec)
 
     def apply(self, plan: Plan, reporter: Reporter) -> DeploymentState:
@@ -494,10 +495,7 @@ class LocalProvider:
     def plan_delete(self, name: str) -> Plan:
         entry = self._entry(name)
         actions = [Action(DELETE, f"function {name}")]
-        actions += [
-            Action(REMOVE_TRIGGER, json.dumps(trigger, sort_keys=True))
-            for trigger in entry["triggers"]
-        ]
+        actions += [Action(REMOVE_TRIGGER, _describe(trigger)) for trigger in entry["triggers"]]
         return Plan(name, self.name, tuple(actions))
 
     def delete(self, plan: Plan, reporter: Reporter) -> None:
@@ -522,6 +520,10 @@ class LocalProvider:
                 f"no function named {name!r} is deployed locally (in {home()}): see `deployer list`"
             )
         return entry
+
+
+def _describe(trigger: dict[str, Any]) -> str:
+    return describe(trigger_from_dict(trigger))
 
 
 def _is_dataframe(value: Any) -> bool:

@@ -68,7 +68,7 @@ print("\ninvoke with 5 rows:")
 print(deployment.invoke(test.head(5)))
 
 # 4b. A run like the 06:00 schedule's: no body, so the function reads `inputs`.
-deployer.invoke("churn-scores")
+deployment.invoke()
 
 # 4c. Over HTTP, through the local server, as a client would call it.
 from deployer.providers.local_server import LocalServer  # noqa: E402
@@ -93,6 +93,7 @@ runs = deployer.read_runs("churn-scores", output=deployment.output)
 print(f"\noutputs: {len(outputs)} rows over {outputs.run_id.nunique()} runs")
 print(outputs.tail())
 print("\nruns:")
+pd.set_option("display.width", 160)
 print(
     runs[
         [

@@ -67,31 +67,37 @@ def test_zip_is_deterministic_and_sorted(tmp_path: Path) -> None:
     assert {entry.external_attr >> 16 for entry in entries} == {0o644}
 
 
-def test_same_function_builds_identical_bytes_in_separate_processes(tmp_path: Path) -> None:
-    (tmp_path / "model_module.py").write_text(
+def test_same_function_builds_identical_bytes_from_other_processes_and_checkouts(
+    tmp_path: Path,
+) -> None:
+    module = (
         "import pandas as pd\n"
         "WEIGHTS = {'a': 0.5, 'b': 1.5}\n"
         "def predict(frame: pd.DataFrame) -> pd.DataFrame:\n"
         "    return frame.assign(score=sum(frame[c] * w for c, w in WEIGHTS.items()))\n"
     )
-    script = (
-        "import hashlib, sys, deployer\n"
-        f"sys.path.insert(0, {str(tmp_path)!r})\n"
-        "from model_module import predict\n"
-        f"built = deployer.build(predict, name='scores', output={str(tmp_path / 'out')!r})\n"
-        "print(hashlib.sha256(built.bundle.zip_bytes()).hexdigest(), built.bundle.code_hash)\n"
-    )
-    digests = {
-        subprocess.run(
+    digests = set()
+    # Two checkouts of the same code (a laptop and CI) under different hash seeds.
+    for checkout, seed in (("laptop", "1"), ("ci-runner", "2")):
+        directory = tmp_path / checkout
+        directory.mkdir()
+        (directory / "model_module.py").write_text(module)
+        script = (
+            "import hashlib, sys, deployer\n"
+            f"sys.path.insert(0, {str(directory)!r})\n"
+            "from model_module import predict\n"
+            "built = deployer.build(predict, name='scores', output='/tmp/out')\n"
+            "print(hashlib.sha256(built.bundle.zip_bytes()).hexdigest())\n"
+        )
+        completed = subprocess.run(
             [sys.executable, "-c", script],
             capture_output=True,
             text=True,
             check=True,
-            cwd=tmp_path,
+            cwd=directory,
             env={"PYTHONHASHSEED": seed, "PATH": ""},
-        ).stdout
-        for seed in ("1", "2")
-    }
+        )
+        digests.add(completed.stdout)
     assert len(digests) == 1
 
 
