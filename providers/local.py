@@ -344,13 +344,16 @@ def run_request(
             error_type="Timeout" if "timed out" in str(error) else "WorkerCrashed",
             message=str(error),
         )
-        core.commit_record(entry["output"], record)
+        try:
+            core.commit_record(entry["output"], record)
+        except Exception as store_error:  # the store itself is unreachable: say so
+            record["error"]["message"] += f" (the run record could not be written: {store_error})"
         return Invocation(
             500,
             {
                 "run_id": message["run_id"],
                 "status": "failed",
-                "error": record["error"] | {"traceback": None},
+                "error": {"type": record["error"]["type"], "message": record["error"]["message"]},
             },
         )
     return Invocation(int(reply["http_status"]), reply["body"])

@@ -165,3 +165,19 @@ def test_concurrent_deploys_of_one_name_leave_a_readable_registry(deployer_home:
         for path in (deployer_home / "local" / "functions").iterdir()
         if path.name.startswith(".")
     ] == []
+
+
+def test_unreachable_store_is_a_failed_invoke_naming_it(deployer_home: Path, aws: str) -> None:
+    deployer.deploy(add_one, name="adder", output="s3://no-such-bucket-here/runs", quiet=True)
+    invocation = api.invoke("adder", pd.DataFrame({"x": [1]}))
+    assert invocation.http_status == 500
+    assert invocation.body["status"] == "failed"
+    assert "no-such-bucket-here" in invocation.body["error"]["message"]
+
+
+def test_runs_land_in_s3_when_output_is_s3(deployer_home: Path, s3_bucket: str) -> None:
+    deployment = deployer.deploy(
+        add_one, name="adder", output=f"s3://{s3_bucket}/predictions", quiet=True
+    )
+    deployment.invoke(pd.DataFrame({"x": [41]}))
+    assert deployer.read_outputs("adder", output=f"s3://{s3_bucket}/predictions").y.tolist() == [42]

@@ -150,3 +150,30 @@ def test_schedule_fires_at_its_time_with_a_run_id_from_the_fire_time(deployer_ho
     assert runs.trigger.tolist() == ["schedule"]
     assert runs.run_id[0].startswith("20261127T060500Z-")
     assert deployer.read_outputs("ticker").tick.tolist() == [1]
+
+
+def test_serve_command_listens_on_loopback_and_stops_on_interrupt(deployer_home: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import free_port, wait_for_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deployer.cli", "serve", "--port", str(port)],
+        env={**os.environ, "DEPLOYER_HOME": str(deployer_home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_port(port, process)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as reply:
+            assert json.load(reply) == {"status": "ok"}
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert f"serving on http://127.0.0.1:{port}" in stderr.decode()
+    assert b"Traceback" not in stderr
