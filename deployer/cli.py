@@ -82,7 +82,7 @@ def _frame_out(frame: Any, as_json: bool, title: str) -> None:
 
     table = Table(title=title, title_justify="left")
     for column in frame.columns:
-        table.add_column(str(column))
+        table.add_column(str(column), no_wrap=column in ("run_id", "started"))
     for row in frame.itertuples(index=False):
         table.add_row(*("" if value is None else str(value) for value in row))
     Console().print(table)
@@ -230,10 +230,9 @@ def invoke(name: str, provider: str, data: str | None, timeout: int | None, as_j
         if predictions:
             import pandas as pd
 
+            shown = "" if len(predictions) <= 20 else f" (first 20 of {len(predictions)})"
             _frame_out(
-                pd.DataFrame.from_records(predictions).head(20),
-                False,
-                f"predictions (first 20 of {len(predictions)})",
+                pd.DataFrame.from_records(predictions).head(20), False, f"predictions{shown}"
             )
     if invocation.http_status >= 400:
         sys.exit(1)
@@ -287,6 +286,13 @@ def runs(name: str, output: str | None, last: int | None, since: str | None, as_
     from deployer.store import read_runs
 
     frame = read_runs(name, output=_output_for(name, output), last=last, since=since)
+    if not as_json and not frame.empty:
+        # A terminal has room for what a person scans first; --json has everything.
+        frame = frame.assign(started=frame.started.dt.strftime("%Y-%m-%d %H:%M:%S"))
+        wanted = ["run_id", "status", "trigger", "started", "duration_ms", "rows_out"]
+        wanted += [column for column in frame.columns if column.startswith("metric.")]
+        wanted += ["error_type"] if frame.error_type.notna().any() else []
+        frame = frame[wanted]
     _frame_out(frame, as_json, f"runs of {name}")
 
 
