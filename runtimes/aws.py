@@ -1,0 +1,130 @@
+"""Entry of the AWS Lambda provider: ``deployer_runtime.aws.handler``.
+
+Events it answers:
+- EventBridge Scheduler, whose target input deployer writes as
+  ``{"deployer": {"trigger": "schedule", "schedule": NAME,
+  "scheduled_time": "<aws.scheduler.scheduled-time>"}}``. The run id comes from
+  the scheduled time and the schedule's name, so Scheduler's retry of the same
+  firing overwrites one run instead of adding a second.
+- Function URL requests (payload format 2.0): JSON in, JSON out, 400 on a body
+  that is not JSON or not a table.
+- Direct invokes: ``{"deployer": {"trigger": "manual", "payload": ...}}``.
+
+Slim mode: when the dependencies are too large for layers, they are one archive
+in S3 (``DEPLOYER_SLIM_ARCHIVE`` = s3://bucket/key, ``DEPLOYER_SLIM_SHA256``),
+downloaded and unpacked into /tmp on cold start and reused while the instance is
+warm. This module imports only the standard library at load, so that happens
+before anything imports pandas.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import sys
+import tarfile
+from datetime import datetime
+from typing import Any
+
+_loaded: Any = None
+
+
+def _task_root() -> str:
+    return os.environ.get("LAMBDA_TASK_ROOT") or os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__))
+    )
+
+
+def _unpack_slim_dependencies() -> None:
+    archive_url = os.environ.get("DEPLOYER_SLIM_ARCHIVE")
+    if not archive_url:
+        return
+    expected = os.environ["DEPLOYER_SLIM_SHA256"]
+    target = os.path.join(os.environ.get("DEPLOYER_SLIM_DIR", "/tmp"), f"deps-{expected[:16]}")
+    marker = os.path.join(target, ".complete")
+    if not os.path.exists(marker):
+        import boto3  # the Lambda Python runtime ships boto3
+
+        bucket, _, key = archive_url[len("s3://") :].partition("/")
+        archive_path = target + ".tar.gz"
+        boto3.client("s3").download_file(bucket, key, archive_path)
+        digest = hashlib.sha256()
+        with open(archive_path, "rb") as archive_file:
+            for block in iter(lambda: archive_file.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != expected:
+            raise RuntimeError(
+                f"{archive_url} has sha256 {digest.hexdigest()}, expected {expected}: "
+                "the dependency archive changed after deploy; redeploy"
+            )
+        with tarfile.open(archive_path, "r:gz") as archive:
+            archive.extractall(target, filter="data")
+        os.remove(archive_path)
+        open(marker, "w").close()
+    if target not in sys.path:
+        sys.path.insert(0, target)
+
+
+def _load() -> Any:
+    global _loaded
+    if _loaded is None:
+        _unpack_slim_dependencies()
+        from . import core
+
+        _loaded = core.load(_task_root())
+    return _loaded
+
+
+def _http_reply(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"content-type": "application/json"},
+        "body": json.dumps(body, default=str),
+    }
+
+
+def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    from . import core
+
+    loaded = _load()
+    if "requestContext" in event and "http" in event.get("requestContext", {}):
+        raw = event.get("body") or ""
+        if event.get("isBase64Encoded"):
+            raw = base64.b64decode(raw).decode("utf-8", errors="replace")
+        payload: Any = core.NO_PAYLOAD
+        if raw.strip():
+            try:
+                payload = json.loads(raw)
+            except json.JSONDecodeError as error:
+                return _http_reply(
+                    400,
+                    {"error": {"type": "BadRequest", "message": f"the body is not JSON: {error}"}},
+                )
+        try:
+            result = core.run(loaded, trigger="http", payload=payload)
+        except core.PayloadError as error:
+            return _http_reply(400, {"error": {"type": "BadRequest", "message": str(error)}})
+        return _http_reply(*core.response_body(result))
+    request = event.get("deployer", {})
+    trigger = request.get("trigger", "manual")
+    if trigger == "schedule":
+        fire_time = datetime.fromisoformat(request["scheduled_time"].replace("Z", "+00:00"))
+        result = core.run(
+            loaded,
+            trigger="schedule",
+            fire_time=fire_time,
+            event_id=f"aws:{request.get('schedule', '')}",
+        )
+    else:
+        payload = request.get("payload", core.NO_PAYLOAD)
+        try:
+            result = core.run(loaded, trigger="manual", payload=payload)
+        except core.PayloadError as error:
+            return {
+                "http_status": 400,
+                "body": {"error": {"type": "BadRequest", "message": str(error)}},
+            }
+    status, body = core.response_body(result)
+    return {"http_status": status, "body": body}
