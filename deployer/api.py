@@ -33,6 +33,7 @@ class Built:
     requirements: Requirements
     spec: DeploySpec
     provider: str
+    provider_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ def build(
     checks: Mapping[str, Callable[[Any], Any]] | None = None,
     requirements: Sequence[str] = (),
     timeout: int = DEFAULT_TIMEOUT_SECONDS,
+    provider_options: Mapping[str, Any] | None = None,
 ) -> Built:
     """Capture, pin and bundle ``function`` without touching any provider.
 
@@ -105,7 +107,7 @@ def build(
 
     check_name(name)
     checked_triggers = validate_triggers(triggers)
-    target = get_provider(provider)
+    target = get_provider(provider, provider_options)
     spec = DeploySpec(
         name=name,
         output=check_location(output or target.default_output(), "output"),
@@ -129,7 +131,13 @@ def build(
         metric_names=tuple(metrics or {}),
         check_names=tuple(checks or {}),
     )
-    return Built(bundle=bundle, requirements=pinned, spec=spec, provider=provider)
+    return Built(
+        bundle=bundle,
+        requirements=pinned,
+        spec=spec,
+        provider=provider,
+        provider_options=dict(provider_options or {}),
+    )
 
 
 def plan(
@@ -146,7 +154,7 @@ def plan(
     built = build(function, name=name, provider=provider, **options)
     reporter = _reporter(quiet)
     reporter.requirements(built.requirements)
-    computed = get_provider(provider).plan(built.bundle, built.spec)
+    computed = get_provider(provider, built.provider_options).plan(built.bundle, built.spec)
     reporter.plan(computed)
     return computed
 
@@ -163,6 +171,7 @@ def deploy(
     checks: Mapping[str, Callable[[Any], Any]] | None = None,
     requirements: Sequence[str] = (),
     timeout: int = DEFAULT_TIMEOUT_SECONDS,
+    provider_options: Mapping[str, Any] | None = None,
     quiet: bool = False,
 ) -> Deployment:
     """Deploy ``function`` as a scheduled and/or HTTP-triggered function.
@@ -185,6 +194,7 @@ def deploy(
         checks=checks,
         requirements=requirements,
         timeout=timeout,
+        provider_options=provider_options,
     )
     return apply_built(built, reporter=_reporter(quiet))
 
@@ -192,7 +202,7 @@ def deploy(
 def apply_built(built: Built, *, reporter: Reporter) -> Deployment:
     from deployer.registry import get_provider
 
-    target = get_provider(built.provider)
+    target = get_provider(built.provider, built.provider_options)
     reporter.requirements(built.requirements)
     computed = target.plan(built.bundle, built.spec)
     reporter.plan(computed)

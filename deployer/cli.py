@@ -120,6 +120,12 @@ def deploy_options(command: Any) -> Any:
         click.option("--checks", help="MODULE:ATTR of a dict of name -> callable(output)"),
         click.option("--requirement", "-r", multiple=True, help="extra or overriding pin"),
         click.option("--timeout", default=300, show_default=True, help="seconds per run"),
+        click.option(
+            "--provider-option",
+            "provider_option",
+            multiple=True,
+            help="KEY=VALUE passed to the provider, e.g. architecture=arm64, slim=true",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -139,7 +145,19 @@ def _build_options(options: dict[str, Any]) -> dict[str, Any]:
         "checks": _load(options["checks"]) if options["checks"] else None,
         "requirements": list(options["requirement"]),
         "timeout": options["timeout"],
+        "provider_options": _provider_options(options["provider_option"]),
     }
+
+
+def _provider_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator or not key:
+            raise click.BadParameter(f"--provider-option {pair!r}: use KEY=VALUE")
+        lowered = value.lower()
+        parsed[key] = True if lowered == "true" else False if lowered == "false" else value
+    return parsed
 
 
 @main.command()
@@ -156,7 +174,8 @@ def deploy(function: str, dry_run: bool, **options: Any) -> None:
         from deployer.registry import get_provider
 
         reporter.requirements(built.requirements)
-        reporter.plan(get_provider(built.provider).plan(built.bundle, built.spec))
+        provider = get_provider(built.provider, built.provider_options)
+        reporter.plan(provider.plan(built.bundle, built.spec))
         return
     api.apply_built(built, reporter=reporter)
 
@@ -258,9 +277,8 @@ def _read_options(command: Any) -> Any:
     for option in reversed(
         [
             click.argument("name"),
-            click.option(
-                "--output", help="the store the function writes to (default: local store)"
-            ),
+            click.option("--output", help="the store NAME writes to (default: its provider's)"),
+            click.option("--provider", default="local", show_default=True),
             click.option("--last", type=int, help="only the last N runs"),
             click.option("--since", help="only runs started at or after this ISO time"),
             click.option("--json", "as_json", is_flag=True),
@@ -270,22 +288,30 @@ def _read_options(command: Any) -> Any:
     return command
 
 
-def _output_for(name: str, output: str | None) -> str | None:
+def _output_for(name: str, output: str | None, provider: str) -> str | None:
+    """The store NAME writes to: --output, else what its provider says."""
     if output:
         return output
-    from deployer.providers.local import read_entry
+    from deployer.registry import get_provider
 
-    entry = read_entry(name)
-    return entry["output"] if entry else None
+    state = get_provider(provider).get(name)
+    return state.output if state else None
 
 
 @main.command()
 @_read_options
-def runs(name: str, output: str | None, last: int | None, since: str | None, as_json: bool) -> None:
+def runs(
+    name: str,
+    output: str | None,
+    provider: str,
+    last: int | None,
+    since: str | None,
+    as_json: bool,
+) -> None:
     """Run history of NAME with status, timing and metrics."""
     from deployer.store import read_runs
 
-    frame = read_runs(name, output=_output_for(name, output), last=last, since=since)
+    frame = read_runs(name, output=_output_for(name, output, provider), last=last, since=since)
     if not as_json and not frame.empty:
         # A terminal has room for what a person scans first; --json has everything.
         frame = frame.assign(started=frame.started.dt.strftime("%Y-%m-%d %H:%M:%S"))
@@ -299,12 +325,17 @@ def runs(name: str, output: str | None, last: int | None, since: str | None, as_
 @main.command()
 @_read_options
 def outputs(
-    name: str, output: str | None, last: int | None, since: str | None, as_json: bool
+    name: str,
+    output: str | None,
+    provider: str,
+    last: int | None,
+    since: str | None,
+    as_json: bool,
 ) -> None:
     """Predictions of NAME's committed runs."""
     from deployer.store import read_outputs
 
-    frame = read_outputs(name, output=_output_for(name, output), last=last, since=since)
+    frame = read_outputs(name, output=_output_for(name, output, provider), last=last, since=since)
     _frame_out(frame, as_json, f"outputs of {name} ({len(frame)} rows)")
 
 

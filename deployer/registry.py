@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from deployer.errors import ConfigError, ProviderError
 
@@ -19,7 +20,7 @@ PROVIDERS: dict[str, tuple[str, str | None]] = {
 }
 
 
-def get_provider(name: str) -> Provider:
+def get_provider(name: str, options: Mapping[str, Any] | None = None) -> Provider:
     if name not in PROVIDERS:
         raise ConfigError(f"unknown provider {name!r}: choose one of {', '.join(PROVIDERS)}")
     target, extra = PROVIDERS[name]
@@ -34,5 +35,8 @@ def get_provider(name: str) -> Provider:
         raise ProviderError(
             f"provider {name!r} needs: pip install 'deployer[{extra}]' ({error.name} is missing)"
         ) from None
-    provider: Provider = getattr(module, class_name)()
+    try:
+        provider: Provider = getattr(module, class_name)(**dict(options or {}))
+    except TypeError as error:
+        raise ConfigError(f"provider {name!r} does not take these options ({error})") from None
     return provider
