@@ -8,15 +8,14 @@ sha256 and a provider can tell "nothing changed" without uploading anything.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import sys
 import sysconfig
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from deployer import archive
 from deployer.capture import Captured
 from deployer.errors import BundleError
 from deployer.requirements import Requirements
@@ -55,15 +54,7 @@ class Bundle:
         )
 
     def zip_bytes(self) -> bytes:
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w") as archive:
-            for path, content in self.files:
-                entry = zipfile.ZipInfo(path, date_time=ZIP_TIMESTAMP)
-                entry.compress_type = zipfile.ZIP_DEFLATED
-                entry.external_attr = 0o644 << 16
-                entry.create_system = 3  # unix, whatever machine builds it
-                archive.writestr(entry, content, compresslevel=6)
-        return buffer.getvalue()
+        return archive.zip_bytes(self.files)
 
     def write_zip(self, path: str | Path) -> Path:
         target = Path(path)

@@ -1,0 +1,139 @@
+"""Deterministic archives: identical input gives identical bytes, on any machine.
+
+Everything that varies between two builds of the same content is fixed here:
+entries are sorted by name, timestamps are the earliest a format can hold,
+owners and modes are normalised, and compression settings are constant. So a
+rebuild of an unchanged bundle or dependency tree has the same sha256, which is
+how providers tell "nothing changed" without uploading anything.
+
+Trees of dependencies reach 300-400 MB, so :func:`write_zip` and
+:func:`write_tar_gz` stream each file from disk in chunks instead of holding
+the archive (or a large shared library) in memory.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import shutil
+import tarfile
+import uuid
+import zipfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, TypeVar
+
+from deployer.errors import BundleError
+
+# 1980-01-01 is the earliest time a zip entry can hold.
+ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
+COMPRESS_LEVEL = 6
+FILE_MODE = 0o644
+EXECUTABLE_MODE = 0o755
+UNIX = 3  # zip "made by" system; with it, unzip tools honour the mode bits
+CHUNK_BYTES = 1024 * 1024
+
+Source = TypeVar("Source")
+
+
+def zip_bytes(entries: Iterable[tuple[str, bytes]]) -> bytes:
+    """A zip of in-memory ``(name, content)`` entries; every entry gets mode 0o644."""
+    buffer = io.BytesIO()
+    _write_zip_entries(entries, buffer)
+    return buffer.getvalue()
+
+
+def write_zip(entries: Iterable[tuple[str, Path | bytes]], path: Path) -> int:
+    """A zip at ``path`` of entries given as content or as files to stream from disk.
+
+    Files keep their executable bit (0o755) and nothing else of their stat.
+    Written to a temporary sibling and renamed, so ``path`` is either complete
+    or absent. Returns the archive's size in bytes.
+    """
+    with _replacing(path) as temporary, open(temporary, "wb") as stream:
+        _write_zip_entries(entries, stream)
+    return path.stat().st_size
+
+
+def write_tar_gz(entries: Iterable[tuple[str, Path]], path: Path) -> int:
+    """A gzipped tar at ``path`` of files streamed from disk; returns its size in bytes.
+
+    Beyond sorted names: mtime 0, uid/gid 0 with empty owner names, modes
+    0o644 or 0o755, and a gzip header without the file name or a timestamp
+    (gzip records both by default, which alone makes two builds differ).
+    """
+    ordered = _sorted_unique(entries)
+    with (
+        _replacing(path) as temporary,
+        open(temporary, "wb") as raw,
+        gzip.GzipFile(
+            filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=COMPRESS_LEVEL
+        ) as compressed,
+        tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as archive,
+    ):
+        for name, source in ordered:
+            stat = source.stat()
+            info = tarfile.TarInfo(name)
+            info.size = stat.st_size
+            info.mtime = 0
+            info.mode = _mode(stat.st_mode)
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.type = tarfile.REGTYPE
+            with open(source, "rb") as content:
+                archive.addfile(info, content)
+    return path.stat().st_size
+
+
+def _write_zip_entries(entries: Iterable[tuple[str, Path | bytes]], stream: IO[bytes]) -> None:
+    with zipfile.ZipFile(stream, "w") as archive:
+        for name, source in _sorted_unique(entries):
+            entry = zipfile.ZipInfo(name, date_time=ZIP_TIMESTAMP)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            # The level attribute is private before Python 3.13 and an alias of
+            # the public ``compress_level`` after; setting it keeps 6 explicit
+            # rather than relying on zlib's default happening to be 6.
+            setattr(entry, "_compresslevel", COMPRESS_LEVEL)  # noqa: B010
+            entry.create_system = UNIX
+            if isinstance(source, bytes):
+                entry.external_attr = FILE_MODE << 16
+                entry.file_size = len(source)
+                with archive.open(entry, "w") as target:
+                    target.write(source)
+            else:
+                stat = source.stat()
+                entry.external_attr = _mode(stat.st_mode) << 16
+                # Known before writing, so zip64 is decided up front and the
+                # same way as for in-memory content of the same size.
+                entry.file_size = stat.st_size
+                with open(source, "rb") as content, archive.open(entry, "w") as target:
+                    shutil.copyfileobj(content, target, CHUNK_BYTES)
+
+
+def _mode(st_mode: int) -> int:
+    return EXECUTABLE_MODE if st_mode & 0o111 else FILE_MODE
+
+
+def _sorted_unique(entries: Iterable[tuple[str, Source]]) -> list[tuple[str, Source]]:
+    ordered = sorted(entries, key=lambda entry: entry[0])
+    for (name, _), (following, _) in zip(ordered, ordered[1:], strict=False):
+        if name == following:
+            raise BundleError(
+                f"archive entry {name!r} is given twice: an archive holds one file per name, "
+                "so rename one of them"
+            )
+    return ordered
+
+
+@contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary sibling of ``path`` that replaces it on success and vanishes on failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

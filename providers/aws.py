@@ -1,0 +1,914 @@
+"""The AWS provider: Lambda, layers, EventBridge Scheduler, function URLs, S3.
+
+State lives in AWS itself, never in a local file: the function's tags carry
+deployer's name and hashes, the ``live`` alias points at the serving version,
+schedules are found by name prefix and the URL by the alias. So a deploy from a
+laptop and one from CI plan against the same truth.
+
+Every call goes through boto3's standard credential chain and honours
+``AWS_ENDPOINT_URL``, which is how the tests point it at moto.
+
+Order of apply, chosen so that a failure at any step leaves the previous
+version serving: dependencies (layer or slim archive) -> code -> wait until
+the update is done -> publish a version -> move the ``live`` alias -> tags ->
+triggers. Nothing points at a new version before it is active.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+import boto3  # imported at module load: a missing extra is reported by the registry
+from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
+
+from deployer.errors import ConfigError, ProviderError
+from deployer.providers.aws_artifacts import (
+    DIRECT_UPLOAD_LIMIT_BYTES,
+    LAYER_LIMIT_BYTES,
+    Dependencies,
+    LambdaTarget,
+    install_dependencies,
+    lambda_target,
+    layer_zip,
+    slim_archive,
+)
+from deployer.providers.base import (
+    ADD_TRIGGER,
+    CREATE,
+    DELETE,
+    INSTALL_DEPENDENCIES,
+    REMOVE_TRIGGER,
+    UPDATE_CODE,
+    UPDATE_CONFIG,
+    Action,
+    DeploymentState,
+    Invocation,
+    Plan,
+)
+from deployer.triggers import Cron, Every, describe, to_eventbridge, trigger_from_dict
+
+if TYPE_CHECKING:
+    from deployer.bundle import Bundle
+    from deployer.console import Reporter
+    from deployer.spec import DeploySpec
+
+ALIAS = "live"
+HANDLER = "deployer_runtime.aws.handler"
+MEMORY_MB = 1024
+MAX_TIMEOUT_SECONDS = 900
+TAG_PREFIX = "deployer:"
+# Lambda's Python runtimes already have these; shipping them again only costs size.
+LAMBDA_PREINSTALLED = frozenset({"boto3", "botocore", "s3transfer", "jmespath"})
+ARTIFACTS_DIRECTORY = ".deployer-artifacts"
+
+
+@dataclass(frozen=True)
+class Packaged:
+    """Dependencies built for Lambda, and how they will be delivered."""
+
+    dependencies: Dependencies
+    mode: str  # "layer" | "slim"
+    artifact: Path  # the layer zip or the slim tar.gz
+    artifact_sha256: str
+
+
+def _cache() -> Path:
+    default = Path.home() / ".cache" / "deployer"
+    return Path(os.environ.get("DEPLOYER_CACHE", default)).resolve()
+
+
+def _split_s3(url: str) -> tuple[str, str]:
+    parsed = urlparse(url)
+    return parsed.netloc, parsed.path.strip("/")
+
+
+def _schedule_prefix(name: str) -> str:
+    return f"deployer-{name}-"
+
+
+def _schedule_name(name: str, trigger: dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(trigger, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{_schedule_prefix(name)}{digest}"
+
+
+def _layer_name(deps_hash: str) -> str:
+    return f"deployer-deps-{deps_hash[:24]}"
+
+
+def _role_name(name: str) -> str:
+    return f"deployer-{name}"
+
+
+def _scheduler_role_name(name: str) -> str:
+    return f"deployer-{name}-scheduler"
+
+
+def _config_hash(spec: DeploySpec, mode: str) -> str:
+    config = {
+        "output": spec.output,
+        "inputs": spec.inputs,
+        "timeout": spec.timeout_seconds,
+        "memory": MEMORY_MB,
+        "mode": mode,
+    }
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as artifact:
+        for block in iter(lambda: artifact.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class AwsProvider:
+    name = "aws"
+    preinstalled = LAMBDA_PREINSTALLED
+
+    def __init__(self, *, architecture: str = "x86_64", slim: bool = False) -> None:
+        """``architecture``: "x86_64" or "arm64". ``slim``: allow dependencies over
+        Lambda's 250 MB limit, shipped as one archive in S3 that the runtime
+        unpacks into /tmp on a cold start (slower cold starts, any size)."""
+        lambda_target("3.11", architecture)  # validates the architecture
+        self.architecture = architecture
+        self.slim = slim
+        self._session: boto3.session.Session | None = None
+
+    # -- clients -------------------------------------------------------------
+
+    @property
+    def session(self) -> boto3.session.Session:
+        if self._session is None:
+            self._session = boto3.session.Session()
+        return self._session
+
+    def client(self, service: str) -> Any:
+        try:
+            return self.session.client(service)
+        except NoRegionError:
+            raise ProviderError(
+                "no AWS region is configured: set AWS_REGION (or AWS_DEFAULT_REGION), "
+                "or a region in your AWS profile"
+            ) from None
+
+    def _account(self) -> str:
+        try:
+            account: str = self.client("sts").get_caller_identity()["Account"]
+        except NoCredentialsError:
+            raise ProviderError(
+                "no AWS credentials found: configure them as for the AWS CLI "
+                "(aws configure, AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+            ) from None
+        return account
+
+    @property
+    def region(self) -> str:
+        region = self.session.region_name
+        if not region:
+            raise ProviderError(
+                "no AWS region is configured: set AWS_REGION (or AWS_DEFAULT_REGION), "
+                "or a region in your AWS profile"
+            )
+        return region
+
+    # -- validation ----------------------------------------------------------
+
+    def default_output(self) -> str:
+        raise ConfigError(
+            "provider 'aws' needs output='s3://<bucket>/<prefix>': runs are written to S3"
+        )
+
+    def target(self, python: str) -> LambdaTarget:
+        return lambda_target(python, self.architecture)
+
+    def check(self, spec: DeploySpec) -> DeploySpec:
+        """Everything that can be wrong is found here, before any upload."""
+        from deployer.bundle import python_version
+
+        if not spec.output.startswith("s3://") or not _split_s3(spec.output)[0]:
+            raise ConfigError(
+                f"output {spec.output!r}: a Lambda function writes to S3, so use "
+                "output='s3://<bucket>/<prefix>'"
+            )
+        if spec.inputs is not None and not spec.inputs.startswith("s3://"):
+            raise ConfigError(
+                f"inputs {spec.inputs!r}: a Lambda function reads from S3, so upload the "
+                "data set and pass inputs='s3://<bucket>/<key>'"
+            )
+        if spec.timeout_seconds > MAX_TIMEOUT_SECONDS:
+            raise ConfigError(
+                f"timeout {spec.timeout_seconds} s is over Lambda's limit of "
+                f"{MAX_TIMEOUT_SECONDS} s: use timeout=900 or less"
+            )
+        self.target(python_version())
+        for trigger in spec.triggers:
+            if isinstance(trigger, (Cron, Every)):
+                to_eventbridge(trigger)  # raises TriggerError if AWS cannot express it
+        _ = self.region
+        self._account()
+        return spec
+
+    # -- state ---------------------------------------------------------------
+
+    def _function(self, name: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = self.client("lambda").get_function(FunctionName=name)
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ResourceNotFoundException":
+                return None
+            raise
+        return found
+
+    def _tags(self, function: dict[str, Any]) -> dict[str, str]:
+        tags = function.get("Tags") or {}
+        return {
+            key[len(TAG_PREFIX) :]: value
+            for key, value in tags.items()
+            if key.startswith(TAG_PREFIX)
+        }
+
+    def _schedules(self, name: str) -> dict[str, dict[str, Any]]:
+        """Schedule name -> the trigger dict it was made from (kept in its Description)."""
+        scheduler = self.client("scheduler")
+        found = {}
+        paginator = scheduler.get_paginator("list_schedules")
+        for page in paginator.paginate(NamePrefix=_schedule_prefix(name)):
+            for summary in page["Schedules"]:
+                schedule = scheduler.get_schedule(Name=summary["Name"])
+                try:
+                    found[summary["Name"]] = json.loads(schedule.get("Description") or "{}")
+                except json.JSONDecodeError:
+                    found[summary["Name"]] = {}
+        return found
+
+    def _url(self, name: str) -> dict[str, Any] | None:
+        try:
+            config: dict[str, Any] = self.client("lambda").get_function_url_config(
+                FunctionName=name, Qualifier=ALIAS
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ResourceNotFoundException":
+                return None
+            raise
+        return config
+
+    def _current_triggers(self, name: str) -> list[dict[str, Any]]:
+        triggers = list(self._schedules(name).values())
+        url = self._url(name)
+        if url is not None:
+            triggers.append({"type": "http", "public": url.get("AuthType") == "NONE"})
+        return triggers
+
+    def _state(self, function: dict[str, Any]) -> DeploymentState:
+        configuration = function["Configuration"]
+        tags = self._tags(function)
+        name = configuration["FunctionName"]
+        url = self._url(name)
+        return DeploymentState(
+            name=name,
+            provider=self.name,
+            url=url["FunctionUrl"] if url else None,
+            code_hash=tags.get("code_hash", ""),
+            deps_hash=tags.get("deps_hash", ""),
+            output=tags.get("output", ""),
+            inputs=tags.get("inputs") or None,
+            triggers=tuple(self._current_triggers(name)),
+            deployed_at=configuration.get("LastModified", ""),
+            qualname=tags.get("qualname", ""),
+        )
+
+    def get(self, name: str) -> DeploymentState | None:
+        function = self._function(name)
+        if function is None or "name" not in self._tags(function):
+            return None
+        return self._state(function)
+
+    def list(self) -> list[DeploymentState]:
+        states = []
+        paginator = self.client("lambda").get_paginator("list_functions")
+        for page in paginator.paginate():
+            for configuration in page["Functions"]:
+                state = self.get(configuration["FunctionName"])
+                if state is not None:
+                    states.append(state)
+        return states
+
+    # -- plan ----------------------------------------------------------------
+
+    def _layer_arn(self, deps_hash: str) -> str | None:
+        versions = self.client("lambda").list_layer_versions(LayerName=_layer_name(deps_hash))
+        for version in versions.get("LayerVersions", []):
+            return str(version["LayerVersionArn"])
+        return None
+
+    def plan(self, bundle: Bundle, spec: DeploySpec) -> Plan:
+        function = self._function(spec.name)
+        actions: list[Action] = []
+        if function is not None and "name" not in self._tags(function):
+            raise ProviderError(
+                f"a Lambda function named {spec.name!r} exists but was not deployed by "
+                "deployer: choose another name, or delete it yourself"
+            )
+        layer_known = self._layer_arn(bundle.deps_hash) is not None or self._slim_exists(
+            spec, bundle.deps_hash
+        )
+        if not layer_known:
+            count = len(bundle.manifest["requirements"])
+            actions.append(
+                Action(
+                    INSTALL_DEPENDENCIES,
+                    f"build and upload dependencies {bundle.deps_hash[:12]} ({count} packages)",
+                )
+            )
+        wanted = [trigger for trigger in bundle.manifest["triggers"]]
+        if function is None:
+            actions.append(Action(CREATE, f"Lambda function {spec.name} ({bundle.code_hash[:12]})"))
+            existing: list[dict[str, Any]] = []
+        else:
+            tags = self._tags(function)
+            existing = self._current_triggers(spec.name)
+            if tags.get("code_hash") != bundle.code_hash:
+                actions.append(
+                    Action(
+                        UPDATE_CODE, f"{tags.get('code_hash', '?')[:12]} -> {bundle.code_hash[:12]}"
+                    )
+                )
+            if tags.get("deps_hash") != bundle.deps_hash:
+                actions.append(
+                    Action(
+                        UPDATE_CONFIG,
+                        f"dependencies {tags.get('deps_hash', '?')[:12]} -> "
+                        f"{bundle.deps_hash[:12]}",
+                    )
+                )
+            for key, value in (
+                ("output", spec.output),
+                ("inputs", spec.inputs or ""),
+                ("timeout", str(spec.timeout_seconds)),
+            ):
+                if tags.get(key, "") != value:
+                    actions.append(Action(UPDATE_CONFIG, f"{key}: {tags.get(key)!r} -> {value!r}"))
+        for trigger in wanted:
+            if trigger not in existing:
+                actions.append(Action(ADD_TRIGGER, describe(trigger_from_dict(trigger))))
+        for trigger in existing:
+            if trigger not in wanted:
+                actions.append(Action(REMOVE_TRIGGER, describe(trigger_from_dict(trigger))))
+        return Plan(spec.name, self.name, tuple(actions), bundle=bundle, spec=spec)
+
+    # -- packaging -----------------------------------------------------------
+
+    def _artifact_key(self, spec: DeploySpec, file_name: str) -> tuple[str, str]:
+        bucket, prefix = _split_s3(spec.output)
+        key = "/".join(part for part in (prefix, ARTIFACTS_DIRECTORY, file_name) if part)
+        return bucket, key
+
+    def _slim_exists(self, spec: DeploySpec, deps_hash: str) -> bool:
+        bucket, key = self._artifact_key(spec, f"deps-{deps_hash}.tar.gz")
+        try:
+            self.client("s3").head_object(Bucket=bucket, Key=key)
+        except ClientError:
+            return False
+        return True
+
+    def package(self, bundle: Bundle, reporter: Reporter, *, code_bytes: int) -> Packaged:
+        """Install for the Lambda target and choose layer or slim mode by size."""
+        target = self.target(bundle.manifest["python"])
+        dependencies = install_dependencies(
+            bundle.manifest["requirements"],
+            target,
+            deps_hash=bundle.deps_hash,
+            cache_dir=_cache(),
+            reporter=reporter,
+        )
+        artifacts = _cache() / "lambda-artifacts"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        total = dependencies.unzipped_bytes + code_bytes
+        if total <= LAYER_LIMIT_BYTES:
+            path = artifacts / f"{bundle.deps_hash}-layer.zip"
+            if not path.exists():
+                with reporter.status(f"zipping layer ({dependencies.unzipped_bytes / 1e6:.0f} MB)"):
+                    _write_once(path, lambda temporary: layer_zip(dependencies, temporary))
+            mode = "layer"
+        elif not self.slim:
+            raise ProviderError(
+                f"the dependencies are {dependencies.unzipped_bytes / 2**20:.0f} MB unzipped "
+                f"(with the code {total / 2**20:.0f} MB), over Lambda's "
+                f"{LAYER_LIMIT_BYTES / 2**20:.0f} MB limit for code and layers: deploy with "
+                "provider_options={'slim': True} (CLI: --provider-option slim=true) to ship them "
+                "as one archive unpacked into /tmp on cold start, or need fewer packages"
+            )
+        else:
+            reporter.say(
+                f"dependencies are {dependencies.unzipped_bytes / 2**20:.0f} MB unzipped, over "
+                f"Lambda's {LAYER_LIMIT_BYTES / 2**20:.0f} MB limit for code and layers: "
+                "slim mode (one archive in S3, unpacked into /tmp on cold start)"
+            )
+            path = artifacts / f"{bundle.deps_hash}-slim.tar.gz"
+            if not path.exists():
+                with reporter.status("packing slim archive"):
+                    _write_once(path, lambda temporary: slim_archive(dependencies, temporary))
+            mode = "slim"
+        return Packaged(dependencies, mode, path, _sha256_file(path))
+
+    # -- apply ---------------------------------------------------------------
+
+    def apply(self, plan: Plan, reporter: Reporter) -> DeploymentState:
+        bundle, spec = plan.bundle, plan.spec
+        if bundle is None or spec is None:
+            raise ProviderError("a deploy plan needs its bundle and spec")
+        if plan.changes_nothing:
+            state = self.get(plan.name)
+            if state is not None:
+                return state
+        code = bundle.zip_bytes()
+        kinds = set(plan.kinds())
+        function = self._function(spec.name)
+        needs_code = function is None or bool(
+            kinds & {UPDATE_CODE, UPDATE_CONFIG, INSTALL_DEPENDENCIES}
+        )
+        # Packaging runs first: a size or wheel problem stops the deploy before
+        # anything in AWS is created or changed.
+        packaged = self.package(bundle, reporter, code_bytes=bundle.size) if needs_code else None
+        account = self._account()
+        role_arn = self._ensure_role(spec, account)
+        environment: dict[str, str] = {}
+        layers: list[str] = []
+        ephemeral_mb = 512
+        if packaged is not None:
+            if packaged.mode == "layer":
+                layers = [self._ensure_layer(bundle.deps_hash, packaged, spec, reporter)]
+            else:
+                bucket, key = self._ensure_slim(bundle.deps_hash, packaged, spec, reporter)
+                environment = {
+                    "DEPLOYER_SLIM_ARCHIVE": f"s3://{bucket}/{key}",
+                    "DEPLOYER_SLIM_SHA256": packaged.artifact_sha256,
+                }
+                # Room in /tmp for the unpacked tree, the archive while it is
+                # unpacked, and the function's own scratch space.
+                needed = (
+                    packaged.dependencies.unzipped_bytes * 1.1 + packaged.artifact.stat().st_size
+                )
+                ephemeral_mb = min(10240, max(512, int(needed / 2**20) + 512))
+            self._upload_code(
+                spec, bundle, code, role_arn, layers, environment, ephemeral_mb, function, reporter
+            )
+            version = self._publish(spec.name, reporter)
+            self._point_alias(spec.name, version)
+        lambda_client = self.client("lambda")
+        function_arn = lambda_client.get_function(FunctionName=spec.name)["Configuration"][
+            "FunctionArn"
+        ]
+        lambda_client.tag_resource(Resource=function_arn, Tags=self._tags_for(bundle, spec))
+        self._reconcile_triggers(spec, bundle, function_arn, account, reporter)
+        state = self.get(spec.name)
+        assert state is not None
+        return state
+
+    def _tags_for(self, bundle: Bundle, spec: DeploySpec) -> dict[str, str]:
+        tags = {
+            "name": spec.name,
+            "code_hash": bundle.code_hash,
+            "deps_hash": bundle.deps_hash,
+            "output": spec.output,
+            "inputs": spec.inputs or "",
+            "timeout": str(spec.timeout_seconds),
+            "qualname": bundle.manifest["function"]["qualname"][:200],
+        }
+        return {f"{TAG_PREFIX}{key}": value for key, value in tags.items()}
+
+    def _ensure_role(self, spec: DeploySpec, account: str) -> str:
+        iam = self.client("iam")
+        role_name = _role_name(spec.name)
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "lambda.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        }
+        try:
+            role_arn: str = iam.get_role(RoleName=role_name)["Role"]["Arn"]
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "NoSuchEntity":
+                raise
+            role_arn = iam.create_role(
+                RoleName=role_name,
+                AssumeRolePolicyDocument=json.dumps(trust),
+                Description=f"deployer function {spec.name}",
+                Tags=[{"Key": f"{TAG_PREFIX}name", "Value": spec.name}],
+            )["Role"]["Arn"]
+        iam.put_role_policy(
+            RoleName=role_name,
+            PolicyName="deployer",
+            PolicyDocument=json.dumps(self.execution_policy(spec, account)),
+        )
+        return role_arn
+
+    def execution_policy(self, spec: DeploySpec, account: str) -> dict[str, Any]:
+        """Least privilege: its own logs, read its inputs and its dependency
+        archive, write and list only under ``{output}/{name}/``."""
+        bucket, prefix = _split_s3(spec.output)
+        runs_prefix = "/".join(part for part in (prefix, spec.name) if part)
+        artifacts_bucket, artifacts_key = self._artifact_key(spec, "deps-*")
+        statements: list[dict[str, Any]] = [
+            {
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": (
+                    f"arn:aws:logs:{self.region}:{account}:log-group:/aws/lambda/{spec.name}:*"
+                ),
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["s3:PutObject", "s3:GetObject"],
+                "Resource": f"arn:aws:s3:::{bucket}/{runs_prefix}/*",
+            },
+            {
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": f"arn:aws:s3:::{bucket}",
+                "Condition": {"StringLike": {"s3:prefix": [f"{runs_prefix}/*", f"{runs_prefix}"]}},
+            },
+            {
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{artifacts_bucket}/{artifacts_key}",
+            },
+        ]
+        if spec.inputs:
+            inputs_bucket, inputs_key = _split_s3(spec.inputs)
+            statements += [
+                {
+                    "Effect": "Allow",
+                    "Action": "s3:GetObject",
+                    "Resource": [
+                        f"arn:aws:s3:::{inputs_bucket}/{inputs_key}",
+                        f"arn:aws:s3:::{inputs_bucket}/{inputs_key}/*",
+                    ],
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": "s3:ListBucket",
+                    "Resource": f"arn:aws:s3:::{inputs_bucket}",
+                    "Condition": {"StringLike": {"s3:prefix": [inputs_key, f"{inputs_key}/*"]}},
+                },
+            ]
+        return {"Version": "2012-10-17", "Statement": statements}
+
+    def _upload_artifact(self, bucket: str, key: str, path: Path, reporter: Reporter) -> None:
+        with reporter.status(
+            f"uploading {path.name} ({path.stat().st_size / 1e6:.1f} MB) to s3://{bucket}/{key}"
+        ):
+            self.client("s3").upload_file(str(path), bucket, key)
+
+    def _ensure_layer(
+        self, deps_hash: str, packaged: Packaged, spec: DeploySpec, reporter: Reporter
+    ) -> str:
+        existing = self._layer_arn(deps_hash)
+        if existing is not None:
+            return existing
+        from deployer.bundle import python_version
+
+        content: dict[str, Any]
+        if packaged.artifact.stat().st_size > DIRECT_UPLOAD_LIMIT_BYTES:
+            bucket, key = self._artifact_key(spec, f"layer-{deps_hash}.zip")
+            self._upload_artifact(bucket, key, packaged.artifact, reporter)
+            content = {"S3Bucket": bucket, "S3Key": key}
+        else:
+            content = {"ZipFile": packaged.artifact.read_bytes()}
+        with reporter.status(f"publishing layer {_layer_name(deps_hash)}"):
+            published = self.client("lambda").publish_layer_version(
+                LayerName=_layer_name(deps_hash),
+                Description=f"deployer dependencies {deps_hash}",
+                Content=content,
+                CompatibleRuntimes=[self.target(python_version()).runtime],
+                CompatibleArchitectures=[self.architecture],
+            )
+        return str(published["LayerVersionArn"])
+
+    def _ensure_slim(
+        self, deps_hash: str, packaged: Packaged, spec: DeploySpec, reporter: Reporter
+    ) -> tuple[str, str]:
+        bucket, key = self._artifact_key(spec, f"deps-{deps_hash}.tar.gz")
+        if not self._slim_exists(spec, deps_hash):
+            self._upload_artifact(bucket, key, packaged.artifact, reporter)
+        return bucket, key
+
+    def _upload_code(
+        self,
+        spec: DeploySpec,
+        bundle: Bundle,
+        code: bytes,
+        role_arn: str,
+        layers: builtins.list[str],
+        environment: dict[str, str],
+        ephemeral_mb: int,
+        function: dict[str, Any] | None,
+        reporter: Reporter,
+    ) -> None:
+        lambda_client = self.client("lambda")
+        code_source: dict[str, Any]
+        if len(code) > DIRECT_UPLOAD_LIMIT_BYTES:
+            bucket, key = self._artifact_key(spec, f"code-{bundle.code_hash}.zip")
+            self.client("s3").put_object(Bucket=bucket, Key=key, Body=code)
+            code_source = {"S3Bucket": bucket, "S3Key": key}
+        else:
+            code_source = {"ZipFile": code}
+        configuration = {
+            "Role": role_arn,
+            "Handler": HANDLER,
+            "Runtime": self.target(bundle.manifest["python"]).runtime,
+            "Timeout": spec.timeout_seconds,
+            "MemorySize": MEMORY_MB,
+            "Layers": layers,
+            "Environment": {"Variables": environment},
+            "EphemeralStorage": {"Size": ephemeral_mb},
+        }
+        with reporter.status(f"uploading code ({len(code) / 1e3:.0f} kB)"):
+            if function is None:
+                lambda_client.create_function(
+                    FunctionName=spec.name,
+                    Code=code_source,
+                    Architectures=[self.architecture],
+                    Tags={f"{TAG_PREFIX}name": spec.name},
+                    **configuration,
+                )
+                lambda_client.get_waiter("function_active_v2").wait(FunctionName=spec.name)
+            else:
+                lambda_client.update_function_configuration(FunctionName=spec.name, **configuration)
+                lambda_client.get_waiter("function_updated_v2").wait(FunctionName=spec.name)
+                lambda_client.update_function_code(FunctionName=spec.name, **code_source)
+                lambda_client.get_waiter("function_updated_v2").wait(FunctionName=spec.name)
+
+    def _publish(self, name: str, reporter: Reporter) -> str:
+        with reporter.status("publishing version"):
+            version = str(self.client("lambda").publish_version(FunctionName=name)["Version"])
+            self.client("lambda").get_waiter("published_version_active").wait(
+                FunctionName=name, Qualifier=version
+            )
+        return version
+
+    def _point_alias(self, name: str, version: str) -> None:
+        lambda_client = self.client("lambda")
+        try:
+            lambda_client.update_alias(FunctionName=name, Name=ALIAS, FunctionVersion=version)
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ResourceNotFoundException":
+                raise
+            lambda_client.create_alias(FunctionName=name, Name=ALIAS, FunctionVersion=version)
+
+    def _reconcile_triggers(
+        self, spec: DeploySpec, bundle: Bundle, function_arn: str, account: str, reporter: Reporter
+    ) -> None:
+        alias_arn = f"{function_arn}:{ALIAS}"
+        wanted = bundle.manifest["triggers"]
+        scheduler = self.client("scheduler")
+        existing = self._schedules(spec.name)
+        wanted_schedules = {
+            _schedule_name(spec.name, trigger): trigger
+            for trigger in wanted
+            if trigger["type"] in ("cron", "every")
+        }
+        for schedule_name in existing.keys() - wanted_schedules.keys():
+            scheduler.delete_schedule(Name=schedule_name)
+            reporter.say(f"removed schedule {describe(trigger_from_dict(existing[schedule_name]))}")
+        if wanted_schedules.keys() - existing.keys():
+            scheduler_role = self._ensure_scheduler_role(spec.name, alias_arn)
+        for schedule_name in wanted_schedules.keys() - existing.keys():
+            trigger = wanted_schedules[schedule_name]
+            schedule = trigger_from_dict(trigger)
+            assert isinstance(schedule, (Cron, Every))
+            expression, time_zone = to_eventbridge(schedule)
+            event = {
+                "deployer": {
+                    "trigger": "schedule",
+                    "schedule": schedule_name,
+                    # Substituted by EventBridge Scheduler at each firing.
+                    "scheduled_time": "<aws.scheduler.scheduled-time>",
+                }
+            }
+            scheduler.create_schedule(
+                Name=schedule_name,
+                Description=json.dumps(trigger, sort_keys=True),
+                ScheduleExpression=expression,
+                ScheduleExpressionTimezone=time_zone,
+                FlexibleTimeWindow={"Mode": "OFF"},
+                Target={"Arn": alias_arn, "RoleArn": scheduler_role, "Input": json.dumps(event)},
+                State="ENABLED",
+            )
+            reporter.say(f"added schedule {describe(schedule)}: {expression} ({time_zone})")
+        self._reconcile_url(spec, wanted, reporter)
+
+    def _ensure_scheduler_role(self, name: str, alias_arn: str) -> str:
+        iam = self.client("iam")
+        role_name = _scheduler_role_name(name)
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "scheduler.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        }
+        try:
+            role_arn: str = iam.get_role(RoleName=role_name)["Role"]["Arn"]
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "NoSuchEntity":
+                raise
+            role_arn = iam.create_role(
+                RoleName=role_name, AssumeRolePolicyDocument=json.dumps(trust)
+            )["Role"]["Arn"]
+        iam.put_role_policy(
+            RoleName=role_name,
+            PolicyName="invoke",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": "lambda:InvokeFunction",
+                            "Resource": alias_arn,
+                        }
+                    ],
+                }
+            ),
+        )
+        return role_arn
+
+    def _reconcile_url(
+        self, spec: DeploySpec, wanted: builtins.list[dict[str, Any]], reporter: Reporter
+    ) -> None:
+        lambda_client = self.client("lambda")
+        http = [trigger for trigger in wanted if trigger["type"] == "http"]
+        current = self._url(spec.name)
+        if not http:
+            if current is not None:
+                lambda_client.delete_function_url_config(FunctionName=spec.name, Qualifier=ALIAS)
+                reporter.say("removed function URL")
+            return
+        auth_type = "NONE" if http[0].get("public") else "AWS_IAM"
+        if current is None:
+            lambda_client.create_function_url_config(
+                FunctionName=spec.name, Qualifier=ALIAS, AuthType=auth_type
+            )
+        elif current.get("AuthType") != auth_type:
+            lambda_client.update_function_url_config(
+                FunctionName=spec.name, Qualifier=ALIAS, AuthType=auth_type
+            )
+        if auth_type == "NONE":
+            # A public URL also needs a resource policy letting anyone call it.
+            try:
+                lambda_client.add_permission(
+                    FunctionName=spec.name,
+                    Qualifier=ALIAS,
+                    StatementId="deployer-public-url",
+                    Action="lambda:InvokeFunctionUrl",
+                    Principal="*",
+                    FunctionUrlAuthType="NONE",
+                )
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "ResourceConflictException":
+                    raise
+        elif current is not None and current.get("AuthType") == "NONE":
+            try:
+                lambda_client.remove_permission(
+                    FunctionName=spec.name, Qualifier=ALIAS, StatementId="deployer-public-url"
+                )
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "ResourceNotFoundException":
+                    raise
+
+    # -- invoke, logs, delete ------------------------------------------------
+
+    def invoke(
+        self, name: str, payload: Any = None, *, timeout_seconds: int | None = None
+    ) -> Invocation:
+        self._require(name)
+        response = self.client("lambda").invoke(
+            FunctionName=name,
+            Qualifier=ALIAS,
+            Payload=json.dumps(invoke_event(payload), default=str).encode(),
+        )
+        reply = json.loads(response["Payload"].read() or b"{}")
+        if response.get("FunctionError"):
+            return Invocation(
+                500,
+                {
+                    "status": "failed",
+                    "error": {
+                        "type": reply.get("errorType", "LambdaError"),
+                        "message": reply.get("errorMessage", ""),
+                    },
+                },
+            )
+        return Invocation(int(reply.get("http_status", 500)), reply.get("body", {}))
+
+    def logs(self, name: str, *, lines: int = 100) -> str:
+        self._require(name)
+        logs = self.client("logs")
+        try:
+            events = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}", limit=lines)[
+                "events"
+            ]
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ResourceNotFoundException":
+                return ""
+            raise
+        return "".join(
+            event["message"] if event["message"].endswith("\n") else event["message"] + "\n"
+            for event in sorted(events, key=lambda event: event["timestamp"])
+        )
+
+    def _require(self, name: str) -> DeploymentState:
+        state = self.get(name)
+        if state is None:
+            raise ConfigError(
+                f"no function named {name!r} is deployed on aws in {self.region}: "
+                "see `deployer list --provider aws`"
+            )
+        return state
+
+    def plan_delete(self, name: str) -> Plan:
+        state = self._require(name)
+        actions = [Action(DELETE, f"Lambda function {name}, its roles and its URL")]
+        actions += [
+            Action(REMOVE_TRIGGER, describe(trigger_from_dict(trigger)))
+            for trigger in state.triggers
+        ]
+        return Plan(name, self.name, tuple(actions))
+
+    def delete(self, plan: Plan, reporter: Reporter) -> None:
+        name = plan.name
+        state = self._require(name)
+        lambda_client = self.client("lambda")
+        scheduler = self.client("scheduler")
+        for schedule_name in self._schedules(name):
+            scheduler.delete_schedule(Name=schedule_name)
+        if self._url(name) is not None:
+            lambda_client.delete_function_url_config(FunctionName=name, Qualifier=ALIAS)
+        layers = [layer["Arn"] for layer in self._function(name)["Configuration"].get("Layers", [])]  # type: ignore[index]
+        lambda_client.delete_function(FunctionName=name)
+        iam = self.client("iam")
+        for role_name in (_role_name(name), _scheduler_role_name(name)):
+            try:
+                for policy in iam.list_role_policies(RoleName=role_name)["PolicyNames"]:
+                    iam.delete_role_policy(RoleName=role_name, PolicyName=policy)
+                iam.delete_role(RoleName=role_name)
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "NoSuchEntity":
+                    raise
+        self._delete_unused_layers(layers)
+        reporter.say(f"deleted {name} (its outputs stay in {state.output})")
+
+    def _delete_unused_layers(self, layer_arns: builtins.list[str]) -> None:
+        """Delete the dependency layers no other deployer function still uses."""
+        if not layer_arns:
+            return
+        lambda_client = self.client("lambda")
+        in_use: set[str] = set()
+        for page in lambda_client.get_paginator("list_functions").paginate():
+            for configuration in page["Functions"]:
+                in_use.update(layer["Arn"] for layer in configuration.get("Layers", []))
+        for arn in layer_arns:
+            if arn in in_use or ":layer:deployer-deps-" not in arn:
+                continue
+            layer_name, version = arn.rsplit(":", 2)[-2:]
+            lambda_client.delete_layer_version(LayerName=layer_name, VersionNumber=int(version))
+
+
+def invoke_event(payload: Any) -> dict[str, Any]:
+    """The event a direct invoke sends (see runtimes/aws.py)."""
+    request: dict[str, Any] = {"trigger": "manual"}
+    if payload is not None:
+        if hasattr(payload, "to_dict") and hasattr(payload, "columns"):
+            # A DataFrame: records, with timestamps as ISO strings.
+            payload = json.loads(payload.to_json(orient="records", date_format="iso"))
+        request["payload"] = payload
+    return {"deployer": request}
+
+
+def _write_once(path: Path, write: Any) -> None:
+    """Write ``path`` through a temporary sibling so a crash leaves no partial file."""
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".part") as handle:
+        temporary = Path(handle.name)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
