@@ -31,6 +31,10 @@ from typing import Any
 _loaded: Any = None
 
 
+class ScheduledRunFailed(Exception):
+    """A scheduled run failed; its run.json (with the traceback) is already written."""
+
+
 def _task_root() -> str:
     return os.environ.get("LAMBDA_TASK_ROOT") or os.path.dirname(
         os.path.dirname(os.path.abspath(__file__))
@@ -55,6 +59,7 @@ def _unpack_slim_dependencies() -> None:
             for block in iter(lambda: archive_file.read(1 << 20), b""):
                 digest.update(block)
         if digest.hexdigest() != expected:
+            os.remove(archive_path)  # /tmp is small; slim archives are not
             raise RuntimeError(
                 f"{archive_url} has sha256 {digest.hexdigest()}, expected {expected}: "
                 "the dependency archive changed after deploy; redeploy"
@@ -64,7 +69,11 @@ def _unpack_slim_dependencies() -> None:
         os.remove(archive_path)
         open(marker, "w").close()
     if target not in sys.path:
-        sys.path.insert(0, target)
+        # After the task root, as Lambda orders layers: the bundle's own modules
+        # must win over a same-named module among the dependencies.
+        task_root = _task_root()
+        position = sys.path.index(task_root) + 1 if task_root in sys.path else 0
+        sys.path.insert(position, target)
 
 
 def _load() -> Any:
@@ -117,6 +126,14 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             fire_time=fire_time,
             event_id=f"aws:{request.get('schedule', '')}",
         )
+        if result.status == "failed":
+            # Raising makes the failure visible to Lambda (error metrics, alarms)
+            # and lets its retry of this event run again; the retry derives the
+            # same run id, so it overwrites this failed run rather than adding one.
+            error = result.record.get("error", {})
+            raise ScheduledRunFailed(
+                f"run {result.run_id} failed: {error.get('type')}: {error.get('message')}"
+            )
     else:
         payload = request.get("payload", core.NO_PAYLOAD)
         try:

@@ -83,16 +83,21 @@ def filesystem(url: str) -> tuple[pafs.FileSystem, str]:
     if scheme == "s3":
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        # Delayed open sends a small object as one PutObject instead of a
-        # three-request multipart upload: most run files are small.
-        options: dict[str, Any] = {"allow_delayed_open": True}
+        options: dict[str, Any] = {}
         if endpoint:
             endpoint_url = urlparse(endpoint)
             options["endpoint_override"] = endpoint_url.netloc or endpoint
             options["scheme"] = endpoint_url.scheme or "https"
         if region:
             options["region"] = region
-        return pafs.S3FileSystem(**options), bucket_path
+        try:
+            # Delayed open sends a small object as one PutObject instead of a
+            # three-request multipart upload; most run files are small. The
+            # option is newer than some pyarrow versions a target may resolve to
+            # (python3.11 on Lambda gets pyarrow 20, which lacks it).
+            return pafs.S3FileSystem(allow_delayed_open=True, **options), bucket_path
+        except TypeError:
+            return pafs.S3FileSystem(**options), bucket_path
     if scheme == "gs":
         emulator = os.environ.get("STORAGE_EMULATOR_HOST")
         if emulator:

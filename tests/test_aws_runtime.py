@@ -1,0 +1,415 @@
+"""The Lambda entry (runtimes/aws.py) run by AWS's own awslambdaric, against moto's S3.
+
+Each test builds a real bundle, unpacks it alone as the task root and starts
+one Lambda execution environment for it (tests/lambda_harness.py): only the
+bundle, its dependency layer, Lambda's runtime directory (awslambdaric, boto3)
+and the standard library are importable there.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import sysconfig
+import tarfile
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pandas as pd
+import pytest
+from lambda_harness import (
+    LambdaFunction,
+    LambdaInitError,
+    install_layer,
+    install_runtime,
+    lambda_function,
+)
+
+import deployer
+
+pytestmark = pytest.mark.slow
+
+NAME = "scores"
+METRICS = {"mean_score": lambda out: out.score.mean()}
+CHECKS = {"scores_in_range": lambda out: out.score.between(0, 1).all()}
+
+
+def score(features: pd.DataFrame) -> pd.DataFrame:
+    return features.assign(score=features.x / 10)
+
+
+def broken(features: pd.DataFrame) -> pd.DataFrame:
+    raise ValueError("no model for region 'north'")
+
+
+def import_origins(modules: pd.DataFrame) -> list[dict[str, Any]]:
+    import importlib
+
+    # The names arrive in the request, so no scan of the function can see
+    # them: a module imports only if the environment really has it.
+    return [
+        {"module": name, "file": importlib.import_module(name).__file__} for name in modules.module
+    ]
+
+
+@pytest.fixture(scope="session")
+def lambda_runtime(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Lambda's /var/runtime: awslambdaric and boto3, outside the user's code."""
+    return install_runtime(tmp_path_factory.mktemp("lambda-runtime"))
+
+
+@pytest.fixture(scope="session")
+def layer_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("lambda-layers")
+
+
+def moto_environment(endpoint: str) -> dict[str, str]:
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+
+
+def output_url(bucket: str) -> str:
+    return f"s3://{bucket}/predictions"
+
+
+def build_task_root(
+    function: Callable[..., Any], directory: Path, bucket: str, **options: Any
+) -> Path:
+    """Build ``function`` (with the score metrics and checks unless told) and unpack it."""
+    options.setdefault("metrics", METRICS)
+    options.setdefault("checks", CHECKS)
+    built = deployer.build(function, name=NAME, output=output_url(bucket), **options)
+    return built.bundle.extract(directory)
+
+
+StartLambda = Callable[..., AbstractContextManager[LambdaFunction]]
+
+
+@pytest.fixture
+def start_lambda(
+    tmp_path: Path, s3_bucket: str, moto_server: str, lambda_runtime: Path, layer_cache: Path
+) -> StartLambda:
+    """Build ``function`` into a bundle writing to the test's bucket and run it on Lambda."""
+
+    @contextmanager
+    def start(function: Callable[..., Any], **options: Any) -> Iterator[LambdaFunction]:
+        task_root = build_task_root(function, tmp_path / "task", s3_bucket, **options)
+        layer = install_layer(task_root / "requirements.txt", layer_cache)
+        environment = moto_environment(moto_server)
+        with lambda_function(
+            task_root, [layer], environment, runtime=lambda_runtime, name=NAME
+        ) as running:
+            yield running
+
+    return start
+
+
+def scheduled(fire_time: str) -> dict[str, Any]:
+    """What deployer's EventBridge Scheduler target sends."""
+    return {"deployer": {"trigger": "schedule", "schedule": "daily", "scheduled_time": fire_time}}
+
+
+def function_url_request(body: str, *, base64_encoded: bool = False) -> dict[str, Any]:
+    """A Lambda function URL POST, payload format 2.0."""
+    if base64_encoded:
+        body = base64.b64encode(body.encode()).decode()
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": "/",
+        "rawQueryString": "",
+        "headers": {"content-type": "application/json", "host": "abc.lambda-url.on.aws"},
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "abc",
+            "domainName": "abc.lambda-url.us-east-1.on.aws",
+            "http": {
+                "method": "POST",
+                "path": "/",
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": "pytest",
+            },
+            "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "27/Nov/2026:06:00:00 +0000",
+            "timeEpoch": 1795759200000,
+        },
+        "body": body,
+        "isBase64Encoded": base64_encoded,
+    }
+
+
+def http_reply(outcome: tuple[str, Any]) -> tuple[int, dict[str, Any]]:
+    kind, reply = outcome
+    assert kind == "response", reply
+    assert reply["headers"] == {"content-type": "application/json"}
+    return reply["statusCode"], json.loads(reply["body"])
+
+
+def direct_reply(outcome: tuple[str, Any]) -> tuple[int, dict[str, Any]]:
+    kind, reply = outcome
+    assert kind == "response", reply
+    return reply["http_status"], reply["body"]
+
+
+def stored_keys(bucket: str) -> list[str]:
+    listing = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="predictions/")
+    return [item["Key"] for item in listing.get("Contents", [])]
+
+
+def put_parquet(bucket: str, key: str, frame: pd.DataFrame) -> str:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
+    return f"s3://{bucket}/{key}"
+
+
+def test_scheduled_event_commits_one_run_per_fire_time(
+    start_lambda: StartLambda, s3_bucket: str
+) -> None:
+    features = put_parquet(s3_bucket, "features/latest.parquet", pd.DataFrame({"x": [2.0, 4.0]}))
+    with start_lambda(score, inputs=features) as function:
+        status, body = direct_reply(function.invoke(scheduled("2026-11-27T06:00:00Z")))
+        assert status == 200 and body["status"] == "succeeded"
+        assert body["predictions"] == [{"x": 2.0, "score": 0.2}, {"x": 4.0, "score": 0.4}]
+        first_run = body["run_id"]
+        assert first_run.startswith("20261127T060000Z-")
+        runs = deployer.read_runs(NAME, output=output_url(s3_bucket))
+        assert runs.run_id.tolist() == [first_run]
+        assert runs.status.tolist() == ["succeeded"] and runs.trigger.tolist() == ["schedule"]
+        assert runs.rows_in.tolist() == [2] and runs.rows_out.tolist() == [2]
+        assert runs["metric.mean_score"].tolist() == [pytest.approx(0.3)]
+        outputs = deployer.read_outputs(NAME, output=output_url(s3_bucket))
+        assert outputs.to_dict("records") == [
+            {"run_id": first_run, "x": 2.0, "score": 0.2},
+            {"run_id": first_run, "x": 4.0, "score": 0.4},
+        ]
+
+        # Scheduler's retry of the same firing: the same run, written over.
+        _, retried = direct_reply(function.invoke(scheduled("2026-11-27T06:00:00Z")))
+        assert retried["run_id"] == first_run
+        assert deployer.read_runs(NAME, output=output_url(s3_bucket)).run_id.tolist() == [first_run]
+
+        _, next_day = direct_reply(function.invoke(scheduled("2026-11-28T06:00:00Z")))
+        assert next_day["run_id"].startswith("20261128T060000Z-")
+    runs = deployer.read_runs(NAME, output=output_url(s3_bucket))
+    assert runs.run_id.tolist() == [first_run, next_day["run_id"]]
+    assert len({key.rsplit("/", 1)[0] for key in stored_keys(s3_bucket)}) == 2
+
+
+def test_function_url_answers_json_and_base64_bodies_with_predictions(
+    start_lambda: StartLambda, s3_bucket: str
+) -> None:
+    with start_lambda(score) as function:
+        records = json.dumps([{"x": 1.0}, {"x": 5.0}])
+        status, body = http_reply(function.invoke(function_url_request(records)))
+        assert status == 200
+        assert body["status"] == "succeeded"
+        assert body["predictions"] == [{"x": 1.0, "score": 0.1}, {"x": 5.0, "score": 0.5}]
+        assert body["metrics"] == {"mean_score": pytest.approx(0.3)}
+        assert body["checks"] == {"scores_in_range": {"passed": True}}
+
+        columns = json.dumps({"x": [3.0]})
+        status, encoded = http_reply(
+            function.invoke(function_url_request(columns, base64_encoded=True))
+        )
+        assert status == 200 and encoded["predictions"] == [{"x": 3.0, "score": 0.3}]
+    runs = deployer.read_runs(NAME, output=output_url(s3_bucket))
+    assert sorted(runs.run_id) == sorted([body["run_id"], encoded["run_id"]])
+    assert runs.trigger.tolist() == ["http", "http"]
+    assert sorted(deployer.read_outputs(NAME, output=output_url(s3_bucket)).score) == [
+        pytest.approx(0.1),
+        pytest.approx(0.3),
+        pytest.approx(0.5),
+    ]
+
+
+def test_function_url_rejects_bodies_that_are_not_a_table_without_writing_a_run(
+    start_lambda: StartLambda, s3_bucket: str
+) -> None:
+    with start_lambda(score) as function:
+        status, not_json = http_reply(function.invoke(function_url_request("x=1&x=2")))
+        assert status == 400
+        assert not_json["error"]["type"] == "BadRequest"
+        assert not_json["error"]["message"].startswith("the body is not JSON")
+
+        status, not_table = http_reply(function.invoke(function_url_request("[1, 2, 3]")))
+        assert status == 400
+        assert "takes a DataFrame" in not_table["error"]["message"]
+
+        status, nested = http_reply(function.invoke(function_url_request('{"x": {"a": 1}}')))
+        assert status == 400 and nested["error"]["type"] == "BadRequest"
+    assert stored_keys(s3_bucket) == []
+    assert deployer.read_runs(NAME, output=output_url(s3_bucket)).empty
+
+
+def test_function_url_failure_is_a_500_without_traceback_and_the_failed_run_keeps_it(
+    start_lambda: StartLambda, s3_bucket: str
+) -> None:
+    with start_lambda(broken) as function:
+        kind, reply = function.invoke(function_url_request('[{"x": 1.0}]'))
+    assert kind == "response", reply  # a failed run is an answer, not a crashed function
+    assert reply["statusCode"] == 500
+    assert "Traceback" not in reply["body"]
+    body = json.loads(reply["body"])
+    assert body["status"] == "failed"
+    assert body["error"] == {"type": "ValueError", "message": "no model for region 'north'"}
+    run_json = f"predictions/{NAME}/runs/{body['run_id']}/run.json"
+    stored = boto3.client("s3").get_object(Bucket=s3_bucket, Key=run_json)["Body"].read()
+    record = json.loads(stored)
+    assert record["status"] == "failed" and record["trigger"] == "http"
+    assert record["error"]["type"] == "ValueError"
+    assert record["error"]["traceback"].startswith("Traceback (most recent call last)")
+    assert "in broken" in record["error"]["traceback"]
+    assert deployer.read_runs(NAME, output=output_url(s3_bucket)).error_type.tolist() == [
+        "ValueError"
+    ]
+
+
+def test_direct_invoke_runs_the_payload_and_refuses_one_that_is_not_a_table(
+    start_lambda: StartLambda, s3_bucket: str
+) -> None:
+    with start_lambda(score) as function:
+        manual = {"deployer": {"trigger": "manual", "payload": [{"x": 7.0}]}}
+        status, body = direct_reply(function.invoke(manual))
+        assert status == 200 and body["status"] == "succeeded"
+        assert body["predictions"] == [{"x": 7.0, "score": 0.7}]
+        assert body["metrics"] == {"mean_score": pytest.approx(0.7)}
+
+        refused = {"deployer": {"trigger": "manual", "payload": "seven"}}
+        status, error = direct_reply(function.invoke(refused))
+        assert status == 400 and error["error"]["type"] == "BadRequest"
+    runs = deployer.read_runs(NAME, output=output_url(s3_bucket))
+    assert runs.run_id.tolist() == [body["run_id"]]
+    assert runs.trigger.tolist() == ["manual"]
+
+
+def test_function_sees_only_its_bundle_layer_runtime_and_the_standard_library(
+    start_lambda: StartLambda, lambda_runtime: Path, layer_cache: Path
+) -> None:
+    import hypothesis  # installed here, so only isolation can keep it out
+
+    assert hypothesis.__file__
+    with start_lambda(import_origins, metrics={}, checks={}) as function:
+        where = {
+            "deployer": {"trigger": "manual", "payload": {"module": ["pandas", "boto3", "json"]}}
+        }
+        status, body = direct_reply(function.invoke(where))
+        assert status == 200, body
+        origins = {row["module"]: Path(row["file"]) for row in body["predictions"]}
+        for leaked in ("hypothesis", "deployer"):
+            payload = {"module": [leaked]}
+            status, failed = direct_reply(
+                function.invoke({"deployer": {"trigger": "manual", "payload": payload}})
+            )
+            assert status == 500
+            assert failed["error"]["type"] == "ModuleNotFoundError"
+            assert leaked in failed["error"]["message"]
+    assert origins["pandas"].is_relative_to(layer_cache)
+    assert origins["boto3"].is_relative_to(lambda_runtime)
+    assert origins["json"].is_relative_to(sysconfig.get_paths()["stdlib"])
+
+
+def test_missing_handler_is_an_init_error_that_names_it(
+    tmp_path: Path, lambda_runtime: Path
+) -> None:
+    task_root = build_task_root(score, tmp_path / "task", "never-written")
+    handler = "deployer_runtime.aws.no_such_handler"
+    with (
+        lambda_function(task_root, [], {}, handler, runtime=lambda_runtime) as function,
+        pytest.raises(LambdaInitError, match="Handler 'no_such_handler' missing"),
+    ):
+        function.invoke(scheduled("2026-11-27T06:00:00Z"), timeout=30)
+    assert function.process.returncode not in (None, 0)
+
+
+def pack_archive(directory: Path, archive: Path) -> str:
+    """A tar.gz of ``directory``'s contents, as slim mode ships them; returns its sha256."""
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
+        for entry in sorted(directory.iterdir()):
+            tar.add(entry, arcname=entry.name)
+    return hashlib.sha256(archive.read_bytes()).hexdigest()
+
+
+def test_slim_dependencies_are_fetched_once_per_execution_environment(
+    tmp_path: Path,
+    s3_bucket: str,
+    moto_server: str,
+    lambda_runtime: Path,
+    layer_cache: Path,
+) -> None:
+    task_root = build_task_root(score, tmp_path / "task", s3_bucket)
+    layer = install_layer(task_root / "requirements.txt", layer_cache)
+    archive = tmp_path / "deps.tar.gz"
+    sha256 = pack_archive(layer / "python", archive)
+    s3 = boto3.client("s3")
+    s3.upload_file(str(archive), s3_bucket, "deps/deps.tar.gz")
+    slim_dir = tmp_path / "lambda-tmp"  # Lambda's /tmp
+    slim_dir.mkdir()
+    env = {
+        **moto_environment(moto_server),
+        "DEPLOYER_SLIM_ARCHIVE": f"s3://{s3_bucket}/deps/deps.tar.gz",
+        "DEPLOYER_SLIM_SHA256": sha256,
+        "DEPLOYER_SLIM_DIR": str(slim_dir),
+    }
+    request = function_url_request(json.dumps([{"x": 2.0}]))
+    with lambda_function(task_root, [], env, runtime=lambda_runtime, name=NAME) as function:
+        status, cold = http_reply(function.invoke(request))
+        assert status == 200, function.output()
+        assert cold["predictions"] == [{"x": 2.0, "score": 0.2}]
+        # Gone from S3: a warm instance must not need it again.
+        s3.delete_object(Bucket=s3_bucket, Key="deps/deps.tar.gz")
+        status, warm = http_reply(function.invoke(request))
+        assert status == 200 and warm["predictions"] == cold["predictions"]
+    unpacked = slim_dir / f"deps-{sha256[:16]}"
+    assert (unpacked / ".complete").exists()
+    assert (unpacked / "pandas" / "__init__.py").exists()
+    assert sorted(path.name for path in slim_dir.iterdir()) == [unpacked.name]  # archive removed
+    # Lambda restarts a runtime that crashed or timed out in the same execution
+    # environment, /tmp kept: the unpacked dependencies are used, not fetched.
+    with lambda_function(task_root, [], env, runtime=lambda_runtime, name=NAME) as restarted:
+        status, again = http_reply(restarted.invoke(request))
+        assert status == 200, restarted.output()
+        assert again["predictions"] == cold["predictions"]
+    assert len(deployer.read_runs(NAME, output=output_url(s3_bucket))) == 3
+
+
+def test_slim_archive_with_another_sha256_is_refused_before_unpacking(
+    tmp_path: Path, s3_bucket: str, moto_server: str, lambda_runtime: Path
+) -> None:
+    task_root = build_task_root(score, tmp_path / "task", s3_bucket)
+    content = tmp_path / "content"
+    content.mkdir()
+    (content / "replaced.py").write_text("print('not the deployed dependencies')\n")
+    archive = tmp_path / "deps.tar.gz"
+    actual = pack_archive(content, archive)
+    boto3.client("s3").upload_file(str(archive), s3_bucket, "deps/deps.tar.gz")
+    expected = hashlib.sha256(b"the archive that was deployed").hexdigest()
+    slim_dir = tmp_path / "lambda-tmp"
+    slim_dir.mkdir()
+    env = {
+        **moto_environment(moto_server),
+        "DEPLOYER_SLIM_ARCHIVE": f"s3://{s3_bucket}/deps/deps.tar.gz",
+        "DEPLOYER_SLIM_SHA256": expected,
+        "DEPLOYER_SLIM_DIR": str(slim_dir),
+    }
+    with lambda_function(task_root, [], env, runtime=lambda_runtime, name=NAME) as function:
+        for _ in range(2):  # and stays refused: nothing half-loaded is kept
+            kind, error = function.invoke(function_url_request('[{"x": 1.0}]'))
+            assert kind == "error", error
+            assert error["errorType"] == "RuntimeError"
+            assert f"has sha256 {actual}, expected {expected}" in error["errorMessage"]
+            assert "redeploy" in error["errorMessage"]
+        assert "[ERROR] RuntimeError" in function.stdout
+    assert not (slim_dir / f"deps-{expected[:16]}").exists()
+    assert stored_keys(s3_bucket) == []
