@@ -130,9 +130,9 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             # Raising makes the failure visible to Lambda (error metrics, alarms)
             # and lets its retry of this event run again; the retry derives the
             # same run id, so it overwrites this failed run rather than adding one.
-            error = result.record.get("error", {})
+            failure = result.record.get("error", {})
             raise ScheduledRunFailed(
-                f"run {result.run_id} failed: {error.get('type')}: {error.get('message')}"
+                f"run {result.run_id} failed: {failure.get('type')}: {failure.get('message')}"
             )
     else:
         payload = request.get("payload", core.NO_PAYLOAD)
