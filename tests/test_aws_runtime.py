@@ -276,6 +276,23 @@ def test_function_url_failure_is_a_500_without_traceback_and_the_failed_run_keep
     ]
 
 
+def test_failed_scheduled_run_is_a_lambda_error_and_its_retry_overwrites_it(
+    start_lambda: StartLambda, s3_bucket: str
+) -> None:
+    features = put_parquet(s3_bucket, "features.parquet", pd.DataFrame({"x": [1.0]}))
+    with start_lambda(broken, inputs=features) as function:
+        first = function.invoke(scheduled("2026-11-27T06:00:00Z"))
+        retry = function.invoke(scheduled("2026-11-27T06:00:00Z"))
+    # An error Lambda sees (metrics, alarms, its own retry of the event)...
+    assert first[0] == "error" and retry[0] == "error"
+    assert first[1]["errorType"] == "ScheduledRunFailed"
+    assert "ValueError" in first[1]["errorMessage"]
+    # ...whose retry lands on the same run instead of adding one.
+    runs = deployer.read_runs(NAME, output=output_url(s3_bucket))
+    assert runs.status.tolist() == ["failed"]
+    assert runs.run_id[0].startswith("20261127T060000Z-")
+
+
 def test_direct_invoke_runs_the_payload_and_refuses_one_that_is_not_a_table(
     start_lambda: StartLambda, s3_bucket: str
 ) -> None:
