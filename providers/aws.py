@@ -148,7 +148,9 @@ class AwsProvider:
     @property
     def session(self) -> boto3.session.Session:
         if self._session is None:
-            self._session = boto3.session.Session()
+            # boto3 reads AWS_DEFAULT_REGION; AWS_REGION is what Lambda and most
+            # tools set, so honour it too.
+            self._session = boto3.session.Session(region_name=os.environ.get("AWS_REGION") or None)
         return self._session
 
     def client(self, service: str) -> Any:
