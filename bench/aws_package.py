@@ -272,7 +272,7 @@ def main() -> None:
     arguments = parser.parse_args()
     if sys.version_info[:2] != (3, 11):
         sys.exit("run this bench with Python 3.11: it packages for Lambda's python3.11")
-    scratch = Path(tempfile.mkdtemp(prefix="deployer-bench-aws-"))
+    scratch = Path(tempfile.mkdtemp(prefix="deployer-bench-aws-package-"))
     environment = dict(os.environ)
     if arguments.cold_pip_cache:
         environment["PIP_CACHE_DIR"] = str(scratch / "pip-cache")

@@ -124,10 +124,13 @@ def build(
             "inputs='<path or URL of a Parquet/CSV data set>' or give the parameter a default"
         )
     pinned = resolve(captured, user_requirements=requirements, preinstalled=target.preinstalled)
+    from deployer.bundle import python_version
+
     bundle = build_bundle(
         captured,
         pinned,
         spec,
+        platform=target.platform(python_version()),
         metric_names=tuple(metrics or {}),
         check_names=tuple(checks or {}),
     )

@@ -27,8 +27,6 @@ MANIFEST_FILE = "manifest.json"
 FUNCTION_FILE = "function.pkl"
 REQUIREMENTS_FILE = "requirements.txt"
 RUNTIME_PACKAGE = "deployer_runtime"
-# 1980-01-01 is the earliest time a zip entry can hold.
-ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtimes"
 
 

@@ -189,6 +189,11 @@ class AwsProvider:
             "provider 'aws' needs output='s3://<bucket>/<prefix>': runs are written to S3"
         )
 
+    def platform(self, python: str) -> str | None:
+        # The newest tag names the target: x86_64 and arm64, Amazon Linux 2 and
+        # 2023 get different dependency trees, so different deps_hash values.
+        return self.target(python).platform_tags[0]
+
     def target(self, python: str) -> LambdaTarget:
         return lambda_target(python, self.architecture)
 

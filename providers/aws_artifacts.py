@@ -212,9 +212,10 @@ def install_dependencies(
         ready = _read_ready(root, deps_hash, lines, target)
         if ready is not None:
             return ready
-        for abandoned in root.parent.glob(f".{deps_hash}.*"):
-            # Only a build holding this lock writes here: these are from a
-            # process that died mid-build.
+        # Only a build holding this lock writes here, so anything found now is
+        # from a process that died mid-build, or a tree without its metadata
+        # (never ready): neither may block the rename below.
+        for abandoned in [*root.parent.glob(f".{deps_hash}.*"), root]:
             shutil.rmtree(abandoned, ignore_errors=True)
         building = root.with_name(f".{deps_hash}.{uuid.uuid4().hex}")
         try:
@@ -283,6 +284,9 @@ def _check_interpreter(target: LambdaTarget) -> None:
     # requirement markers (python_version < "3.12") with the interpreter it runs
     # in, so both need this interpreter to be the target's Python. deployer's
     # policy (the runtime follows the local Python) makes that the normal case.
+    # pip has no way to evaluate sys_platform / platform_machine markers for
+    # the target either: from a Mac, a dependency conditional on Linux can be
+    # missed. Linux x86_64 builds (CI) see exactly what Lambda would.
     local = f"{sys.version_info.major}.{sys.version_info.minor}"
     if local != target.python:
         raise ProviderError(
@@ -293,13 +297,6 @@ def _check_interpreter(target: LambdaTarget) -> None:
 
 
 # -- building ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Sizes:
-    installed: int
-    stripped: int
-    shipped: int
 
 
 def _build(
@@ -326,11 +323,11 @@ def _build(
         with reporter.status("checking every installed package imports"):
             _verify_imports(python_dir, reporter)
     files = _files(python_dir)
-    sizes = _Sizes(installed_bytes, stripped_bytes, sum(file.stat().st_size for _, file in files))
+    shipped_bytes = sum(file.stat().st_size for _, file in files)
     reporter.say(
-        f"dependencies for {target}: {_megabytes(sizes.installed)} installed, "
-        f"{_megabytes(sizes.stripped)} stripped ({_describe_removed(removed)}), "
-        f"{_megabytes(sizes.shipped)} with bytecode"
+        f"dependencies for {target}: {_megabytes(installed_bytes)} installed, "
+        f"{_megabytes(stripped_bytes)} stripped ({_describe_removed(removed)}), "
+        f"{_megabytes(shipped_bytes)} with bytecode"
     )
     installed = _installed_distributions(python_dir)
     metadata: dict[str, Any] = {
@@ -339,12 +336,12 @@ def _build(
         "target": str(target),
         "requirements": lines,
         "installed": list(installed),
-        "unzipped_bytes": sizes.shipped,
+        "unzipped_bytes": shipped_bytes,
         "file_count": len(files),
         "sizes": {
-            "installed": sizes.installed,
-            "stripped": sizes.stripped,
-            "shipped": sizes.shipped,
+            "installed": installed_bytes,
+            "stripped": stripped_bytes,
+            "shipped": shipped_bytes,
             "removed": removed,
         },
     }
@@ -352,7 +349,7 @@ def _build(
     return Dependencies(
         deps_hash=deps_hash,
         root=building,
-        unzipped_bytes=sizes.shipped,
+        unzipped_bytes=shipped_bytes,
         file_count=len(files),
         installed=installed,
     )
@@ -826,14 +823,21 @@ def _verify_imports(python_dir: Path, reporter: Reporter) -> None:
     if not modules:
         return
     with tempfile.TemporaryDirectory(prefix="deployer-verify-") as scratch:
-        completed = subprocess.run(
-            # -B: importing must not add timestamp-based .pyc to the tree.
-            [sys.executable, "-I", "-S", "-B", "-c", VERIFY_SCRIPT, str(python_dir), *modules],
-            capture_output=True,
-            text=True,
-            cwd=scratch,
-            timeout=VERIFY_TIMEOUT_SECONDS,
-        )
+        try:
+            completed = subprocess.run(
+                # -B: importing must not add timestamp-based .pyc to the tree.
+                [sys.executable, "-I", "-S", "-B", "-c", VERIFY_SCRIPT, str(python_dir), *modules],
+                capture_output=True,
+                text=True,
+                cwd=scratch,
+                timeout=VERIFY_TIMEOUT_SECONDS,
+            )
+        except subprocess.TimeoutExpired:
+            raise ProviderError(
+                f"importing the installed packages ({', '.join(modules)}) took over "
+                f"{VERIFY_TIMEOUT_SECONDS} s: one of them blocks on import (a network call or "
+                "a prompt); find it with `python -c 'import <name>'` and leave it out"
+            ) from None
     if completed.returncode != 0 or not completed.stdout.strip():
         raise ProviderError(
             f"importing the installed packages crashed the interpreter (exit code "

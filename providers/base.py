@@ -88,6 +88,9 @@ class Provider(Protocol):
 
     def default_output(self) -> str: ...
 
+    def platform(self, python: str) -> str | None:
+        """The platform dependencies are built for (part of deps_hash); None: this machine."""
+
     def plan(self, bundle: Bundle, spec: DeploySpec) -> Plan: ...
 
     def apply(self, plan: Plan, reporter: Reporter) -> DeploymentState: ...

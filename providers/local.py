@@ -366,6 +366,9 @@ class LocalProvider:
     def default_output(self) -> str:
         return str(home() / "store")
 
+    def platform(self, python: str) -> str | None:
+        return None  # environments are made for this machine
+
     def check(self, spec: DeploySpec) -> DeploySpec:
         # Runs execute with the bundle as working directory, so relative
         # locations are fixed to absolute ones now, relative to the caller.

@@ -580,3 +580,16 @@ def test_concurrent_installs_of_one_deps_hash_run_pip_once(
         "shared",
         "shared.lock",
     ]
+
+
+@pytest.mark.slow
+@needs_python311
+def test_a_tree_without_its_metadata_is_not_taken_as_ready(tmp_path: Path) -> None:
+    # What a copy interrupted half-way, or an older deployer, may leave behind.
+    leftover = tmp_path / "lambda" / "partial" / "python" / "cloudpickle"
+    leftover.mkdir(parents=True)
+    (leftover / "__init__.py").write_text("raise ImportError('half a tree')\n")
+    installed = _install(tmp_path, ["cloudpickle==3.1.1"], "partial")
+    assert installed.dependencies.installed == ("cloudpickle==3.1.1",)
+    python_dir = installed.dependencies.root / "python"
+    assert "half a tree" not in (python_dir / "cloudpickle" / "__init__.py").read_text()

@@ -318,3 +318,13 @@ def test_missing_credentials_are_named(
 def test_unknown_architecture_is_refused(output: str) -> None:
     with pytest.raises(ProviderError, match="arm64"):
         deploy(predict, output, provider_options={"architecture": "sparc"})
+
+
+def test_architecture_and_amazon_linux_version_are_part_of_deps_hash(output: str) -> None:
+    options = {"name": "scores", "provider": "aws", "output": output}
+    x86 = deployer.build(predict, **options).bundle
+    arm = deployer.build(predict, provider_options={"architecture": "arm64"}, **options).bundle
+    assert x86.manifest["platform"] == "manylinux_2_26_x86_64"
+    assert arm.manifest["platform"] == "manylinux_2_26_aarch64"
+    assert x86.deps_hash != arm.deps_hash
+    assert x86.code_hash == arm.code_hash
