@@ -3,6 +3,7 @@ and real emulators (moto in server mode) started once per session."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -12,6 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI must not go red on an example nobody ran before: there, hypothesis draws the
+# same examples every run. Locally it explores (and remembers failures).
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def free_port() -> int:
