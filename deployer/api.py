@@ -47,6 +47,9 @@ class Deployment:
     code_hash: str
     deps_hash: str
     triggers: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    # Where the provider needs them to find the function again (GCP project
+    # and region, AWS architecture), the options it was deployed with.
+    provider_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def invoke(self, data: Any = None, *, timeout: int | None = None) -> Any:
         """Run the function now (trigger ``manual``) and return its predictions.
@@ -54,7 +57,13 @@ class Deployment:
         ``data`` is a DataFrame or a JSON-able value; the result is a DataFrame
         (or None when the function returned nothing). A failed run raises RunError.
         """
-        invocation = invoke(self.name, data, provider=self.provider, timeout=timeout)
+        invocation = invoke(
+            self.name,
+            data,
+            provider=self.provider,
+            timeout=timeout,
+            provider_options=self.provider_options,
+        )
         return _predictions(invocation)
 
     def runs(self, *, last: int | None = None) -> pd.DataFrame:
@@ -70,10 +79,12 @@ class Deployment:
     def logs(self, *, lines: int = 100) -> str:
         from deployer.registry import get_provider
 
-        return get_provider(self.provider).logs(self.name, lines=lines)
+        return get_provider(self.provider, self.provider_options).logs(self.name, lines=lines)
 
     def delete(self, *, quiet: bool = False) -> None:
-        delete(self.name, provider=self.provider, quiet=quiet)
+        delete(
+            self.name, provider=self.provider, quiet=quiet, provider_options=self.provider_options
+        )
 
 
 def _reporter(quiet: bool) -> Reporter:
@@ -214,10 +225,10 @@ def apply_built(built: Built, *, reporter: Reporter) -> Deployment:
         reporter.say(f"[bold]{state.name}[/] is deployed: {state.url}")
     else:
         reporter.say(f"[bold]{state.name}[/] is deployed")
-    return _deployment(state)
+    return _deployment(state, built.provider_options)
 
 
-def _deployment(state: Any) -> Deployment:
+def _deployment(state: Any, provider_options: Mapping[str, Any] | None = None) -> Deployment:
     return Deployment(
         name=state.name,
         provider=state.provider,
@@ -226,36 +237,53 @@ def _deployment(state: Any) -> Deployment:
         code_hash=state.code_hash,
         deps_hash=state.deps_hash,
         triggers=state.triggers,
+        provider_options=dict(provider_options or {}),
     )
 
 
-def get(name: str, *, provider: str = "local") -> Deployment:
+def get(
+    name: str, *, provider: str = "local", provider_options: Mapping[str, Any] | None = None
+) -> Deployment:
     from deployer.registry import get_provider
 
-    state = get_provider(provider).get(name)
+    state = get_provider(provider, provider_options).get(name)
     if state is None:
         raise ConfigError(f"no function named {name!r} is deployed on {provider}")
-    return _deployment(state)
+    return _deployment(state, provider_options)
 
 
-def list_deployments(*, provider: str = "local") -> list[Deployment]:
+def list_deployments(
+    *, provider: str = "local", provider_options: Mapping[str, Any] | None = None
+) -> list[Deployment]:
     from deployer.registry import get_provider
 
-    return [_deployment(state) for state in get_provider(provider).list()]
+    target = get_provider(provider, provider_options)
+    return [_deployment(state, provider_options) for state in target.list()]
 
 
 def invoke(
-    name: str, data: Any = None, *, provider: str = "local", timeout: int | None = None
+    name: str,
+    data: Any = None,
+    *,
+    provider: str = "local",
+    timeout: int | None = None,
+    provider_options: Mapping[str, Any] | None = None,
 ) -> Invocation:
     from deployer.registry import get_provider
 
-    return get_provider(provider).invoke(name, data, timeout_seconds=timeout)
+    return get_provider(provider, provider_options).invoke(name, data, timeout_seconds=timeout)
 
 
-def delete(name: str, *, provider: str = "local", quiet: bool = False) -> Plan:
+def delete(
+    name: str,
+    *,
+    provider: str = "local",
+    quiet: bool = False,
+    provider_options: Mapping[str, Any] | None = None,
+) -> Plan:
     from deployer.registry import get_provider
 
-    target = get_provider(provider)
+    target = get_provider(provider, provider_options)
     reporter = _reporter(quiet)
     computed = target.plan_delete(name)
     reporter.plan(computed)

@@ -20,6 +20,7 @@ import builtins
 import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,9 @@ def _split_s3(url: str) -> tuple[str, str]:
 
 def _schedule_prefix(name: str) -> str:
     return f"deployer-{name}-"
+
+
+_SCHEDULE_NAME = re.compile(r"[0-9a-f]{10}")
 
 
 def _schedule_name(name: str, trigger: dict[str, Any]) -> str:
@@ -250,6 +254,10 @@ class AwsProvider:
         paginator = scheduler.get_paginator("list_schedules")
         for page in paginator.paginate(NamePrefix=_schedule_prefix(name)):
             for summary in page["Schedules"]:
+                # The prefix of "scores" also matches "scores-v2"'s schedules:
+                # only names of exactly this function's form are its own.
+                if not _SCHEDULE_NAME.fullmatch(summary["Name"][len(_schedule_prefix(name)) :]):
+                    continue
                 schedule = scheduler.get_schedule(Name=summary["Name"])
                 try:
                     found[summary["Name"]] = json.loads(schedule.get("Description") or "{}")

@@ -328,3 +328,13 @@ def test_architecture_and_amazon_linux_version_are_part_of_deps_hash(output: str
     assert arm.manifest["platform"] == "manylinux_2_26_aarch64"
     assert x86.deps_hash != arm.deps_hash
     assert x86.code_hash == arm.code_hash
+
+
+def test_schedules_of_a_function_whose_name_extends_another_are_left_alone(output: str) -> None:
+    deploy(predict, output, name="scores-v2", triggers=[DAILY])
+    deploy(predict, output, name="scores", triggers=[DAILY])
+    deploy(predict, output, name="scores", triggers=[])
+    assert schedules("scores-v2") != []
+    assert [item["Name"] for item in schedules("scores")] == [
+        item["Name"] for item in schedules("scores-v2")
+    ]  # the prefix listing still shows scores-v2's one schedule, and only it

@@ -94,6 +94,6 @@ def test_unknown_provider_lists_the_known_ones(deployer_home: Path) -> None:
 
 
 def test_provider_not_built_yet_says_so(deployer_home: Path) -> None:
-    with pytest.raises(ProviderError, match="'gcp'"):
-        deployer.deploy(predict, name="scores", provider="gcp", quiet=True)
+    with pytest.raises(ProviderError, match="'azure'"):
+        deployer.deploy(predict, name="scores", provider="azure", quiet=True)
     assert_nothing_written(deployer_home)

@@ -1,0 +1,955 @@
+"""The GCP provider: Cloud Functions (2nd gen), Cloud Scheduler, Cloud Run IAM, GCS.
+
+State lives in Google Cloud itself, never in a local file: the function's
+labels carry deployer's name and hashes (and whether it serves HTTP), its
+environment carries the output and inputs, Cloud Scheduler jobs are found by
+a name derived from the function's, and "public" is read from the IAM policy
+of the function's Cloud Run service. So a deploy from a laptop and one from CI
+plan against the same truth.
+
+Credentials and project come from Application Default Credentials and the
+standard environment. Every client speaks REST, in production as in tests, so
+the contract tests exercise the transport users run. For the tests, each
+control plane's endpoint can be overridden (``DEPLOYER_GCP_FUNCTIONS_ENDPOINT``,
+``DEPLOYER_GCP_SCHEDULER_ENDPOINT``, ``DEPLOYER_GCP_RUN_ENDPOINT``); an
+overridden client uses anonymous credentials, a real one never does.
+
+Order of apply, chosen so that a failure at any step leaves the previous
+version serving: upload the source -> create or update the function and wait
+for the operation (Cloud Build installs the requirements; Cloud Functions
+moves traffic only once the new revision is ready) -> IAM -> schedules. The
+hash labels ride on the same update; if the operation fails they are put back,
+so the next plan still sees the old code and offers the update again.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import builtins
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+# Imported at module load: a missing extra is reported by the registry.
+import google.auth
+import requests
+from google.api_core import exceptions as google_exceptions
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials, Credentials
+from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError
+from google.cloud import functions_v2, run_v2, scheduler_v1
+from google.iam.v1 import policy_pb2
+from google.protobuf import field_mask_pb2
+
+from deployer.errors import ConfigError, ProviderError, TriggerError
+from deployer.providers.base import (
+    ADD_TRIGGER,
+    CREATE,
+    DELETE,
+    REMOVE_TRIGGER,
+    UPDATE_CODE,
+    UPDATE_CONFIG,
+    Action,
+    DeploymentState,
+    Invocation,
+    Plan,
+)
+from deployer.providers.gcp_source import ENTRY_POINT, gcp_runtime, source_zip
+from deployer.triggers import Cron, Every, describe, to_cloud_scheduler, trigger_from_dict
+
+if TYPE_CHECKING:
+    from deployer.bundle import Bundle
+    from deployer.console import Reporter
+    from deployer.spec import DeploySpec
+
+MEMORY = "1Gi"
+# Cloud Functions (2nd gen) lets an HTTP function run for up to 60 minutes.
+MAX_TIMEOUT_SECONDS = 3600
+# Cloud Scheduler waits for an HTTP target between 15 s and 30 min per attempt.
+SCHEDULER_DEADLINE_SECONDS = (15, 1800)
+OPERATION_TIMEOUT_SECONDS = 30 * 60
+UPLOAD_TIMEOUT_SECONDS = 15 * 60
+SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+# Invoking a 2nd gen function is Cloud Run's run.invoker on its service
+# (roles/cloudfunctions.invoker only governs 1st gen functions).
+INVOKER_ROLE = "roles/run.invoker"
+PUBLIC_MEMBER = "allUsers"
+
+LABEL_PREFIX = "deployer-"
+NAME_LABEL = "deployer-name"
+CODE_HASH_LABEL = "deployer-code-hash"
+DEPS_HASH_LABEL = "deployer-deps-hash"
+HTTP_LABEL = "deployer-http"  # "authenticated" | "public"; absent: no Http trigger
+DESCRIPTION_PREFIX = "deployer: "  # followed by the function's qualname
+
+ENVIRONMENT_NAME = "DEPLOYER_NAME"
+ENVIRONMENT_OUTPUT = "DEPLOYER_OUTPUT"
+ENVIRONMENT_INPUTS = "DEPLOYER_INPUTS"
+
+FUNCTIONS_ENDPOINT = "DEPLOYER_GCP_FUNCTIONS_ENDPOINT"
+SCHEDULER_ENDPOINT = "DEPLOYER_GCP_SCHEDULER_ENDPOINT"
+RUN_ENDPOINT = "DEPLOYER_GCP_RUN_ENDPOINT"
+ENDPOINT_VARIABLES = (FUNCTIONS_ENDPOINT, SCHEDULER_ENDPOINT, RUN_ENDPOINT)
+# A ready identity token for invoke, e.g. $(gcloud auth print-identity-token):
+# the one way to call a function as a user whose ADC cannot mint one.
+IDENTITY_TOKEN = "DEPLOYER_GCP_IDENTITY_TOKEN"
+
+PROJECT_VARIABLES = ("GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT")
+REGION_VARIABLES = ("FUNCTION_REGION", "CLOUDSDK_FUNCTIONS_REGION", "GOOGLE_CLOUD_REGION")
+
+NO_CREDENTIALS = (
+    "no Google Cloud credentials found: run `gcloud auth application-default login`, or set "
+    "GOOGLE_APPLICATION_CREDENTIALS to a service account key file"
+)
+NO_PROJECT = (
+    "no Google Cloud project is configured: pass provider_options={'project': 'my-project'} "
+    "(CLI: --provider-option project=my-project), or set GOOGLE_CLOUD_PROJECT"
+)
+NO_REGION = (
+    "no Google Cloud region is configured: pass provider_options={'region': 'europe-west1'} "
+    "(CLI: --provider-option region=europe-west1), or set GOOGLE_CLOUD_REGION "
+    "(or CLOUDSDK_FUNCTIONS_REGION)"
+)
+
+
+def encode_hash(hex_digest: str) -> str:
+    """A sha256 hex digest as a label value: base32, lowercase, 52 characters.
+
+    Label values are at most 63 characters of [a-z0-9_-]; 64 hex characters do
+    not fit, and a prefix would make the state's hashes differ from the bundle's.
+    """
+    return base64.b32encode(bytes.fromhex(hex_digest)).decode().rstrip("=").lower()
+
+
+def decode_hash(label: str) -> str:
+    """The hex digest ``encode_hash`` wrote; "" for anything else."""
+    padded = label.upper() + "=" * (-len(label) % 8)
+    try:
+        return base64.b32decode(padded).hex()
+    except (binascii.Error, ValueError):
+        return ""
+
+
+def _job_prefix(name: str) -> str:
+    return f"deployer-{name}-"
+
+
+def _job_id(name: str, trigger: dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(trigger, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{_job_prefix(name)}{digest}"
+
+
+def _is_job_of(job_id: str, name: str) -> bool:
+    # Exactly "deployer-{name}-{10 hex}": the jobs of "scores-v2" are not the jobs of "scores".
+    return re.fullmatch(rf"{re.escape(_job_prefix(name))}[0-9a-f]{{10}}", job_id) is not None
+
+
+def _split_gs(url: str) -> tuple[str, str]:
+    parsed = urlparse(url)
+    return parsed.netloc, parsed.path.strip("/")
+
+
+def _describe(trigger: dict[str, Any]) -> str:
+    try:
+        return describe(trigger_from_dict(trigger))
+    except TriggerError:
+        return f"unreadable trigger {trigger!r}"
+
+
+def _http_trigger(triggers: builtins.list[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((trigger for trigger in triggers if trigger["type"] == "http"), None)
+
+
+def _schedule_triggers(triggers: builtins.list[dict[str, Any]]) -> builtins.list[dict[str, Any]]:
+    return [trigger for trigger in triggers if trigger["type"] in ("cron", "every")]
+
+
+def invoke_body(payload: Any) -> bytes:
+    """The HTTP body of an invoke: the payload itself as JSON (see runtimes/gcp.py).
+
+    A DataFrame becomes records, with timestamps as ISO strings; no payload is
+    an empty body, on which the function reads its ``inputs`` data set.
+    """
+    if payload is None:
+        return b""
+    if hasattr(payload, "to_json") and hasattr(payload, "columns"):
+        return str(payload.to_json(orient="records", date_format="iso")).encode()
+    return json.dumps(payload, default=str).encode()
+
+
+class GcpProvider:
+    name = "gcp"
+    # Cloud Build installs everything requirements.txt lists: nothing is there already.
+    preinstalled: frozenset[str] = frozenset()
+
+    def __init__(
+        self,
+        *,
+        project: str | None = None,
+        region: str | None = None,
+        service_account: str | None = None,
+    ) -> None:
+        """``project`` and ``region``: where the function lives (default: the standard
+        environment). ``service_account``: the email the function runs as, and that
+        Cloud Scheduler presents to call it (default: the one Cloud Functions picks,
+        the project's default compute service account)."""
+        self._project_option = project
+        self._region_option = region
+        self.service_account = service_account
+        self._default_credentials: tuple[Credentials, str | None] | None = None
+        self._clients: dict[str, Any] = {}
+
+    # -- project, region, credentials, clients --------------------------------
+
+    def _overridden(self) -> bool:
+        """True when every control plane is a test double: no real credentials are needed."""
+        return all(os.environ.get(variable) for variable in ENDPOINT_VARIABLES)
+
+    def _adc(self) -> tuple[Credentials, str | None]:
+        if self._default_credentials is None:
+            try:
+                credentials, project = google.auth.default(scopes=[SCOPE])
+            except DefaultCredentialsError:
+                raise ProviderError(NO_CREDENTIALS) from None
+            self._default_credentials = (credentials, project)
+        return self._default_credentials
+
+    @property
+    def project(self) -> str:
+        project = self._project_option or next(
+            (os.environ[variable] for variable in PROJECT_VARIABLES if os.environ.get(variable)),
+            None,
+        )
+        if not project and not self._overridden():
+            project = self._adc()[1]  # gcloud's configured project, or the key file's
+        if not project:
+            raise ProviderError(NO_PROJECT)
+        return project
+
+    @property
+    def region(self) -> str:
+        region = self._region_option or next(
+            (os.environ[variable] for variable in REGION_VARIABLES if os.environ.get(variable)),
+            None,
+        )
+        if not region:
+            raise ProviderError(NO_REGION)
+        return region
+
+    @property
+    def location(self) -> str:
+        return f"projects/{self.project}/locations/{self.region}"
+
+    def _function_name(self, name: str) -> str:
+        return f"{self.location}/functions/{name}"
+
+    def _client(self, kind: str, variable: str, factory: Any) -> Any:
+        if kind not in self._clients:
+            endpoint = os.environ.get(variable)
+            if endpoint:
+                self._clients[kind] = factory(
+                    credentials=AnonymousCredentials(),
+                    transport="rest",
+                    client_options=ClientOptions(api_endpoint=endpoint),
+                )
+            else:
+                self._clients[kind] = factory(credentials=self._adc()[0], transport="rest")
+        return self._clients[kind]
+
+    @property
+    def functions(self) -> functions_v2.FunctionServiceClient:
+        client: functions_v2.FunctionServiceClient = self._client(
+            "functions", FUNCTIONS_ENDPOINT, functions_v2.FunctionServiceClient
+        )
+        return client
+
+    @property
+    def scheduler(self) -> scheduler_v1.CloudSchedulerClient:
+        client: scheduler_v1.CloudSchedulerClient = self._client(
+            "scheduler", SCHEDULER_ENDPOINT, scheduler_v1.CloudSchedulerClient
+        )
+        return client
+
+    @property
+    def run(self) -> run_v2.ServicesClient:
+        client: run_v2.ServicesClient = self._client("run", RUN_ENDPOINT, run_v2.ServicesClient)
+        return client
+
+    # -- validation ----------------------------------------------------------
+
+    def default_output(self) -> str:
+        raise ConfigError(
+            "provider 'gcp' needs output='gs://<bucket>/<prefix>': runs are written to "
+            "Cloud Storage"
+        )
+
+    def platform(self, python: str) -> str | None:
+        # Cloud Build installs requirements.txt on the runtime's own image:
+        # Ubuntu 22.04 (glibc 2.35) for python310-313, 24.04 (glibc 2.39) for
+        # python314, x86_64. Naming it keeps deps_hash independent of the
+        # machine that deploys.
+        if gcp_runtime(python) == "python314":
+            return "manylinux_2_39_x86_64"
+        return "manylinux_2_35_x86_64"
+
+    def check(self, spec: DeploySpec) -> DeploySpec:
+        """Everything that can be wrong is found here, before any request or upload."""
+        from deployer.bundle import python_version
+
+        if not spec.output.startswith("gs://") or not _split_gs(spec.output)[0]:
+            raise ConfigError(
+                f"output {spec.output!r}: a Cloud Function writes to Cloud Storage, so use "
+                "output='gs://<bucket>/<prefix>'"
+            )
+        if spec.inputs is not None and not spec.inputs.startswith("gs://"):
+            raise ConfigError(
+                f"inputs {spec.inputs!r}: a Cloud Function reads from Cloud Storage, so upload "
+                "the data set and pass inputs='gs://<bucket>/<object>'"
+            )
+        if spec.timeout_seconds > MAX_TIMEOUT_SECONDS:
+            raise ConfigError(
+                f"timeout {spec.timeout_seconds} s is over the {MAX_TIMEOUT_SECONDS} s an HTTP "
+                f"Cloud Function may run: use timeout={MAX_TIMEOUT_SECONDS} or less"
+            )
+        gcp_runtime(python_version())
+        for trigger in spec.triggers:
+            if isinstance(trigger, (Cron, Every)):
+                to_cloud_scheduler(trigger)  # TriggerError if Cloud Scheduler cannot express it
+        _ = self.project
+        _ = self.region
+        if not self._overridden():
+            self._adc()
+        return spec
+
+    # -- state ---------------------------------------------------------------
+
+    def _function(self, name: str) -> functions_v2.Function | None:
+        try:
+            return self.functions.get_function(name=self._function_name(name))
+        except google_exceptions.NotFound:
+            return None
+
+    def _jobs(self, name: str) -> dict[str, scheduler_v1.Job]:
+        """Job id -> job, for this function's schedules."""
+        found = {}
+        for job in self.scheduler.list_jobs(parent=self.location):
+            job_id = job.name.rsplit("/", 1)[-1]
+            if _is_job_of(job_id, name):
+                found[job_id] = job
+        return found
+
+    @staticmethod
+    def _job_trigger(job: scheduler_v1.Job) -> dict[str, Any]:
+        """The trigger a job was made from (kept in its description)."""
+        try:
+            trigger: dict[str, Any] = json.loads(job.description or "{}")
+        except json.JSONDecodeError:
+            return {}
+        return trigger
+
+    def _policy(self, function: functions_v2.Function) -> policy_pb2.Policy | None:
+        service = function.service_config.service
+        if not service:
+            return None  # a function whose first build never finished has no service
+        return self.run.get_iam_policy(request={"resource": service})
+
+    @staticmethod
+    def _invokers(policy: policy_pb2.Policy | None) -> set[str]:
+        if policy is None:
+            return set()
+        return {
+            member
+            for binding in policy.bindings
+            if binding.role == INVOKER_ROLE
+            for member in binding.members
+        }
+
+    def _current_triggers(self, function: functions_v2.Function) -> builtins.list[dict[str, Any]]:
+        name = function.name.rsplit("/", 1)[-1]
+        triggers = [self._job_trigger(job) for job in self._jobs(name).values()]
+        if HTTP_LABEL in function.labels:
+            public = PUBLIC_MEMBER in self._invokers(self._policy(function))
+            triggers.append({"type": "http", "public": public})
+        return triggers
+
+    def _state(self, function: functions_v2.Function) -> DeploymentState:
+        labels = function.labels
+        environment = function.service_config.environment_variables
+        qualname = function.description
+        return DeploymentState(
+            name=labels[NAME_LABEL],
+            provider=self.name,
+            url=(function.url or function.service_config.uri) if HTTP_LABEL in labels else None,
+            code_hash=decode_hash(labels.get(CODE_HASH_LABEL, "")),
+            deps_hash=decode_hash(labels.get(DEPS_HASH_LABEL, "")),
+            output=environment.get(ENVIRONMENT_OUTPUT, ""),
+            inputs=environment.get(ENVIRONMENT_INPUTS) or None,
+            triggers=tuple(self._current_triggers(function)),
+            deployed_at=function.update_time.isoformat() if function.update_time else "",
+            qualname=qualname[len(DESCRIPTION_PREFIX) :]
+            if qualname.startswith(DESCRIPTION_PREFIX)
+            else "",
+        )
+
+    def get(self, name: str) -> DeploymentState | None:
+        function = self._function(name)
+        if function is None or NAME_LABEL not in function.labels:
+            return None
+        return self._state(function)
+
+    def list(self) -> builtins.list[DeploymentState]:
+        return [
+            self._state(function)
+            for function in self.functions.list_functions(parent=self.location)
+            if NAME_LABEL in function.labels
+        ]
+
+    # -- plan ----------------------------------------------------------------
+
+    def _wanted_environment(self, spec: DeploySpec) -> dict[str, str]:
+        # The runtime reads its manifest; these say the same for people reading
+        # the console, and are where get() finds the function's store.
+        environment = {ENVIRONMENT_NAME: spec.name, ENVIRONMENT_OUTPUT: spec.output}
+        if spec.inputs:
+            environment[ENVIRONMENT_INPUTS] = spec.inputs
+        return environment
+
+    def plan(self, bundle: Bundle, spec: DeploySpec) -> Plan:
+        function = self._function(spec.name)
+        actions: list[Action] = []
+        wanted = list(bundle.manifest["triggers"])
+        if function is not None and NAME_LABEL not in function.labels:
+            raise ProviderError(
+                f"a Cloud Function named {spec.name!r} exists in {self.location} but was not "
+                "deployed by deployer: choose another name, or delete it yourself"
+            )
+        if function is None:
+            actions.append(
+                Action(
+                    CREATE,
+                    f"Cloud Function {spec.name} in {self.region} ({bundle.code_hash[:12]}; "
+                    f"Cloud Build installs {len(bundle.manifest['requirements'])} packages)",
+                )
+            )
+            existing: list[dict[str, Any]] = []
+        else:
+            existing = self._current_triggers(function)
+            actions += self._function_changes(function, bundle, spec)
+        for trigger in wanted:
+            if trigger not in existing:
+                actions.append(Action(ADD_TRIGGER, _describe(trigger)))
+        for trigger in existing:
+            if trigger not in wanted:
+                actions.append(Action(REMOVE_TRIGGER, _describe(trigger)))
+        return Plan(spec.name, self.name, tuple(actions), bundle=bundle, spec=spec)
+
+    def _function_changes(
+        self, function: functions_v2.Function, bundle: Bundle, spec: DeploySpec
+    ) -> builtins.list[Action]:
+        actions = []
+        labels = function.labels
+        if function.state != functions_v2.Function.State.ACTIVE:
+            actions.append(
+                Action(
+                    UPDATE_CODE,
+                    f"redeploy {bundle.code_hash[:12]}: the function is "
+                    f"{function.state.name} (a previous deploy did not finish)",
+                )
+            )
+            return actions
+        deployed_code = decode_hash(labels.get(CODE_HASH_LABEL, "")) or "?"
+        deployed_deps = decode_hash(labels.get(DEPS_HASH_LABEL, "")) or "?"
+        if deployed_code != bundle.code_hash:
+            actions.append(Action(UPDATE_CODE, f"{deployed_code[:12]} -> {bundle.code_hash[:12]}"))
+        if deployed_deps != bundle.deps_hash:
+            actions.append(
+                Action(
+                    UPDATE_CONFIG,
+                    f"dependencies {deployed_deps[:12]} -> {bundle.deps_hash[:12]} "
+                    "(Cloud Build installs them)",
+                )
+            )
+        service = function.service_config
+        environment = {
+            key: value
+            for key, value in service.environment_variables.items()
+            if key.startswith("DEPLOYER_")
+        }
+        wanted_environment = self._wanted_environment(spec)
+        for key, label in (
+            (ENVIRONMENT_OUTPUT, "output"),
+            (ENVIRONMENT_INPUTS, "inputs"),
+            (ENVIRONMENT_NAME, "name"),
+        ):
+            if environment.get(key) != wanted_environment.get(key):
+                actions.append(
+                    Action(
+                        UPDATE_CONFIG,
+                        f"{label}: {environment.get(key)!r} -> {wanted_environment.get(key)!r}",
+                    )
+                )
+        if service.timeout_seconds != spec.timeout_seconds:
+            actions.append(
+                Action(
+                    UPDATE_CONFIG, f"timeout: {service.timeout_seconds} -> {spec.timeout_seconds} s"
+                )
+            )
+        if service.available_memory != MEMORY:
+            actions.append(
+                Action(UPDATE_CONFIG, f"memory: {service.available_memory!r} -> {MEMORY!r}")
+            )
+        if self.service_account and service.service_account_email != self.service_account:
+            actions.append(
+                Action(
+                    UPDATE_CONFIG,
+                    f"service account: {service.service_account_email!r} -> "
+                    f"{self.service_account!r}",
+                )
+            )
+        return actions
+
+    # -- apply ---------------------------------------------------------------
+
+    def _labels_for(
+        self, bundle: Bundle, spec: DeploySpec, current: dict[str, str]
+    ) -> dict[str, str]:
+        # Labels someone else put on the function (gcloud's deployment-tool, a
+        # team's cost centre) are kept; deployer owns only its own prefix.
+        labels = {key: value for key, value in current.items() if not key.startswith(LABEL_PREFIX)}
+        labels[NAME_LABEL] = spec.name
+        labels[CODE_HASH_LABEL] = encode_hash(bundle.code_hash)
+        labels[DEPS_HASH_LABEL] = encode_hash(bundle.deps_hash)
+        http = _http_trigger(bundle.manifest["triggers"])
+        if http is not None:
+            labels[HTTP_LABEL] = "public" if http.get("public") else "authenticated"
+        return labels
+
+    def apply(self, plan: Plan, reporter: Reporter) -> DeploymentState:
+        bundle, spec = plan.bundle, plan.spec
+        if bundle is None or spec is None:
+            raise ProviderError("a deploy plan needs its bundle and spec")
+        function = self._function(spec.name)
+        if plan.changes_nothing and function is not None:
+            return self._state(function)
+        kinds = set(plan.kinds())
+        current_labels = dict(function.labels) if function is not None else {}
+        labels = self._labels_for(bundle, spec, current_labels)
+        if function is None or kinds & {CREATE, UPDATE_CODE, UPDATE_CONFIG}:
+            # A config change ships new source too: the runtime reads output,
+            # inputs and timeout from the manifest inside it. The zip is made
+            # before any request, so a bundle that cannot be shipped (a local
+            # module called main.py) stops the deploy with nothing changed.
+            source = source_zip(bundle)
+            storage_source = self._upload(source, reporter)
+            function = self._deploy_function(
+                spec, bundle, storage_source, labels, function, current_labels, reporter
+            )
+        elif labels != current_labels:
+            function = self._update_labels(spec.name, labels, reporter)
+        self._reconcile_invokers(function, bundle.manifest["triggers"], reporter)
+        self._reconcile_jobs(spec, function, bundle.manifest["triggers"], reporter)
+        return self._state(function)
+
+    def _upload(self, source: bytes, reporter: Reporter) -> functions_v2.StorageSource:
+        """Upload the source zip to a signed URL Cloud Functions hands out."""
+        with self._google_errors("getting an upload URL"):
+            target = self.functions.generate_upload_url(
+                request=functions_v2.GenerateUploadUrlRequest(parent=self.location)
+            )
+        with reporter.status(f"uploading source ({len(source) / 1e3:.0f} kB)"):
+            try:
+                # The signed URL is signed for exactly this content type.
+                response = requests.put(
+                    target.upload_url,
+                    data=source,
+                    headers={"content-type": "application/zip"},
+                    timeout=UPLOAD_TIMEOUT_SECONDS,
+                )
+            except requests.RequestException as error:
+                raise ProviderError(f"uploading the source failed: {error}") from None
+        if not response.ok:
+            raise ProviderError(
+                f"uploading the source failed: HTTP {response.status_code} {response.text[:300]}"
+            )
+        return target.storage_source
+
+    def _function_resource(
+        self,
+        spec: DeploySpec,
+        bundle: Bundle,
+        storage_source: functions_v2.StorageSource,
+        labels: dict[str, str],
+    ) -> functions_v2.Function:
+        service_config = functions_v2.ServiceConfig(
+            available_memory=MEMORY,
+            timeout_seconds=spec.timeout_seconds,
+            environment_variables=self._wanted_environment(spec),
+            ingress_settings=functions_v2.ServiceConfig.IngressSettings.ALLOW_ALL,
+            # The new revision takes all traffic once it is ready, never before.
+            all_traffic_on_latest_revision=True,
+        )
+        if self.service_account:
+            service_config.service_account_email = self.service_account
+        return functions_v2.Function(
+            name=self._function_name(spec.name),
+            description=f"{DESCRIPTION_PREFIX}{bundle.manifest['function']['qualname']}"[:4096],
+            environment=functions_v2.Environment.GEN_2,
+            build_config=functions_v2.BuildConfig(
+                runtime=gcp_runtime(bundle.manifest["python"]),
+                entry_point=ENTRY_POINT,
+                source=functions_v2.Source(storage_source=storage_source),
+            ),
+            service_config=service_config,
+            labels=labels,
+        )
+
+    def _deploy_function(
+        self,
+        spec: DeploySpec,
+        bundle: Bundle,
+        storage_source: functions_v2.StorageSource,
+        labels: dict[str, str],
+        function: functions_v2.Function | None,
+        previous_labels: dict[str, str],
+        reporter: Reporter,
+    ) -> functions_v2.Function:
+        resource = self._function_resource(spec, bundle, storage_source, labels)
+        if function is None:
+            with self._google_errors(f"creating {spec.name}"):
+                operation = self.functions.create_function(
+                    parent=self.location, function=resource, function_id=spec.name
+                )
+            message = f"creating {spec.name} (Cloud Build installs the requirements)"
+        else:
+            paths = [
+                "build_config.runtime",
+                "build_config.entry_point",
+                "build_config.source",
+                "service_config.available_memory",
+                "service_config.timeout_seconds",
+                "service_config.environment_variables",
+                "service_config.ingress_settings",
+                "service_config.all_traffic_on_latest_revision",
+                "labels",
+                "description",
+            ]
+            if self.service_account:
+                paths.append("service_config.service_account_email")
+            with self._google_errors(f"updating {spec.name}"):
+                operation = self.functions.update_function(
+                    function=resource, update_mask=field_mask_pb2.FieldMask(paths=paths)
+                )
+            message = f"updating {spec.name} (Cloud Build installs the requirements)"
+        try:
+            result: functions_v2.Function = self._wait(operation, message, reporter)
+        except ProviderError:
+            if function is not None:
+                # The previous revision still serves; its labels must say so, or
+                # the next plan would believe the new code is deployed.
+                self._restore_labels(spec.name, previous_labels)
+            raise
+        return result
+
+    def _restore_labels(self, name: str, labels: dict[str, str]) -> None:
+        try:
+            operation = self.functions.update_function(
+                function=functions_v2.Function(name=self._function_name(name), labels=labels),
+                update_mask=field_mask_pb2.FieldMask(paths=["labels"]),
+            )
+            _poll(operation, f"restoring the labels of {name}")
+        except (google_exceptions.GoogleAPICallError, ProviderError):
+            # The deploy already failed with a clearer error; a plan that still
+            # differs is caught by the state check (the function is not ACTIVE).
+            pass
+
+    def _update_labels(
+        self, name: str, labels: dict[str, str], reporter: Reporter
+    ) -> functions_v2.Function:
+        with self._google_errors(f"labelling {name}"):
+            operation = self.functions.update_function(
+                function=functions_v2.Function(name=self._function_name(name), labels=labels),
+                update_mask=field_mask_pb2.FieldMask(paths=["labels"]),
+            )
+        result: functions_v2.Function = self._wait(operation, f"labelling {name}", reporter)
+        return result
+
+    def _wait(self, operation: Any, message: str, reporter: Reporter) -> Any:
+        with reporter.status(message), self._google_errors(message):
+            return _poll(operation, message)
+
+    @contextmanager
+    def _google_errors(self, action: str) -> Iterator[None]:
+        """Turn a Google API error into a ProviderError that says what was being done."""
+        try:
+            yield
+        except google_exceptions.PermissionDenied as error:
+            raise ProviderError(
+                f"{action}: permission denied in {self.location} ({error.message}): the "
+                "deploying account needs roles/cloudfunctions.developer, "
+                "roles/cloudscheduler.admin, roles/run.admin, and roles/iam.serviceAccountUser "
+                "on the function's service account"
+            ) from None
+        except google_exceptions.GoogleAPICallError as error:
+            raise ProviderError(f"{action} failed: {error.message}") from None
+
+    def _reconcile_invokers(
+        self,
+        function: functions_v2.Function,
+        triggers: builtins.list[dict[str, Any]],
+        reporter: Reporter,
+    ) -> None:
+        """Who may call the function: allUsers only for Http(public=True); the
+        scheduler's service account when there are schedules.
+
+        The policy is set on the function's Cloud Run service because that is
+        what decides on 2nd gen functions (it is what `gcloud functions
+        add-invoker-policy-binding` changes); an invoker binding on the
+        function itself would be ignored.
+        """
+        policy = self._policy(function)
+        if policy is None:
+            raise ProviderError(
+                f"{function.name} has no Cloud Run service after deploying: see the "
+                "function's build logs in the console"
+            )
+        wanted: set[str] = set()
+        unwanted: set[str] = set()
+        http = _http_trigger(triggers)
+        if http is not None and http.get("public"):
+            wanted.add(PUBLIC_MEMBER)
+        else:
+            unwanted.add(PUBLIC_MEMBER)
+        if _schedule_triggers(triggers):
+            wanted.add(f"serviceAccount:{self._scheduler_account(function)}")
+        members = self._invokers(policy)
+        if wanted <= members and not (unwanted & members):
+            return
+        bindings = [binding for binding in policy.bindings if binding.role != INVOKER_ROLE]
+        invokers = sorted((members | wanted) - unwanted)
+        if invokers:
+            bindings.append(policy_pb2.Binding(role=INVOKER_ROLE, members=invokers))
+        del policy.bindings[:]
+        policy.bindings.extend(bindings)
+        with self._google_errors(f"setting who may invoke {function.name}"):
+            self.run.set_iam_policy(
+                request={"resource": function.service_config.service, "policy": policy}
+            )
+        if PUBLIC_MEMBER in wanted - members:
+            reporter.say("the function URL is public: anyone can call it")
+        elif PUBLIC_MEMBER in members & unwanted:
+            reporter.say("the function URL requires authentication again")
+
+    def _scheduler_account(self, function: functions_v2.Function) -> str:
+        account = self.service_account or function.service_config.service_account_email
+        if not account:
+            raise ProviderError(
+                f"{function.name} reports no service account for Cloud Scheduler to call it "
+                "with: pass provider_options={'service_account': '<email>'}"
+            )
+        return account
+
+    def _job(
+        self, spec: DeploySpec, function: functions_v2.Function, trigger: dict[str, Any]
+    ) -> scheduler_v1.Job:
+        schedule = trigger_from_dict(trigger)
+        assert isinstance(schedule, (Cron, Every))
+        expression, time_zone = to_cloud_scheduler(schedule)
+        url = function.url or function.service_config.uri
+        low, high = SCHEDULER_DEADLINE_SECONDS
+        return scheduler_v1.Job(
+            name=f"{self.location}/jobs/{_job_id(spec.name, trigger)}",
+            description=json.dumps(trigger, sort_keys=True),
+            schedule=expression,
+            time_zone=time_zone,
+            http_target=scheduler_v1.HttpTarget(
+                uri=url,
+                # No body: Scheduler's own X-CloudScheduler-* headers tell the
+                # runtime this is a scheduled run and which firing it is.
+                http_method=scheduler_v1.HttpMethod.POST,
+                oidc_token=scheduler_v1.OidcToken(
+                    service_account_email=self._scheduler_account(function), audience=url
+                ),
+            ),
+            # Scheduler gives up on an attempt after this long (default 3 min);
+            # a run may take as long as the function's timeout.
+            attempt_deadline=timedelta(seconds=min(max(spec.timeout_seconds, low), high)),
+        )
+
+    def _reconcile_jobs(
+        self,
+        spec: DeploySpec,
+        function: functions_v2.Function,
+        triggers: builtins.list[dict[str, Any]],
+        reporter: Reporter,
+    ) -> None:
+        existing = self._jobs(spec.name)
+        wanted = {_job_id(spec.name, trigger): trigger for trigger in _schedule_triggers(triggers)}
+        for job_id in existing.keys() - wanted.keys():
+            with self._google_errors(f"deleting schedule {job_id}"):
+                self.scheduler.delete_job(name=existing[job_id].name)
+            reporter.say(f"removed schedule {_describe(self._job_trigger(existing[job_id]))}")
+        for job_id, trigger in wanted.items():
+            job = self._job(spec, function, trigger)
+            if job_id not in existing:
+                with self._google_errors(f"creating schedule {job_id}"):
+                    self.scheduler.create_job(parent=self.location, job=job)
+                reporter.say(
+                    f"added schedule {_describe(trigger)}: {job.schedule} ({job.time_zone})"
+                )
+            elif not _same_target(existing[job_id], job):
+                # Same schedule, but the URL, caller or deadline moved (a new
+                # service account, a longer timeout): point it at the function again.
+                with self._google_errors(f"updating schedule {job_id}"):
+                    self.scheduler.update_job(
+                        job=job,
+                        update_mask=field_mask_pb2.FieldMask(
+                            paths=["http_target", "attempt_deadline"]
+                        ),
+                    )
+
+    # -- invoke, logs, delete ------------------------------------------------
+
+    def _require(self, name: str) -> functions_v2.Function:
+        function = self._function(name)
+        if function is None or NAME_LABEL not in function.labels:
+            raise ConfigError(
+                f"no function named {name!r} is deployed on gcp in {self.location}: "
+                "see `deployer list --provider gcp`"
+            )
+        return function
+
+    def _identity_token(self, audience: str) -> str:
+        """An OIDC identity token for the function URL, as Cloud Run requires."""
+        ready = os.environ.get(IDENTITY_TOKEN)
+        if ready:
+            return ready
+        import google.auth.transport.requests
+        import google.oauth2.id_token
+
+        request = google.auth.transport.requests.Request()
+        try:
+            # A service account key, the metadata server, or impersonation.
+            token: str = google.oauth2.id_token.fetch_id_token(request, audience)
+            return token
+        except (DefaultCredentialsError, GoogleAuthError, ValueError):
+            pass
+        # User credentials from `gcloud auth application-default login` carry
+        # an ID token of their own after a refresh.
+        credentials = self._adc()[0]
+        try:
+            credentials.refresh(request)
+        except GoogleAuthError as error:
+            raise ProviderError(f"refreshing the Google credentials failed: {error}") from None
+        token = getattr(credentials, "id_token", None) or ""
+        if not token:
+            raise ProviderError(
+                "these credentials cannot mint an identity token to call the function: set "
+                "GOOGLE_APPLICATION_CREDENTIALS to a service account key, or set "
+                f"{IDENTITY_TOKEN}=$(gcloud auth print-identity-token)"
+            )
+        return token
+
+    def invoke(
+        self, name: str, payload: Any = None, *, timeout_seconds: int | None = None
+    ) -> Invocation:
+        function = self._require(name)
+        url = function.url or function.service_config.uri
+        headers = {
+            "content-type": "application/json",
+            "authorization": f"Bearer {self._identity_token(url)}",
+        }
+        # Leave the function its whole timeout, plus time for a cold start.
+        timeout = (timeout_seconds or function.service_config.timeout_seconds or 300) + 60
+        try:
+            response = requests.post(
+                url, data=invoke_body(payload), headers=headers, timeout=timeout
+            )
+        except requests.RequestException as error:
+            raise ProviderError(f"calling {name} at {url} failed: {error}") from None
+        if response.status_code in (401, 403):
+            raise ProviderError(
+                f"{name} refused the call (HTTP {response.status_code}): the caller needs "
+                f"{INVOKER_ROLE} on the function's Cloud Run service: `gcloud functions "
+                f"add-invoker-policy-binding {name} --region {self.region} "
+                "--member user:<you>`"
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return Invocation(
+                response.status_code,
+                {
+                    "status": "failed",
+                    "error": {
+                        "type": f"HTTP {response.status_code}",
+                        "message": response.text[:500],
+                    },
+                },
+            )
+        return Invocation(response.status_code, body)
+
+    def logs(self, name: str, *, lines: int = 100) -> str:
+        raise ProviderError(
+            "deployer does not read Cloud Logging yet: run "
+            f"`gcloud functions logs read {name} --region {self.region} "
+            f"--project {self.project} --limit {lines}`"
+        )
+
+    def plan_delete(self, name: str) -> Plan:
+        function = self._require(name)
+        actions = [Action(DELETE, f"Cloud Function {name} in {self.region}")]
+        actions += [
+            Action(REMOVE_TRIGGER, _describe(trigger))
+            for trigger in self._current_triggers(function)
+        ]
+        return Plan(name, self.name, tuple(actions))
+
+    def delete(self, plan: Plan, reporter: Reporter) -> None:
+        name = plan.name
+        function = self._require(name)
+        output = function.service_config.environment_variables.get(ENVIRONMENT_OUTPUT, "")
+        # Schedules first: a job left behind would keep calling a missing URL.
+        for job in self._jobs(name).values():
+            with self._google_errors(f"deleting schedule {job.name}"):
+                self.scheduler.delete_job(name=job.name)
+        with self._google_errors(f"deleting {name}"):
+            operation = self.functions.delete_function(name=function.name)
+        # The Cloud Run service and its IAM policy go with the function.
+        self._wait(operation, f"deleting {name}", reporter)
+        reporter.say(f"deleted {name} (its outputs stay in {output})")
+
+
+def _same_target(existing: scheduler_v1.Job, wanted: scheduler_v1.Job) -> bool:
+    return (
+        existing.http_target.uri == wanted.http_target.uri
+        and existing.http_target.oidc_token.service_account_email
+        == wanted.http_target.oidc_token.service_account_email
+        and existing.http_target.oidc_token.audience == wanted.http_target.oidc_token.audience
+        and existing.attempt_deadline == wanted.attempt_deadline
+    )
+
+
+def _poll(operation: Any, message: str) -> Any:
+    """Wait on a long-running operation: quick polls first (tests, small updates),
+    then every 10 s (a Cloud Build takes minutes)."""
+    deadline = time.monotonic() + OPERATION_TIMEOUT_SECONDS
+    delay = 0.25
+    while not operation.done():
+        if time.monotonic() > deadline:
+            raise ProviderError(
+                f"{message}: still running after {OPERATION_TIMEOUT_SECONDS // 60} minutes; "
+                f"see operation {operation.operation.name} in the console"
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 10.0)
+    return operation.result()
