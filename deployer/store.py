@@ -50,11 +50,24 @@ def committed_runs(
 
     filesystem, root = _open(output)
     runs_dir = storage.runs_path(root, name)
+    # Listed recursively and keyed on run.json files, not on directories: object
+    # stores have no directories, and pyarrow's GCS filesystem leaves a prefix
+    # without a marker object out of a non-recursive listing (apache/arrow#35993),
+    # so runs written to gs:// would never be found that way.
+    selector = pafs.FileSelector(runs_dir, allow_not_found=True, recursive=True)
     try:
-        entries = filesystem.get_file_info(pafs.FileSelector(runs_dir, allow_not_found=True))
+        entries = filesystem.get_file_info(selector)
     except OSError as error:
         raise StoreError(f"cannot list runs of {name!r} under {output}: {error}") from error
-    run_ids = sorted(entry.base_name for entry in entries if entry.type == pafs.FileType.Directory)
+    prefix = runs_dir.rstrip("/") + "/"
+    run_ids = sorted(
+        entry.path[len(prefix) :].split("/", 1)[0]
+        for entry in entries
+        if entry.type == pafs.FileType.File
+        and entry.path.startswith(prefix)
+        and entry.path[len(prefix) :].count("/") == 1
+        and entry.base_name == storage.RUN_FILE
+    )
     if since is not None:
         cutoff = _as_utc(since).strftime("%Y%m%dT%H%M%SZ")
         run_ids = [run_id for run_id in run_ids if run_id[:16] >= cutoff]

@@ -76,6 +76,7 @@ MAX_TIMEOUT_SECONDS = 3600
 # Cloud Scheduler waits for an HTTP target between 15 s and 30 min per attempt.
 SCHEDULER_DEADLINE_SECONDS = (15, 1800)
 OPERATION_TIMEOUT_SECONDS = 30 * 60
+SCHEDULE_RETRIES = 2
 UPLOAD_TIMEOUT_SECONDS = 15 * 60
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 # Invoking a 2nd gen function is Cloud Run's run.invoker on its service
@@ -781,6 +782,10 @@ class GcpProvider:
             # Scheduler gives up on an attempt after this long (default 3 min);
             # a run may take as long as the function's timeout.
             attempt_deadline=timedelta(seconds=min(max(spec.timeout_seconds, low), high)),
+            # Scheduler's default is no retry. A failed run answers 500; a retry
+            # of the same firing carries the same schedule time, so it
+            # overwrites that run instead of adding one.
+            retry_config=scheduler_v1.RetryConfig(retry_count=SCHEDULE_RETRIES),
         )
 
     def _reconcile_jobs(
@@ -811,7 +816,7 @@ class GcpProvider:
                     self.scheduler.update_job(
                         job=job,
                         update_mask=field_mask_pb2.FieldMask(
-                            paths=["http_target", "attempt_deadline"]
+                            paths=["http_target", "attempt_deadline", "retry_config"]
                         ),
                     )
 
@@ -865,6 +870,8 @@ class GcpProvider:
         headers = {
             "content-type": "application/json",
             "authorization": f"Bearer {self._identity_token(url)}",
+            # Recorded as a manual run, not an HTTP-triggered one (runtimes/gcp.py).
+            "x-deployer-trigger": "manual",
         }
         # Leave the function its whole timeout, plus time for a cold start.
         timeout = (timeout_seconds or function.service_config.timeout_seconds or 300) + 60
@@ -936,6 +943,7 @@ def _same_target(existing: scheduler_v1.Job, wanted: scheduler_v1.Job) -> bool:
         == wanted.http_target.oidc_token.service_account_email
         and existing.http_target.oidc_token.audience == wanted.http_target.oidc_token.audience
         and existing.attempt_deadline == wanted.attempt_deadline
+        and existing.retry_config.retry_count == wanted.retry_config.retry_count
     )
 
 

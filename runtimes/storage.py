@@ -47,7 +47,10 @@ def new_run_id(started: datetime, *, fire_time: datetime | None = None, event_id
     if fire_time is not None:
         suffix = hashlib.sha256(f"{stamp}|{event_id}".encode()).hexdigest()[:8]
     else:
-        suffix = secrets.token_hex(4)
+        # Milliseconds first, so runs within one second still sort by time
+        # ("the last run" is then the last one), then randomness against clashes.
+        milliseconds = moment.microsecond // 1000
+        suffix = f"{milliseconds:03x}{secrets.token_hex(3)[:5]}"
     return f"{stamp}-{suffix}"
 
 

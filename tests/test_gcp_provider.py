@@ -219,6 +219,7 @@ def test_contract_schedule_is_a_scheduler_job_posting_to_the_url_with_oidc(
     assert target.oidc_token.service_account_email == DEFAULT_SERVICE_ACCOUNT
     assert target.oidc_token.audience == function.url
     assert job.attempt_deadline.total_seconds() == 600  # Scheduler waits as long as a run may take
+    assert job.retry_config.retry_count == 2  # a failed run (HTTP 500) is retried
     # The scheduler's identity may invoke the function; nobody else was let in.
     assert invokers(fake, function) == {f"serviceAccount:{DEFAULT_SERVICE_ACCOUNT}"}
 
@@ -416,6 +417,7 @@ def test_contract_invoke_posts_the_records_with_an_identity_token(
     assert call.path == f"/invoke/{PROJECT}/{REGION}/scores"
     assert call.headers["authorization"] == f"Bearer {TOKEN}"
     assert call.headers["content-type"] == "application/json"
+    assert call.headers["x-deployer-trigger"] == "manual"  # recorded as a manual run
     assert call.body == [{"x": 1}, {"x": 2}]  # the body is the payload itself
     # The fake echoes the records as predictions, as JSON in -> JSON out.
     assert predictions.to_dict("records") == [{"x": 1}, {"x": 2}]

@@ -209,3 +209,14 @@ def test_retry_of_the_same_scheduled_event_overwrites_one_run(tmp_path: Path) ->
     runs = read_runs("scores", output=str(tmp_path / "store"))
     assert len(runs) == 2
     assert len(read_outputs("scores", output=str(tmp_path / "store"))) == 2
+
+
+def test_runs_within_one_second_sort_in_the_order_they_started() -> None:
+    from datetime import timedelta
+
+    from deployer.runtimes.storage import new_run_id
+
+    start = datetime(2026, 11, 27, 6, 0, 0, 1000, tzinfo=timezone.utc)
+    ids = [new_run_id(start + timedelta(milliseconds=step * 7)) for step in range(100)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 100
