@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 import boto3  # imported at module load: a missing extra is reported by the registry
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
 
+from deployer.cache import cache_root
 from deployer.errors import ConfigError, ProviderError
 from deployer.providers.aws_artifacts import (
     DIRECT_UPLOAD_LIMIT_BYTES,
@@ -79,11 +80,6 @@ class Packaged:
     mode: str  # "layer" | "slim"
     artifact: Path  # the layer zip or the slim tar.gz
     artifact_sha256: str
-
-
-def _cache() -> Path:
-    default = Path.home() / ".cache" / "deployer"
-    return Path(os.environ.get("DEPLOYER_CACHE", default)).resolve()
 
 
 def _split_s3(url: str) -> tuple[str, str]:
@@ -402,10 +398,10 @@ class AwsProvider:
             bundle.manifest["requirements"],
             target,
             deps_hash=bundle.deps_hash,
-            cache_dir=_cache(),
+            cache_dir=cache_root(),
             reporter=reporter,
         )
-        artifacts = _cache() / "lambda-artifacts"
+        artifacts = cache_root() / "lambda-artifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
         total = dependencies.unzipped_bytes + code_bytes
         if total <= LAYER_LIMIT_BYTES:
@@ -455,7 +451,12 @@ class AwsProvider:
         # anything in AWS is created or changed.
         packaged = self.package(bundle, reporter, code_bytes=bundle.size) if needs_code else None
         account = self._account()
-        role_arn = self._ensure_role(spec, account)
+        role_arn = self._ensure_role(
+            _role_name(spec.name),
+            service="lambda.amazonaws.com",
+            name=spec.name,
+            policy=self.execution_policy(spec, account),
+        )
         environment: dict[str, str] = {}
         layers: list[str] = []
         ephemeral_mb = 512
@@ -501,17 +502,19 @@ class AwsProvider:
         }
         return {f"{TAG_PREFIX}{key}": value for key, value in tags.items()}
 
-    def _ensure_role(self, spec: DeploySpec, account: str) -> str:
+    def _ensure_role(
+        self, role_name: str, *, service: str, name: str, policy: dict[str, Any]
+    ) -> str:
+        """The role ``service`` assumes for function ``name``, holding exactly ``policy``.
+
+        The inline policy is rewritten on every apply, so a narrower output or a
+        new inputs location is reflected in what the role may do.
+        """
         iam = self.client("iam")
-        role_name = _role_name(spec.name)
         trust = {
             "Version": "2012-10-17",
             "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Service": "lambda.amazonaws.com"},
-                    "Action": "sts:AssumeRole",
-                }
+                {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
             ],
         }
         try:
@@ -522,13 +525,11 @@ class AwsProvider:
             role_arn = iam.create_role(
                 RoleName=role_name,
                 AssumeRolePolicyDocument=json.dumps(trust),
-                Description=f"deployer function {spec.name}",
-                Tags=[{"Key": f"{TAG_PREFIX}name", "Value": spec.name}],
+                Description=f"deployer function {name}",
+                Tags=[{"Key": f"{TAG_PREFIX}name", "Value": name}],
             )["Role"]["Arn"]
         iam.put_role_policy(
-            RoleName=role_name,
-            PolicyName="deployer",
-            PolicyDocument=json.dumps(self.execution_policy(spec, account)),
+            RoleName=role_name, PolicyName="deployer", PolicyDocument=json.dumps(policy)
         )
         return role_arn
 
@@ -701,7 +702,22 @@ class AwsProvider:
             scheduler.delete_schedule(Name=schedule_name)
             reporter.say(f"removed schedule {describe(trigger_from_dict(existing[schedule_name]))}")
         if wanted_schedules.keys() - existing.keys():
-            scheduler_role = self._ensure_scheduler_role(spec.name, alias_arn)
+            # Scheduler's role may invoke this function's alias and nothing else.
+            scheduler_role = self._ensure_role(
+                _scheduler_role_name(spec.name),
+                service="scheduler.amazonaws.com",
+                name=spec.name,
+                policy={
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": "lambda:InvokeFunction",
+                            "Resource": alias_arn,
+                        }
+                    ],
+                },
+            )
         for schedule_name in wanted_schedules.keys() - existing.keys():
             trigger = wanted_schedules[schedule_name]
             schedule = trigger_from_dict(trigger)
@@ -726,45 +742,6 @@ class AwsProvider:
             )
             reporter.say(f"added schedule {describe(schedule)}: {expression} ({time_zone})")
         self._reconcile_url(spec, wanted, reporter)
-
-    def _ensure_scheduler_role(self, name: str, alias_arn: str) -> str:
-        iam = self.client("iam")
-        role_name = _scheduler_role_name(name)
-        trust = {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Service": "scheduler.amazonaws.com"},
-                    "Action": "sts:AssumeRole",
-                }
-            ],
-        }
-        try:
-            role_arn: str = iam.get_role(RoleName=role_name)["Role"]["Arn"]
-        except ClientError as error:
-            if error.response["Error"]["Code"] != "NoSuchEntity":
-                raise
-            role_arn = iam.create_role(
-                RoleName=role_name, AssumeRolePolicyDocument=json.dumps(trust)
-            )["Role"]["Arn"]
-        iam.put_role_policy(
-            RoleName=role_name,
-            PolicyName="invoke",
-            PolicyDocument=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Action": "lambda:InvokeFunction",
-                            "Resource": alias_arn,
-                        }
-                    ],
-                }
-            ),
-        )
-        return role_arn
 
     def _reconcile_url(
         self, spec: DeploySpec, wanted: builtins.list[dict[str, Any]], reporter: Reporter

@@ -17,7 +17,6 @@ and a wheel that loads here can fail to load there.
 from __future__ import annotations
 
 import ast
-import fcntl
 import json
 import os
 import platform
@@ -30,13 +29,13 @@ import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from email.parser import HeaderParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deployer.archive import write_tar_gz, write_zip
+from deployer.cache import locked
 from deployer.errors import ProviderError, RequirementsError
 from deployer.requirements import canonical
 
@@ -208,7 +207,7 @@ def install_dependencies(
     if ready is not None:
         return ready
     _check_interpreter(target)
-    with _locked(root.with_name(f"{deps_hash}.lock")):
+    with locked(root.with_name(f"{deps_hash}.lock")):
         ready = _read_ready(root, deps_hash, lines, target)
         if ready is not None:
             return ready
@@ -266,17 +265,6 @@ def _read_ready(
         file_count=int(metadata["file_count"]),
         installed=tuple(metadata["installed"]),
     )
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
 def _check_interpreter(target: LambdaTarget) -> None:

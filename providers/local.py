@@ -18,7 +18,6 @@ importable there, exactly as in the cloud.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -29,12 +28,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deployer.cache import cache_root, locked
 from deployer.errors import ConfigError, ProviderError
 from deployer.providers.base import (
     ADD_TRIGGER,
@@ -69,11 +67,6 @@ def home() -> Path:
     return Path(os.environ.get("DEPLOYER_HOME", ".deployer")).resolve()
 
 
-def cache() -> Path:
-    default = Path.home() / ".cache" / "deployer"
-    return Path(os.environ.get("DEPLOYER_CACHE", default)).resolve()
-
-
 def port() -> int:
     return int(os.environ.get("DEPLOYER_PORT", DEFAULT_PORT))
 
@@ -94,19 +87,8 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
-
-
 def environment_path(deps_hash: str) -> Path:
-    return cache() / "envs" / deps_hash
+    return cache_root() / "envs" / deps_hash
 
 
 def environment_python(environment: Path) -> Path:
@@ -123,7 +105,7 @@ def ensure_environment(bundle: Bundle, reporter: Reporter) -> tuple[Path, bool]:
     environment = environment_path(bundle.deps_hash)
     if environment_python(environment).exists():
         return environment, False
-    with _locked(environment.with_name(f"{bundle.deps_hash}.lock")):
+    with locked(environment.with_name(f"{bundle.deps_hash}.lock")):
         if environment_python(environment).exists():
             return environment, False
         from uv import find_uv_bin

@@ -121,6 +121,17 @@ def test_first_deploy_creates_function_layer_alias_schedule_url_and_role(output:
     writes = [s for s in statements if "s3:PutObject" in s["Action"]]
     assert [s["Resource"] for s in writes] == [f"arn:aws:s3:::{bucket}/predictions/scores/*"]
     assert not any(s.get("Resource") == "*" for s in statements)
+    scheduler_policy = boto3.client("iam").get_role_policy(
+        RoleName="deployer-scores-scheduler", PolicyName="deployer"
+    )["PolicyDocument"]
+    assert scheduler_policy["Statement"] == [
+        {
+            "Effect": "Allow",
+            "Action": "lambda:InvokeFunction",
+            "Resource": schedule["Target"]["Arn"],
+        }
+    ]
+    assert schedule["Target"]["RoleArn"].endswith(":role/deployer-scores-scheduler")
 
 
 def test_redeploy_with_nothing_changed_uploads_and_changes_nothing(output: str) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 import deployer
 from deployer import Cron, Every, Http, RunError, api
+from deployer.cache import cache_root
 from deployer.providers import local
 from deployer.providers.base import (
     ADD_TRIGGER,
@@ -41,7 +42,7 @@ def test_deploy_and_invoke_runs_in_the_bundle_environment(deployer_home: Path) -
     assert deployment.outputs().y.tolist() == [2, 3]
     entry = local.read_entry("adder")
     assert entry is not None
-    assert entry["python"].startswith(str(local.cache()))
+    assert entry["python"].startswith(str(cache_root()))
 
 
 def test_second_deploy_with_same_dependencies_installs_nothing(deployer_home: Path) -> None:
