@@ -51,3 +51,29 @@ def check_timeout(timeout_seconds: object) -> int:
             f"timeout must be a whole number of seconds from 1 to 3600, got {timeout_seconds!r}"
         )
     return timeout_seconds
+
+
+def check_cloud_spec(
+    spec: DeploySpec, *, scheme: str, runs_on: str, store: str, max_timeout_seconds: int
+) -> None:
+    """A cloud function reads and writes its own cloud's store, within its time limit.
+
+    ``runs_on`` and ``store`` name them in the message, e.g. "a Lambda function"
+    and "S3".
+    """
+    prefix = f"{scheme}://"
+    if not spec.output.startswith(prefix) or not spec.output[len(prefix) :].split("/")[0]:
+        raise ConfigError(
+            f"output {spec.output!r}: {runs_on} writes to {store}, so use "
+            f"output='{prefix}<bucket>/<prefix>'"
+        )
+    if spec.inputs is not None and not spec.inputs.startswith(prefix):
+        raise ConfigError(
+            f"inputs {spec.inputs!r}: {runs_on} reads from {store}, so upload the data set "
+            f"and pass inputs='{prefix}<bucket>/<key>'"
+        )
+    if spec.timeout_seconds > max_timeout_seconds:
+        raise ConfigError(
+            f"timeout {spec.timeout_seconds} s is over the {max_timeout_seconds} s "
+            f"{runs_on} may run: use timeout={max_timeout_seconds} or less"
+        )

@@ -55,6 +55,7 @@ from deployer.providers.base import (
     Invocation,
     Plan,
 )
+from deployer.spec import check_cloud_spec
 from deployer.triggers import Cron, Every, describe, to_eventbridge, trigger_from_dict
 
 if TYPE_CHECKING:
@@ -201,21 +202,13 @@ class AwsProvider:
         """Everything that can be wrong is found here, before any upload."""
         from deployer.bundle import python_version
 
-        if not spec.output.startswith("s3://") or not _split_s3(spec.output)[0]:
-            raise ConfigError(
-                f"output {spec.output!r}: a Lambda function writes to S3, so use "
-                "output='s3://<bucket>/<prefix>'"
-            )
-        if spec.inputs is not None and not spec.inputs.startswith("s3://"):
-            raise ConfigError(
-                f"inputs {spec.inputs!r}: a Lambda function reads from S3, so upload the "
-                "data set and pass inputs='s3://<bucket>/<key>'"
-            )
-        if spec.timeout_seconds > MAX_TIMEOUT_SECONDS:
-            raise ConfigError(
-                f"timeout {spec.timeout_seconds} s is over Lambda's limit of "
-                f"{MAX_TIMEOUT_SECONDS} s: use timeout=900 or less"
-            )
+        check_cloud_spec(
+            spec,
+            scheme="s3",
+            runs_on="a Lambda function",
+            store="S3",
+            max_timeout_seconds=MAX_TIMEOUT_SECONDS,
+        )
         self.target(python_version())
         for trigger in spec.triggers:
             if isinstance(trigger, (Cron, Every)):

@@ -63,6 +63,7 @@ from deployer.providers.base import (
     Plan,
 )
 from deployer.providers.gcp_source import ENTRY_POINT, gcp_runtime, source_zip
+from deployer.spec import check_cloud_spec
 from deployer.triggers import Cron, Every, describe, to_cloud_scheduler, trigger_from_dict
 
 if TYPE_CHECKING:
@@ -305,21 +306,13 @@ class GcpProvider:
         """Everything that can be wrong is found here, before any request or upload."""
         from deployer.bundle import python_version
 
-        if not spec.output.startswith("gs://") or not _split_gs(spec.output)[0]:
-            raise ConfigError(
-                f"output {spec.output!r}: a Cloud Function writes to Cloud Storage, so use "
-                "output='gs://<bucket>/<prefix>'"
-            )
-        if spec.inputs is not None and not spec.inputs.startswith("gs://"):
-            raise ConfigError(
-                f"inputs {spec.inputs!r}: a Cloud Function reads from Cloud Storage, so upload "
-                "the data set and pass inputs='gs://<bucket>/<object>'"
-            )
-        if spec.timeout_seconds > MAX_TIMEOUT_SECONDS:
-            raise ConfigError(
-                f"timeout {spec.timeout_seconds} s is over the {MAX_TIMEOUT_SECONDS} s an HTTP "
-                f"Cloud Function may run: use timeout={MAX_TIMEOUT_SECONDS} or less"
-            )
+        check_cloud_spec(
+            spec,
+            scheme="gs",
+            runs_on="an HTTP Cloud Function",
+            store="Cloud Storage",
+            max_timeout_seconds=MAX_TIMEOUT_SECONDS,
+        )
         gcp_runtime(python_version())
         for trigger in spec.triggers:
             if isinstance(trigger, (Cron, Every)):
