@@ -91,9 +91,8 @@ finally:
 outputs = deployer.read_outputs("churn-scores", output=deployment.output)
 runs = deployer.read_runs("churn-scores", output=deployment.output)
 print(f"\noutputs: {len(outputs)} rows over {outputs.run_id.nunique()} runs")
-print(outputs.tail())
+print(outputs.tail().to_string())
 print("\nruns:")
-pd.set_option("display.width", 160)
 print(
     runs[
         [
@@ -106,5 +105,7 @@ print(
             "metric.mean_score",
             "metric.positive_rate",
         ]
-    ].tail()
+    ]
+    .tail()
+    .to_string()
 )
