@@ -104,6 +104,17 @@ def main() -> None:
     """Deploy prediction functions as scheduled or HTTP cloud functions."""
 
 
+PROVIDER_OPTION_HELP = "KEY=VALUE passed to the provider, e.g. project=acme, region=europe-west1"
+
+
+def provider_choice(command: Any) -> Any:
+    """--provider and --provider-option, for commands that reach a deployed function."""
+    command = click.option(
+        "--provider-option", "provider_option", multiple=True, help=PROVIDER_OPTION_HELP
+    )(command)
+    return click.option("--provider", default="local", show_default=True)(command)
+
+
 def deploy_options(command: Any) -> Any:
     options = [
         click.argument("function"),
@@ -199,13 +210,13 @@ def build(function: str, out: str | None, **options: Any) -> None:
 
 
 @main.command(name="list")
-@click.option("--provider", default="local", show_default=True)
+@provider_choice
 @click.option("--json", "as_json", is_flag=True)
-def list_command(provider: str, as_json: bool) -> None:
+def list_command(provider: str, provider_option: tuple[str, ...], as_json: bool) -> None:
     """List deployed functions."""
     from deployer.registry import get_provider
 
-    states = get_provider(provider).list()
+    states = get_provider(provider, _provider_options(provider_option)).list()
     if as_json:
         return _emit([state.__dict__ for state in states])
     from rich.console import Console
@@ -226,18 +237,31 @@ def list_command(provider: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("name")
-@click.option("--provider", default="local", show_default=True)
+@provider_choice
 @click.option("--data", help="JSON body, or @path to a .json, .csv or .parquet file")
 @click.option("--timeout", type=int, help="seconds (default: the deployed timeout)")
 @click.option("--json", "as_json", is_flag=True)
-def invoke(name: str, provider: str, data: str | None, timeout: int | None, as_json: bool) -> None:
+def invoke(
+    name: str,
+    provider: str,
+    provider_option: tuple[str, ...],
+    data: str | None,
+    timeout: int | None,
+    as_json: bool,
+) -> None:
     """Run NAME now; without --data it reads its inputs (as a scheduled run would)."""
     from deployer import api
 
     payload: Any = None
     if data is not None:
         payload = _read_data(data)
-    invocation = api.invoke(name, payload, provider=provider, timeout=timeout)
+    invocation = api.invoke(
+        name,
+        payload,
+        provider=provider,
+        timeout=timeout,
+        provider_options=_provider_options(provider_option),
+    )
     if as_json:
         _emit({"http_status": invocation.http_status, **invocation.body})
     else:
@@ -279,6 +303,9 @@ def _read_options(command: Any) -> Any:
             click.argument("name"),
             click.option("--output", help="the store NAME writes to (default: its provider's)"),
             click.option("--provider", default="local", show_default=True),
+            click.option(
+                "--provider-option", "provider_option", multiple=True, help=PROVIDER_OPTION_HELP
+            ),
             click.option("--last", type=int, help="only the last N runs"),
             click.option("--since", help="only runs started at or after this ISO time"),
             click.option("--json", "as_json", is_flag=True),
@@ -288,13 +315,15 @@ def _read_options(command: Any) -> Any:
     return command
 
 
-def _output_for(name: str, output: str | None, provider: str) -> str | None:
+def _output_for(
+    name: str, output: str | None, provider: str, provider_option: tuple[str, ...]
+) -> str | None:
     """The store NAME writes to: --output, else what its provider says."""
     if output:
         return output
     from deployer.registry import get_provider
 
-    state = get_provider(provider).get(name)
+    state = get_provider(provider, _provider_options(provider_option)).get(name)
     return state.output if state else None
 
 
@@ -304,6 +333,7 @@ def runs(
     name: str,
     output: str | None,
     provider: str,
+    provider_option: tuple[str, ...],
     last: int | None,
     since: str | None,
     as_json: bool,
@@ -311,7 +341,9 @@ def runs(
     """Run history of NAME with status, timing and metrics."""
     from deployer.store import read_runs
 
-    frame = read_runs(name, output=_output_for(name, output, provider), last=last, since=since)
+    frame = read_runs(
+        name, output=_output_for(name, output, provider, provider_option), last=last, since=since
+    )
     if not as_json and not frame.empty:
         # A terminal has room for what a person scans first; --json has everything.
         frame = frame.assign(started=frame.started.dt.strftime("%Y-%m-%d %H:%M:%S"))
@@ -328,6 +360,7 @@ def outputs(
     name: str,
     output: str | None,
     provider: str,
+    provider_option: tuple[str, ...],
     last: int | None,
     since: str | None,
     as_json: bool,
@@ -335,29 +368,32 @@ def outputs(
     """Predictions of NAME's committed runs."""
     from deployer.store import read_outputs
 
-    frame = read_outputs(name, output=_output_for(name, output, provider), last=last, since=since)
+    frame = read_outputs(
+        name, output=_output_for(name, output, provider, provider_option), last=last, since=since
+    )
     _frame_out(frame, as_json, f"outputs of {name} ({len(frame)} rows)")
 
 
 @main.command()
 @click.argument("name")
-@click.option("--provider", default="local", show_default=True)
+@provider_choice
 @click.option("--lines", "-n", default=100, show_default=True)
-def logs(name: str, provider: str, lines: int) -> None:
+def logs(name: str, provider: str, provider_option: tuple[str, ...], lines: int) -> None:
     """The function's recent log lines."""
     from deployer.registry import get_provider
 
-    click.echo(get_provider(provider).logs(name, lines=lines), nl=False)
+    target = get_provider(provider, _provider_options(provider_option))
+    click.echo(target.logs(name, lines=lines), nl=False)
 
 
 @main.command()
 @click.argument("name")
-@click.option("--provider", default="local", show_default=True)
-def delete(name: str, provider: str) -> None:
+@provider_choice
+def delete(name: str, provider: str, provider_option: tuple[str, ...]) -> None:
     """Delete NAME and its triggers; its outputs stay."""
     from deployer import api
 
-    api.delete(name, provider=provider)
+    api.delete(name, provider=provider, provider_options=_provider_options(provider_option))
 
 
 @main.command()

@@ -119,3 +119,11 @@ def test_invoke_of_a_failing_run_exits_nonzero(model_file: Path) -> None:
     code, output = run("invoke", "labels", "--data", '[{"other": 1}]')
     assert code == 1
     assert "AttributeError" in output
+
+
+def test_provider_options_reach_the_provider(deployer_home: Path) -> None:
+    code, output = run("list", "--provider-option", "region=europe-west1")
+    assert code == 2
+    assert "provider 'local' does not take these options" in output
+    code, output = run("list", "--provider-option", "no-equals-sign")
+    assert code == 2 and "KEY=VALUE" in output
