@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,17 +42,17 @@ from deployer.providers.aws_artifacts import (
     slim_archive,
 )
 from deployer.providers.base import (
-    ADD_TRIGGER,
     CREATE,
     DELETE,
     INSTALL_DEPENDENCIES,
-    REMOVE_TRIGGER,
     UPDATE_CODE,
     UPDATE_CONFIG,
     Action,
     DeploymentState,
     Invocation,
     Plan,
+    describe_trigger,
+    trigger_changes,
 )
 from deployer.spec import check_cloud_spec
 from deployer.triggers import Cron, Every, describe, to_eventbridge, trigger_from_dict
@@ -361,12 +360,7 @@ class AwsProvider:
             ):
                 if tags.get(key, "") != value:
                     actions.append(Action(UPDATE_CONFIG, f"{key}: {tags.get(key)!r} -> {value!r}"))
-        for trigger in wanted:
-            if trigger not in existing:
-                actions.append(Action(ADD_TRIGGER, describe(trigger_from_dict(trigger))))
-        for trigger in existing:
-            if trigger not in wanted:
-                actions.append(Action(REMOVE_TRIGGER, describe(trigger_from_dict(trigger))))
+        actions += trigger_changes(wanted, existing)
         return Plan(spec.name, self.name, tuple(actions), bundle=bundle, spec=spec)
 
     # -- packaging -----------------------------------------------------------
@@ -401,7 +395,7 @@ class AwsProvider:
             path = artifacts / f"{bundle.deps_hash}-layer.zip"
             if not path.exists():
                 with reporter.status(f"zipping layer ({dependencies.unzipped_bytes / 1e6:.0f} MB)"):
-                    _write_once(path, lambda temporary: layer_zip(dependencies, temporary))
+                    layer_zip(dependencies, path)  # written whole or not at all
             mode = "layer"
         elif not self.slim:
             raise ProviderError(
@@ -420,7 +414,7 @@ class AwsProvider:
             path = artifacts / f"{bundle.deps_hash}-slim.tar.gz"
             if not path.exists():
                 with reporter.status("packing slim archive"):
-                    _write_once(path, lambda temporary: slim_archive(dependencies, temporary))
+                    slim_archive(dependencies, path)
             mode = "slim"
         return Packaged(dependencies, mode, path, _sha256_file(path))
 
@@ -693,7 +687,7 @@ class AwsProvider:
         }
         for schedule_name in existing.keys() - wanted_schedules.keys():
             scheduler.delete_schedule(Name=schedule_name)
-            reporter.say(f"removed schedule {describe(trigger_from_dict(existing[schedule_name]))}")
+            reporter.say(f"removed schedule {describe_trigger(existing[schedule_name])}")
         if wanted_schedules.keys() - existing.keys():
             # Scheduler's role may invoke this function's alias and nothing else.
             scheduler_role = self._ensure_role(
@@ -832,10 +826,7 @@ class AwsProvider:
     def plan_delete(self, name: str) -> Plan:
         state = self._require(name)
         actions = [Action(DELETE, f"Lambda function {name}, its roles and its URL")]
-        actions += [
-            Action(REMOVE_TRIGGER, describe(trigger_from_dict(trigger)))
-            for trigger in state.triggers
-        ]
+        actions += trigger_changes([], state.triggers)
         return Plan(name, self.name, tuple(actions))
 
     def delete(self, plan: Plan, reporter: Reporter) -> None:
@@ -886,14 +877,3 @@ def invoke_event(payload: Any) -> dict[str, Any]:
             payload = json.loads(payload.to_json(orient="records", date_format="iso"))
         request["payload"] = payload
     return {"deployer": request}
-
-
-def _write_once(path: Path, write: Any) -> None:
-    """Write ``path`` through a temporary sibling so a crash leaves no partial file."""
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".part") as handle:
-        temporary = Path(handle.name)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

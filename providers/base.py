@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -77,6 +78,31 @@ class Invocation:
     @property
     def status(self) -> str | None:
         return self.body.get("status")
+
+
+def describe_trigger(trigger: dict[str, Any]) -> str:
+    """One line for a trigger as stored in a manifest or read back from a cloud.
+
+    What a cloud holds may have been edited by hand; a plan still prints.
+    """
+    from deployer.errors import TriggerError
+    from deployer.triggers import describe, trigger_from_dict
+
+    try:
+        return describe(trigger_from_dict(trigger))
+    except TriggerError:
+        return f"unreadable trigger {trigger!r}"
+
+
+def trigger_changes(
+    wanted: Iterable[dict[str, Any]], existing: Iterable[dict[str, Any]]
+) -> list[Action]:
+    """Reconciliation, as every provider plans it: add what is wanted and missing,
+    remove what is deployed but no longer wanted (a schedule dropped from the call)."""
+    wanted, existing = list(wanted), list(existing)
+    added = [Action(ADD_TRIGGER, describe_trigger(t)) for t in wanted if t not in existing]
+    removed = [Action(REMOVE_TRIGGER, describe_trigger(t)) for t in existing if t not in wanted]
+    return added + removed
 
 
 class Provider(Protocol):

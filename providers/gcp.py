@@ -49,22 +49,22 @@ from google.cloud import functions_v2, run_v2, scheduler_v1
 from google.iam.v1 import policy_pb2
 from google.protobuf import field_mask_pb2
 
-from deployer.errors import ConfigError, ProviderError, TriggerError
+from deployer.errors import ConfigError, ProviderError
 from deployer.providers.base import (
-    ADD_TRIGGER,
     CREATE,
     DELETE,
-    REMOVE_TRIGGER,
     UPDATE_CODE,
     UPDATE_CONFIG,
     Action,
     DeploymentState,
     Invocation,
     Plan,
+    describe_trigger,
+    trigger_changes,
 )
 from deployer.providers.gcp_source import ENTRY_POINT, gcp_runtime, source_zip
 from deployer.spec import check_cloud_spec
-from deployer.triggers import Cron, Every, describe, to_cloud_scheduler, trigger_from_dict
+from deployer.triggers import Cron, Every, to_cloud_scheduler, trigger_from_dict
 
 if TYPE_CHECKING:
     from deployer.bundle import Bundle
@@ -157,13 +157,6 @@ def _is_job_of(job_id: str, name: str) -> bool:
 def _split_gs(url: str) -> tuple[str, str]:
     parsed = urlparse(url)
     return parsed.netloc, parsed.path.strip("/")
-
-
-def _describe(trigger: dict[str, Any]) -> str:
-    try:
-        return describe(trigger_from_dict(trigger))
-    except TriggerError:
-        return f"unreadable trigger {trigger!r}"
 
 
 def _http_trigger(triggers: builtins.list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -437,12 +430,7 @@ class GcpProvider:
         else:
             existing = self._current_triggers(function)
             actions += self._function_changes(function, bundle, spec)
-        for trigger in wanted:
-            if trigger not in existing:
-                actions.append(Action(ADD_TRIGGER, _describe(trigger)))
-        for trigger in existing:
-            if trigger not in wanted:
-                actions.append(Action(REMOVE_TRIGGER, _describe(trigger)))
+        actions += trigger_changes(wanted, existing)
         return Plan(spec.name, self.name, tuple(actions), bundle=bundle, spec=spec)
 
     def _function_changes(
@@ -793,14 +781,16 @@ class GcpProvider:
         for job_id in existing.keys() - wanted.keys():
             with self._google_errors(f"deleting schedule {job_id}"):
                 self.scheduler.delete_job(name=existing[job_id].name)
-            reporter.say(f"removed schedule {_describe(self._job_trigger(existing[job_id]))}")
+            reporter.say(
+                f"removed schedule {describe_trigger(self._job_trigger(existing[job_id]))}"
+            )
         for job_id, trigger in wanted.items():
             job = self._job(spec, function, trigger)
             if job_id not in existing:
                 with self._google_errors(f"creating schedule {job_id}"):
                     self.scheduler.create_job(parent=self.location, job=job)
                 reporter.say(
-                    f"added schedule {_describe(trigger)}: {job.schedule} ({job.time_zone})"
+                    f"added schedule {describe_trigger(trigger)}: {job.schedule} ({job.time_zone})"
                 )
             elif not _same_target(existing[job_id], job):
                 # Same schedule, but the URL, caller or deadline moved (a new
@@ -908,10 +898,7 @@ class GcpProvider:
     def plan_delete(self, name: str) -> Plan:
         function = self._require(name)
         actions = [Action(DELETE, f"Cloud Function {name} in {self.region}")]
-        actions += [
-            Action(REMOVE_TRIGGER, _describe(trigger))
-            for trigger in self._current_triggers(function)
-        ]
+        actions += trigger_changes([], self._current_triggers(function))
         return Plan(name, self.name, tuple(actions))
 
     def delete(self, plan: Plan, reporter: Reporter) -> None:

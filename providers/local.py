@@ -35,20 +35,18 @@ from typing import TYPE_CHECKING, Any
 from deployer.cache import cache_root, locked
 from deployer.errors import ConfigError, ProviderError
 from deployer.providers.base import (
-    ADD_TRIGGER,
     CREATE,
     DELETE,
     INSTALL_DEPENDENCIES,
-    REMOVE_TRIGGER,
     UPDATE_CODE,
     UPDATE_CONFIG,
     Action,
     DeploymentState,
     Invocation,
     Plan,
+    trigger_changes,
 )
 from deployer.runtimes import core, storage
-from deployer.triggers import describe, trigger_from_dict
 
 if TYPE_CHECKING:
     from deployer.bundle import Bundle
@@ -406,12 +404,7 @@ class LocalProvider:
                             f"{key}: {current.get(key)!r} -> {bundle.manifest.get(key)!r}",
                         )
                     )
-        for trigger in wanted:
-            if trigger not in existing:
-                actions.append(Action(ADD_TRIGGER, _describe(trigger)))
-        for trigger in existing:
-            if trigger not in wanted:
-                actions.append(Action(REMOVE_TRIGGER, _describe(trigger)))
+        actions += trigger_changes(wanted, existing)
         return Plan(spec.name, self.name, tuple(actions), bundle=bundle, spec=spec)
 
     def apply(self, plan: Plan, reporter: Reporter) -> DeploymentState:
@@ -483,7 +476,7 @@ class LocalProvider:
     def plan_delete(self, name: str) -> Plan:
         entry = self._entry(name)
         actions = [Action(DELETE, f"function {name}")]
-        actions += [Action(REMOVE_TRIGGER, _describe(trigger)) for trigger in entry["triggers"]]
+        actions += trigger_changes([], entry["triggers"])
         return Plan(name, self.name, tuple(actions))
 
     def delete(self, plan: Plan, reporter: Reporter) -> None:
@@ -508,10 +501,6 @@ class LocalProvider:
                 f"no function named {name!r} is deployed locally (in {home()}): see `deployer list`"
             )
         return entry
-
-
-def _describe(trigger: dict[str, Any]) -> str:
-    return describe(trigger_from_dict(trigger))
 
 
 def _is_dataframe(value: Any) -> bool:
