@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from deployer.bundle import Bundle
     from deployer.console import Reporter
-    from deployer.providers.base import Invocation, Plan
+    from deployer.providers.base import Invocation, Plan, Provider
     from deployer.requirements import Requirements
 
 DEFAULT_TIMEOUT_SECONDS = 300
@@ -34,6 +34,9 @@ class Built:
     spec: DeploySpec
     provider: str
     provider_options: Mapping[str, Any] = field(default_factory=dict)
+    # The provider instance that validated ``spec``: planning and applying reuse
+    # it, with the credentials, clients and account it already looked up.
+    target: Provider | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,7 @@ def build(
     Everything the user passed is validated here, before anything is written.
     """
     from deployer.bundle import build as build_bundle
+    from deployer.bundle import python_version
     from deployer.capture import capture
     from deployer.registry import get_provider
     from deployer.requirements import resolve
@@ -135,8 +139,6 @@ def build(
             "inputs='<path or URL of a Parquet/CSV data set>' or give the parameter a default"
         )
     pinned = resolve(captured, user_requirements=requirements, preinstalled=target.preinstalled)
-    from deployer.bundle import python_version
-
     bundle = build_bundle(
         captured,
         pinned,
@@ -151,6 +153,7 @@ def build(
         spec=spec,
         provider=provider,
         provider_options=dict(provider_options or {}),
+        target=target,
     )
 
 
@@ -163,14 +166,24 @@ def plan(
     **options: Any,
 ) -> Plan:
     """What deploy() would change, computed from the provider's state; changes nothing."""
-    from deployer.registry import get_provider
-
     built = build(function, name=name, provider=provider, **options)
-    reporter = _reporter(quiet)
+    return plan_built(built, reporter=_reporter(quiet))
+
+
+def plan_built(built: Built, *, reporter: Reporter) -> Plan:
+    """Show the requirements, compute the plan from the provider's state, show it."""
     reporter.requirements(built.requirements)
-    computed = get_provider(provider, built.provider_options).plan(built.bundle, built.spec)
+    computed = _target(built).plan(built.bundle, built.spec)
     reporter.plan(computed)
     return computed
+
+
+def _target(built: Built) -> Provider:
+    if built.target is not None:
+        return built.target
+    from deployer.registry import get_provider
+
+    return get_provider(built.provider, built.provider_options)
 
 
 def deploy(
@@ -214,13 +227,8 @@ def deploy(
 
 
 def apply_built(built: Built, *, reporter: Reporter) -> Deployment:
-    from deployer.registry import get_provider
-
-    target = get_provider(built.provider, built.provider_options)
-    reporter.requirements(built.requirements)
-    computed = target.plan(built.bundle, built.spec)
-    reporter.plan(computed)
-    state = target.apply(computed, reporter)
+    computed = plan_built(built, reporter=reporter)
+    state = _target(built).apply(computed, reporter)
     if state.url:
         reporter.say(f"[bold]{state.name}[/] is deployed: {state.url}")
     else:

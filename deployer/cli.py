@@ -182,11 +182,7 @@ def deploy(function: str, dry_run: bool, **options: Any) -> None:
     built = api.build(_load(function), **_build_options(options))
     reporter = Reporter()
     if dry_run:
-        from deployer.registry import get_provider
-
-        reporter.requirements(built.requirements)
-        provider = get_provider(built.provider, built.provider_options)
-        reporter.plan(provider.plan(built.bundle, built.spec))
+        api.plan_built(built, reporter=reporter)
         return
     api.apply_built(built, reporter=reporter)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from deployer.providers import local
-from deployer.runtimes import storage
+from deployer.runtimes import core, storage
 from deployer.triggers import Cron, Every, next_fire_times, trigger_from_dict
 
 # How long the scheduler sleeps at most between looks at the registry, which
@@ -262,11 +262,12 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
                     f"{token_path()}) or deploy with Http(public=True)",
                 )
             message: dict[str, Any] = {"trigger": "http"}
-            if raw.strip():
-                try:
-                    message["payload"] = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                    return self._error(400, "BadRequest", f"the body is not valid JSON: {error}")
+            try:
+                payload = core.parse_body(raw)
+            except core.PayloadError as error:
+                return self._send(400, core.bad_request(error))
+            if payload is not core.NO_PAYLOAD:
+                message["payload"] = payload
             invocation = server.dispatch(name, message)
             if invocation is None:
                 return self._error(404, "NotFound", f"{name} was deleted")

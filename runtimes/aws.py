@@ -99,22 +99,13 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
 
     loaded = _load()
     if "requestContext" in event and "http" in event.get("requestContext", {}):
-        raw = event.get("body") or ""
+        raw: bytes | str = event.get("body") or ""
         if event.get("isBase64Encoded"):
-            raw = base64.b64decode(raw).decode("utf-8", errors="replace")
-        payload: Any = core.NO_PAYLOAD
-        if raw.strip():
-            try:
-                payload = json.loads(raw)
-            except json.JSONDecodeError as error:
-                return _http_reply(
-                    400,
-                    {"error": {"type": "BadRequest", "message": f"the body is not JSON: {error}"}},
-                )
+            raw = base64.b64decode(raw)
         try:
-            result = core.run(loaded, trigger="http", payload=payload)
+            result = core.run(loaded, trigger="http", payload=core.parse_body(raw))
         except core.PayloadError as error:
-            return _http_reply(400, {"error": {"type": "BadRequest", "message": str(error)}})
+            return _http_reply(400, core.bad_request(error))
         return _http_reply(*core.response_body(result))
     request = event.get("deployer", {})
     trigger = request.get("trigger", "manual")
@@ -139,9 +130,6 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         try:
             result = core.run(loaded, trigger="manual", payload=payload)
         except core.PayloadError as error:
-            return {
-                "http_status": 400,
-                "body": {"error": {"type": "BadRequest", "message": str(error)}},
-            }
+            return {"http_status": 400, "body": core.bad_request(error)}
     status, body = core.response_body(result)
     return {"http_status": status, "body": body}

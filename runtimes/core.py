@@ -91,6 +91,30 @@ class _NoPayload:
 NO_PAYLOAD: Any = _NoPayload()
 
 
+def parse_body(raw: bytes | str) -> Any:
+    """An HTTP request body as a run's payload, the same way on every provider.
+
+    Empty means no payload (the run reads its inputs); anything that is not
+    UTF-8 JSON is the caller's error (PayloadError, HTTP 400).
+    """
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise PayloadError(f"the body is not UTF-8 text: {error}") from None
+    if not raw.strip():
+        return NO_PAYLOAD
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise PayloadError(f"the body is not JSON: {error}") from None
+
+
+def bad_request(error: PayloadError | str) -> dict[str, Any]:
+    """The JSON body answering a request that cannot start a run (HTTP 400)."""
+    return {"error": {"type": "BadRequest", "message": str(error)}}
+
+
 def run(
     loaded: Loaded,
     *,

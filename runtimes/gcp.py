@@ -74,8 +74,10 @@ def _reply(status: int, body: dict[str, Any]) -> tuple[str, int, dict[str, str]]
     return json.dumps(body, default=str), status, dict(JSON_HEADERS)
 
 
-def _bad_request(message: str) -> tuple[str, int, dict[str, str]]:
-    return _reply(400, {"error": {"type": "BadRequest", "message": message}})
+def _bad_request(message: Any) -> tuple[str, int, dict[str, str]]:
+    from . import core
+
+    return _reply(400, core.bad_request(message))
 
 
 def handle(request: Any) -> tuple[str, int, dict[str, str]]:
@@ -128,20 +130,12 @@ MANUAL_HEADER = "X-Deployer-Trigger"
 def _prediction(request: Any) -> tuple[str, int, dict[str, str]]:
     from . import core
 
-    raw = request.get_data(cache=False)
-    payload: Any = core.NO_PAYLOAD
-    if raw.strip():
-        try:
-            payload = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as error:
-            return _bad_request(f"the body is not UTF-8 text: {error}")
-        except json.JSONDecodeError as error:
-            return _bad_request(f"the body is not JSON: {error}")
+    # `deployer invoke` marks its calls, so they are recorded as manual runs
+    # like on every other provider; anything else is an HTTP trigger.
+    manual = request.headers.get(MANUAL_HEADER, "").lower() == "manual"
     try:
-        # `deployer invoke` marks its calls, so they are recorded as manual
-        # runs like on every other provider; anything else is an HTTP trigger.
-        manual = request.headers.get(MANUAL_HEADER, "").lower() == "manual"
+        payload = core.parse_body(request.get_data(cache=False))
         result = core.run(_load(), trigger="manual" if manual else "http", payload=payload)
     except core.PayloadError as error:
-        return _bad_request(str(error))
+        return _bad_request(error)
     return _reply(*core.response_body(result))

@@ -42,10 +42,7 @@ def _handle(loaded: core.Loaded, request: dict[str, Any]) -> dict[str, Any]:
             event_id=request.get("event_id", ""),
         )
     except core.PayloadError as error:
-        return {
-            "http_status": 400,
-            "body": {"error": {"type": "BadRequest", "message": str(error)}},
-        }
+        return {"http_status": 400, "body": core.bad_request(error)}
     http_status, body = core.response_body(result)
     return {"http_status": http_status, "body": body, "record": result.record}
 
