@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -43,6 +44,19 @@ def _handle(loaded: core.Loaded, request: dict[str, Any]) -> dict[str, Any]:
         )
     except core.PayloadError as error:
         return {"http_status": 400, "body": core.bad_request(error)}
+    except Exception as error:
+        # The store failed (the user's own errors are failed runs inside
+        # core.run): answer with it and stay warm, rather than dying and
+        # costing the next request a cold start.
+        traceback.print_exc()
+        return {
+            "http_status": 500,
+            "body": {
+                "run_id": request.get("run_id"),
+                "status": "failed",
+                "error": {"type": type(error).__name__, "message": str(error)},
+            },
+        }
     http_status, body = core.response_body(result)
     return {"http_status": http_status, "body": body, "record": result.record}
 

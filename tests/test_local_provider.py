@@ -174,6 +174,8 @@ def test_unreachable_store_is_a_failed_invoke_naming_it(deployer_home: Path, aws
     assert invocation.http_status == 500
     assert invocation.body["status"] == "failed"
     assert "no-such-bucket-here" in invocation.body["error"]["message"]
+    # The worker answered the failure itself instead of dying with it.
+    assert invocation.body["error"]["type"] != "WorkerCrashed"
 
 
 def test_runs_land_in_s3_when_output_is_s3(deployer_home: Path, s3_bucket: str) -> None:
