@@ -56,8 +56,7 @@ class Bundle:
 
     def write_zip(self, path: str | Path) -> Path:
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(self.zip_bytes())
+        archive.write_zip(self.files, target)  # the same bytes as zip_bytes(), written whole
         return target
 
     def extract(self, directory: str | Path) -> Path:

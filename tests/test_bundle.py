@@ -121,3 +121,10 @@ def test_config_change_moves_neither_hash(tmp_path: Path) -> None:
     first = deployer.build(score, name="scores", output=str(tmp_path)).bundle
     second = deployer.build(score, name="scores", output=str(tmp_path), triggers=[Http()]).bundle
     assert (first.code_hash, first.deps_hash) == (second.code_hash, second.deps_hash)
+
+
+def test_written_zip_is_the_same_bytes_as_the_in_memory_one(tmp_path: Path) -> None:
+    bundle = deployer.build(score, name="scores", output=str(tmp_path)).bundle
+    written = bundle.write_zip(tmp_path / "out" / "bundle.zip")
+    assert written.read_bytes() == bundle.zip_bytes()
+    assert [path.name for path in written.parent.iterdir()] == ["bundle.zip"]  # no leftovers
