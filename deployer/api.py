@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from deployer.errors import ConfigError, RunError
-from deployer.spec import DeploySpec, check_location, check_name, check_timeout
+from deployer.spec import DeploySpec, check_location, check_memory, check_name, check_timeout
 from deployer.triggers import Cron, Every, Trigger, validate_triggers
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from deployer.requirements import Requirements
 
 DEFAULT_TIMEOUT_SECONDS = 300
+DEFAULT_MEMORY_MB = 1024
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ def build(
     checks: Mapping[str, Callable[[Any], Any]] | None = None,
     requirements: Sequence[str] = (),
     timeout: int = DEFAULT_TIMEOUT_SECONDS,
+    memory: int = DEFAULT_MEMORY_MB,
     provider_options: Mapping[str, Any] | None = None,
 ) -> Built:
     """Capture, pin and bundle ``function`` without touching any provider.
@@ -129,6 +131,7 @@ def build(
         inputs=None if inputs is None else check_location(inputs, "inputs"),
         triggers=checked_triggers,
         timeout_seconds=check_timeout(timeout),
+        memory_mb=check_memory(memory),
     )
     spec = target.check(spec)
     captured = capture(function, metrics=metrics, checks=checks)
@@ -198,6 +201,7 @@ def deploy(
     checks: Mapping[str, Callable[[Any], Any]] | None = None,
     requirements: Sequence[str] = (),
     timeout: int = DEFAULT_TIMEOUT_SECONDS,
+    memory: int = DEFAULT_MEMORY_MB,
     provider_options: Mapping[str, Any] | None = None,
     quiet: bool = False,
 ) -> Deployment:
@@ -221,6 +225,7 @@ def deploy(
         checks=checks,
         requirements=requirements,
         timeout=timeout,
+        memory=memory,
         provider_options=provider_options,
     )
     return apply_built(built, reporter=_reporter(quiet))

@@ -131,6 +131,7 @@ def deploy_options(command: Any) -> Any:
         click.option("--checks", help="MODULE:ATTR of a dict of name -> callable(output)"),
         click.option("--requirement", "-r", multiple=True, help="extra or overriding pin"),
         click.option("--timeout", default=300, show_default=True, help="seconds per run"),
+        click.option("--memory", default=1024, show_default=True, help="MB one run may use"),
         click.option(
             "--provider-option",
             "provider_option",
@@ -156,6 +157,7 @@ def _build_options(options: dict[str, Any]) -> dict[str, Any]:
         "checks": _load(options["checks"]) if options["checks"] else None,
         "requirements": list(options["requirement"]),
         "timeout": options["timeout"],
+        "memory": options["memory"],
         "provider_options": _provider_options(options["provider_option"]),
     }
 
@@ -394,11 +396,20 @@ def delete(name: str, provider: str, provider_option: tuple[str, ...]) -> None:
 
 @main.command()
 @click.option("--port", type=int, help="port on 127.0.0.1 (default 8765 or $DEPLOYER_PORT)")
-def serve(port: int | None) -> None:
+@click.option(
+    "--max-body",
+    type=click.IntRange(min=1),
+    default=6,
+    show_default=True,
+    help="largest request body in MB (413 above it)",
+)
+def serve(port: int | None, max_body: int) -> None:
     """Run local schedules and serve HTTP triggers on 127.0.0.1 (foreground)."""
     from deployer.providers.local_server import LocalServer
 
-    LocalServer(port=port, log=lambda line: click.echo(line, err=True)).serve_forever()
+    LocalServer(
+        port=port, log=lambda line: click.echo(line, err=True), max_body_bytes=max_body * 2**20
+    ).serve_forever()
 
 
 if __name__ == "__main__":

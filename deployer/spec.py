@@ -23,6 +23,9 @@ class DeploySpec:
     inputs: str | None
     triggers: tuple[Trigger, ...]
     timeout_seconds: int
+    # What one run may use. Locally it caps the worker's heap; the clouds get
+    # it as their memory setting (Lambda's default is 1024 MB too).
+    memory_mb: int = 1024
 
 
 def check_name(name: object) -> str:
@@ -51,6 +54,23 @@ def check_timeout(timeout_seconds: object) -> int:
             f"timeout must be a whole number of seconds from 1 to 3600, got {timeout_seconds!r}"
         )
     return timeout_seconds
+
+
+MEMORY_RANGE_MB = (128, 32768)
+
+
+def check_memory(memory_mb: object) -> int:
+    low, high = MEMORY_RANGE_MB
+    if (
+        not isinstance(memory_mb, int)
+        or isinstance(memory_mb, bool)
+        or not (low <= memory_mb <= high)
+    ):
+        raise ConfigError(
+            f"memory must be a whole number of MB from {low} to {high}, got {memory_mb!r} "
+            "(e.g. memory=2048)"
+        )
+    return memory_mb
 
 
 def check_cloud_spec(

@@ -5,8 +5,14 @@ tiny cloud:
 
     local/functions/{name}.json   what is deployed (written temp-then-rename)
     local/bundles/{bundle_sha}/   unpacked bundles, immutable once written
-    local/logs/{name}.log         the functions' stderr
+    local/logs/{name}.log         the functions' stderr, rotated at LOG_MAX_BYTES
+    local/serve.lock              held by the one `deployer serve` of this home
     store/                        the default output store
+
+Nothing under ``local/`` is trusted because of where it sits: a function name
+is validated before it becomes a path, and the unpacked bundle is checked
+against the tree digest in its entry (outside the bundle) before a worker
+loads it.
 
 Environments are shared across projects in ``DEPLOYER_CACHE`` (default
 ``~/.cache/deployer``): one uv venv per ``deps_hash``, made once and reused, so
@@ -18,6 +24,7 @@ importable there, exactly as in the cloud.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -26,8 +33,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +56,7 @@ from deployer.providers.base import (
     trigger_changes,
 )
 from deployer.runtimes import core, storage
+from deployer.spec import NAME_PATTERN, NAME_RULE
 
 if TYPE_CHECKING:
     from deployer.bundle import Bundle
@@ -54,6 +64,16 @@ if TYPE_CHECKING:
     from deployer.spec import DeploySpec
 
 DEFAULT_PORT = 8765
+# Loading (starting the interpreter, importing pandas and the model's
+# libraries, unpickling) has its own limit: the function's timeout counts only
+# the call, as a warm cloud instance's would.
+LOAD_TIMEOUT_SECONDS = 120
+# A worker's stderr (the function's prints and tracebacks) is rotated at this
+# size, keeping LOG_BACKUPS older files: one chatty run must not fill the disk.
+LOG_MAX_BYTES = 10 * 2**20
+LOG_BACKUPS = 2
+# How much of what a worker printed last is kept to explain a crash.
+TAIL_BYTES = 2048
 # The worker puts the bundle first on sys.path itself, because ``python -I``
 # (isolated: no PYTHONPATH, no user site) ignores the usual ways of doing so.
 BOOTSTRAP = (
@@ -74,7 +94,18 @@ def _functions_dir() -> Path:
 
 
 def log_path(name: str) -> Path:
-    return home() / "local" / "logs" / f"{name}.log"
+    return home() / "local" / "logs" / f"{check_entry_name(name)}.log"
+
+
+def check_entry_name(name: str) -> str:
+    """``name`` if it is a valid function name, else ConfigError.
+
+    Every path under ``local/`` built from a name goes through here first, so a
+    name like ``../../x/evil`` never reaches the filesystem.
+    """
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ConfigError(f"invalid function name {name!r}: use {NAME_RULE}")
+    return name
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -183,30 +214,180 @@ def _state_from_entry(entry: dict[str, Any]) -> DeploymentState:
     )
 
 
-def read_entry(name: str) -> dict[str, Any] | None:
-    path = _functions_dir() / f"{name}.json"
+class EntryError(ConfigError):
+    """A file in the functions folder is not a readable deployment entry."""
+
+
+def _load_entry(path: Path) -> dict[str, Any]:
     try:
-        entry: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
+        entry = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise EntryError(
+            f"{path} is not a deployment entry ({error}): redeploy the function or delete the file"
+        ) from None
+    if not isinstance(entry, dict) or entry.get("name") != path.stem:
+        raise EntryError(
+            f"{path} is not the entry of a function named {path.stem!r}: "
+            "redeploy the function or delete the file"
+        )
     return entry
 
 
-def list_entries() -> list[dict[str, Any]]:
+def read_entry(name: str) -> dict[str, Any] | None:
+    """The entry of ``name``, None if it is not deployed; EntryError if unreadable."""
+    path = _functions_dir() / f"{check_entry_name(name)}.json"
+    try:
+        return _load_entry(path)
+    except FileNotFoundError:
+        return None
+
+
+def list_entries(on_error: Callable[[EntryError], None] | None = None) -> list[dict[str, Any]]:
+    """Every readable entry. One that is not (a hand-edited or truncated file, a
+    name deploy would refuse) is skipped and passed to ``on_error``, so it
+    cannot hide the others."""
     directory = _functions_dir()
     if not directory.exists():
         return []
     entries = []
     for path in sorted(directory.glob("*.json")):
         try:
-            entries.append(json.loads(path.read_text()))
+            if not NAME_PATTERN.match(path.stem):
+                raise EntryError(
+                    f"{path} is not named like a function ({NAME_RULE}): delete the file"
+                )
+            entries.append(_load_entry(path))
         except FileNotFoundError:  # deleted while we listed
             continue
+        except EntryError as error:
+            if on_error is not None:
+                on_error(error)
     return entries
 
 
+def tree_digest(directory: Path) -> str:
+    """sha256 over every file below ``directory``: its relative path and content.
+
+    An extra file counts as much as a changed one: Python would import a
+    planted ``__pycache__/*.pyc`` as readily as an edited ``.py``.
+    """
+    listing = []
+    for root, directories, files in os.walk(directory):
+        directories.sort()
+        for file_name in files:
+            path = Path(root) / file_name
+            relative = path.relative_to(directory).as_posix()
+            if path.is_symlink():
+                listing.append((relative, f"symlink:{os.readlink(path)}"))
+                continue
+            digest = hashlib.sha256()
+            with open(path, "rb") as content:
+                for block in iter(lambda: content.read(1 << 20), b""):
+                    digest.update(block)
+            listing.append((relative, digest.hexdigest()))
+    return _listing_digest(listing)
+
+
+def bundle_tree_digest(bundle: Bundle) -> str:
+    """What :func:`tree_digest` gives for ``bundle`` unpacked, from its files alone."""
+    return _listing_digest(
+        [(path, hashlib.sha256(content).hexdigest()) for path, content in bundle.files]
+    )
+
+
+def _listing_digest(listing: list[tuple[str, str]]) -> str:
+    digest = hashlib.sha256()
+    for relative, file_digest in sorted(listing):
+        digest.update(f"{relative}\0{file_digest}\n".encode())
+    return digest.hexdigest()
+
+
 class WorkerError(Exception):
-    """The function's process died or timed out; the run was recorded as failed."""
+    """The function's process died, hung or could not load; the run was recorded as failed.
+
+    ``kind`` is the error type the run record gets: Timeout (the call ran over
+    the function's timeout), LoadTimeout (loading ran over its own limit),
+    LoadFailed, BundleModified, OutOfMemory or WorkerCrashed.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class _LogPump:
+    """Copies a worker's stderr into its log, rotating it, and keeps the last bytes.
+
+    The worker writes to a pipe rather than to the log file itself, so the host
+    bounds the log's size whatever the function prints.
+    """
+
+    def __init__(self, stream: Any, path: Path) -> None:
+        self.path = path
+        self.tail: collections.deque[bytes] = collections.deque()
+        self._tail_bytes = 0
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: Any) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.path, "ab")  # noqa: SIM115 (reopened on rotation)
+        try:
+            for chunk in iter(lambda: os.read(stream.fileno(), 65536), b""):
+                self._remember(chunk)
+                if log.tell() + len(chunk) > LOG_MAX_BYTES:
+                    log.close()
+                    _rotate(self.path)
+                    log = open(self.path, "ab")  # noqa: SIM115
+                log.write(chunk)
+                log.flush()
+        except (OSError, ValueError):  # the pipe was closed under us: the worker is gone
+            pass
+        finally:
+            log.close()
+            stream.close()
+
+    def _remember(self, chunk: bytes) -> None:
+        self.tail.append(chunk)
+        self._tail_bytes += len(chunk)
+        while self._tail_bytes - len(self.tail[0]) >= TAIL_BYTES:
+            self._tail_bytes -= len(self.tail.popleft())
+
+    def last_output(self) -> str:
+        """What the worker printed last (a few lines), waiting briefly for the pipe to drain."""
+        self._thread.join(timeout=1)
+        text = b"".join(self.tail)[-TAIL_BYTES:].decode(errors="replace").strip()
+        lines = text.splitlines()[-12:]
+        return "\n".join(lines)
+
+
+def _rotate(path: Path) -> None:
+    for index in range(LOG_BACKUPS, 0, -1):
+        older = path.with_name(f"{path.name}.{index}")
+        newer = path.with_name(f"{path.name}.{index - 1}") if index > 1 else path
+        if newer.exists():
+            os.replace(newer, older)
+
+
+def _limit_memory(memory_mb: int | None) -> Callable[[], None] | None:
+    """A pre-exec hook capping the worker's heap at ``memory_mb``, as the cloud would.
+
+    RLIMIT_DATA (Linux 4.7+) counts the heap and private writable mappings,
+    which is what allocations use; RLIMIT_AS would also count the address space
+    that pyarrow and OpenBLAS reserve without using, and refuse imports.
+    """
+    if not memory_mb:
+        return None
+    import resource
+
+    limit = memory_mb * 2**20
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+    return apply
 
 
 class Worker:
@@ -216,28 +397,42 @@ class Worker:
         self.entry = entry
         self.process: subprocess.Popen[bytes] | None = None
         self._buffer = b""
+        self._pump: _LogPump | None = None
 
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def start(self, timeout_seconds: float) -> None:
-        path = log_path(self.entry["name"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "ab") as log:
-            self.process = subprocess.Popen(
-                [self.entry["python"], "-I", "-c", BOOTSTRAP, self.entry["bundle_dir"]],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                cwd=self.entry["bundle_dir"],
-                env=_worker_environment(),
+    def start(self, load_timeout_seconds: float = LOAD_TIMEOUT_SECONDS) -> None:
+        name = self.entry["name"]
+        expected = self.entry.get("tree_sha")
+        if expected and tree_digest(Path(self.entry["bundle_dir"])) != expected:
+            raise WorkerError(
+                "BundleModified",
+                f"the unpacked bundle of {name} in {self.entry['bundle_dir']} is not the one "
+                "deployed (a file was changed, added or removed): it was not loaded; "
+                "redeploy to restore it",
             )
+        # -B: the worker writes no .pyc into the bundle, whose every file is checked.
+        self.process = subprocess.Popen(
+            [self.entry["python"], "-I", "-B", "-c", BOOTSTRAP, self.entry["bundle_dir"]],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=self.entry["bundle_dir"],
+            env=_worker_environment(),
+            preexec_fn=_limit_memory(self.entry.get("memory_mb")),  # noqa: PLW1509
+        )
+        self._pump = _LogPump(self.process.stderr, log_path(name))
         self._buffer = b""
-        ready = self._read_reply(timeout_seconds)
+        try:
+            ready = self._read_reply(load_timeout_seconds, loading=True)
+        except WorkerError:
+            self.stop()
+            raise
         if not ready.get("ready"):
             self.stop()
-            raise WorkerError(f"{self.entry['name']} failed to load: {ready.get('error')}")
+            raise WorkerError("LoadFailed", f"{name} failed to load: {ready.get('error')}")
 
     def request(self, message: dict[str, Any], timeout_seconds: float) -> dict[str, Any]:
         assert self.process is not None and self.process.stdin is not None
@@ -245,34 +440,51 @@ class Worker:
         self.process.stdin.flush()
         return self._read_reply(timeout_seconds)
 
-    def _read_reply(self, timeout_seconds: float) -> dict[str, Any]:
+    def _read_reply(self, timeout_seconds: float, *, loading: bool = False) -> dict[str, Any]:
         assert self.process is not None and self.process.stdout is not None
         deadline = time.monotonic() + timeout_seconds
         stdout = self.process.stdout
+        name = self.entry["name"]
         with selectors.DefaultSelector() as selector:
             selector.register(stdout, selectors.EVENT_READ)
             while b"\n" not in self._buffer:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self.stop()
+                    if loading:
+                        raise WorkerError(
+                            "LoadTimeout",
+                            f"loading {name} (interpreter, imports, unpickling) took over the "
+                            f"{timeout_seconds:g} s load limit; the function itself never ran"
+                            + self._printed_last(),
+                        )
                     raise WorkerError(
-                        f"timed out after {timeout_seconds:g} s: the function is still running; "
-                        "make it faster or deploy with a longer timeout"
+                        "Timeout",
+                        f"the function ran over its timeout of {timeout_seconds:g} s (loading "
+                        "is not counted) and was stopped; make it faster or deploy with a "
+                        "longer timeout" + self._printed_last(),
                     )
                 if not selector.select(remaining):
                     continue
                 chunk = os.read(stdout.fileno(), 65536)
                 if not chunk:
-                    code = self.process.wait()
-                    self.process = None
+                    process = self.process
+                    code = process.wait()
+                    self.stop()
+                    kind, cause = _exit_cause(code, self.entry.get("memory_mb"))
                     raise WorkerError(
-                        f"the function's process exited with code {code}; "
-                        f"see `deployer logs {self.entry['name']}`"
+                        kind,
+                        f"the function's process {cause}; see `deployer logs {name}`"
+                        + self._printed_last(),
                     )
                 self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
         reply: dict[str, Any] = json.loads(line)
         return reply
+
+    def _printed_last(self) -> str:
+        text = self._pump.last_output() if self._pump is not None else ""
+        return f". It printed last:\n{text}" if text else ""
 
     def stop(self) -> None:
         if self.process is None:
@@ -284,6 +496,24 @@ class Worker:
             if stream is not None:
                 stream.close()
         self.process = None
+
+
+def _exit_cause(code: int, memory_mb: int | None) -> tuple[str, str]:
+    """The error type and a few words for a worker that exited while it should not."""
+    import signal
+
+    if code < 0:
+        try:
+            signal_name = signal.Signals(-code).name
+        except ValueError:
+            signal_name = str(-code)
+        if -code == signal.SIGKILL and memory_mb:
+            return "OutOfMemory", (
+                f"was killed ({signal_name}), most likely over its memory limit of "
+                f"{memory_mb} MB: deploy with more memory= or use less"
+            )
+        return "WorkerCrashed", f"was killed by signal {signal_name}"
+    return "WorkerCrashed", f"exited with code {code}"
 
 
 def _worker_environment() -> dict[str, str]:
@@ -311,7 +541,7 @@ def run_request(
     message.setdefault("run_id", storage.new_run_id(started))
     try:
         if not worker.alive:
-            worker.start(timeout_seconds)
+            worker.start()
         reply = worker.request(message, timeout_seconds)
     except WorkerError as error:
         worker.stop()
@@ -321,7 +551,7 @@ def run_request(
             trigger=message.get("trigger", "manual"),
             started=started,
             code_hash=entry["code_hash"],
-            error_type="Timeout" if "timed out" in str(error) else "WorkerCrashed",
+            error_type=error.kind,
             message=str(error),
         )
         try:
@@ -404,6 +634,21 @@ class LocalProvider:
                             f"{key}: {current.get(key)!r} -> {bundle.manifest.get(key)!r}",
                         )
                     )
+            if current.get("memory_mb") != spec.memory_mb:
+                actions.append(
+                    Action(
+                        UPDATE_CONFIG,
+                        f"memory: {current.get('memory_mb')!r} MB -> {spec.memory_mb} MB",
+                    )
+                )
+            if current["code_hash"] == bundle.code_hash and not _bundle_intact(current):
+                actions.append(
+                    Action(
+                        UPDATE_CODE,
+                        f"restore the unpacked bundle in {current['bundle_dir']}: "
+                        "its files differ from what was deployed",
+                    )
+                )
         actions += trigger_changes(wanted, existing)
         return Plan(spec.name, self.name, tuple(actions), bundle=bundle, spec=spec)
 
@@ -417,14 +662,8 @@ class LocalProvider:
         environment, _ = ensure_environment(bundle, reporter)
         bundle_sha = _bundle_sha(bundle)
         bundle_dir = home() / "local" / "bundles" / bundle_sha
-        if not (bundle_dir / core.MANIFEST_FILE).exists():
-            bundle_dir.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=bundle_dir.parent))
-            bundle.extract(staging)
-            try:
-                os.replace(staging, bundle_dir)
-            except OSError:  # a concurrent deploy of the same bundle got there first
-                shutil.rmtree(staging, ignore_errors=True)
+        tree_sha = bundle_tree_digest(bundle)
+        _unpack(bundle, bundle_dir, tree_sha)
         manifest = bundle.manifest
         entry = {
             "name": plan.name,
@@ -439,6 +678,8 @@ class LocalProvider:
             "inputs": manifest["inputs"],
             "triggers": manifest["triggers"],
             "timeout_seconds": manifest["timeout_seconds"],
+            "memory_mb": plan.spec.memory_mb if plan.spec is not None else None,
+            "tree_sha": tree_sha,
             "deployed_at": storage.utc_now().isoformat(),
         }
         _write_atomically(
@@ -501,6 +742,37 @@ class LocalProvider:
                 f"no function named {name!r} is deployed locally (in {home()}): see `deployer list`"
             )
         return entry
+
+
+def _bundle_intact(entry: dict[str, Any]) -> bool:
+    expected = entry.get("tree_sha")
+    directory = Path(entry["bundle_dir"])
+    return bool(expected) and directory.is_dir() and tree_digest(directory) == expected
+
+
+def _unpack(bundle: Bundle, bundle_dir: Path, tree_sha: str) -> None:
+    """Unpack ``bundle`` at ``bundle_dir`` unless an intact copy is already there.
+
+    A copy whose files differ (edited, added, removed) is replaced whole: the
+    new tree is staged beside it and swapped in by rename.
+    """
+    if bundle_dir.is_dir() and tree_digest(bundle_dir) == tree_sha:
+        return
+    bundle_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=bundle_dir.parent))
+    bundle.extract(staging)
+    if bundle_dir.exists():
+        retired = bundle_dir.with_name(f".retired-{uuid.uuid4().hex}")
+        try:
+            os.replace(bundle_dir, retired)
+        except OSError:
+            retired = None  # type: ignore[assignment]
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
+    try:
+        os.replace(staging, bundle_dir)
+    except OSError:  # a concurrent deploy of the same bundle got there first
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _is_dataframe(value: Any) -> bool:

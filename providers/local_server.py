@@ -1,37 +1,68 @@
 """``deployer serve``: the local provider's scheduler and HTTP server.
 
-One warm worker per function, requests to one function serialised by a lock,
-functions independent of each other: a function that crashes or hangs past its
-timeout is recorded as a failed run and restarted on its next request, and
-the server keeps serving. Binds to 127.0.0.1 only.
+One warm worker per function, requests to one function serialised by that
+function's own lock, functions independent of each other: a function that
+crashes or hangs past its timeout is recorded as a failed run and restarted on
+its next request, and the server keeps serving. Binds to 127.0.0.1 only, and
+one ``serve`` at a time per ``DEPLOYER_HOME`` (a second would fire every
+schedule twice).
 
 HTTP API:
     POST /v1/functions/{name}   JSON body in -> predictions JSON out
-    GET  /v1/functions          deployed functions
-    GET  /healthz               "ok"
-Functions whose Http trigger is not public need ``Authorization: Bearer
-<token>``, the token being in ``$DEPLOYER_HOME/local/token``.
+    GET  /v1/functions          deployed functions (token required)
+    GET  /healthz               200 while the scheduler runs, else 503
+
+Security model: every route but /healthz needs ``Authorization: Bearer
+<token>`` (the token is in ``$DEPLOYER_HOME/local/token``, mode 0600), except
+POST to a function deployed with ``Http(public=True)``. The request is
+authenticated from its path and headers alone, before its body is read;
+a name is validated like deploy validates it before it touches a path. Bodies
+are capped (``max_body_bytes``, 6 MB by default as on Lambda), connections and
+threads are bounded, every socket has a timeout, and every malformed request
+gets a 4xx. A failed run answers its error type and run id, never its message
+(which may quote data or secrets): the owner reads it with ``deployer runs``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import socket
+import stat
 import threading
+import time
+import traceback
 from collections.abc import Callable
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+from urllib.parse import urlsplit
 
+from deployer.errors import ConfigError
 from deployer.providers import local
 from deployer.runtimes import core, storage
+from deployer.spec import NAME_PATTERN
 from deployer.triggers import Cron, Every, next_fire_times, trigger_from_dict
 
 # How long the scheduler sleeps at most between looks at the registry, which
 # is also how quickly a redeploy made while serving is picked up.
 POLL_SECONDS = 1.0
+# /healthz reports the scheduler dead once it has not come round for this long.
+SCHEDULER_STALE_SECONDS = 10.0
+# Lambda's synchronous payload limit; larger bodies get 413.
+MAX_BODY_BYTES = 6 * 2**20
+# Threads serving connections at once; one more connection gets 503 at once.
+MAX_CONNECTIONS = 64
+LISTEN_BACKLOG = 128
+# A connection that sends nothing for this long (half-open, slow loris, idle
+# keep-alive) is closed, freeing its thread.
+SOCKET_TIMEOUT_SECONDS = 30.0
+# A token shorter than this is refused: token_urlsafe(24) gives 32 characters.
+MIN_TOKEN_CHARACTERS = 32
+FUNCTIONS_PREFIX = "/v1/functions/"
 
 
 def token_path() -> Path:
@@ -39,15 +70,67 @@ def token_path() -> Path:
 
 
 def read_or_create_token() -> str:
+    """The bearer token, made once with mode 0600; refused if others may read it."""
     path = token_path()
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(24)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as token_file:
-        token_file.write(token)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(24)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first: use theirs
+            return read_or_create_token()
+        with os.fdopen(descriptor, "w") as token_file:
+            token_file.write(token)
+        return token
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(
+            f"{path} is readable by other users (mode {mode:04o}): anyone who reads it can "
+            f"run your functions; run `chmod 600 {path}` (or delete it to make a new token)"
+        )
+    token = path.read_text().strip()
+    if len(token) < MIN_TOKEN_CHARACTERS:
+        raise ConfigError(
+            f"{path} holds a token of {len(token)} characters, under the "
+            f"{MIN_TOKEN_CHARACTERS} a guess cannot reach: delete the file and start "
+            "`deployer serve` again to make a new one"
+        )
     return token
+
+
+class ServeLock:
+    """One ``deployer serve`` per home: an exclusive lock held while serving."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_file = open(self.path, "a+")  # noqa: SIM115 (held for the server's life)
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock_file.seek(0)
+            holder = lock_file.read().strip() or "unknown"
+            lock_file.close()
+            raise ConfigError(
+                f"another `deployer serve` (pid {holder}) is already serving {local.home()}: "
+                "two would fire every schedule twice; stop it first, or set DEPLOYER_HOME "
+                "to another folder"
+            ) from None
+        lock_file.seek(0)
+        lock_file.truncate()
+        lock_file.write(str(os.getpid()))
+        lock_file.flush()
+        self._file = lock_file
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing drops the lock
+            self._file = None
 
 
 class FunctionSlot:
@@ -69,6 +152,47 @@ class FunctionSlot:
             self.worker.stop()
 
 
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """A threading server with a cap on connections and a real listen backlog."""
+
+    daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        max_connections: int,
+    ) -> None:
+        super().__init__(address, handler)
+        self._connections = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._connections.acquire(blocking=False):
+            body = b'{"error": {"type": "Busy", "message": "too many connections; retry"}}'
+            with contextlib.suppress(OSError):
+                request.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                    b"Retry-After: 1\r\nConnection: close\r\nContent-Length: "
+                    + str(len(body)).encode()
+                    + b"\r\n\r\n"
+                    + body
+                )
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self._connections.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connections.release()
+
+
 class LocalServer:
     def __init__(
         self,
@@ -76,41 +200,60 @@ class LocalServer:
         host: str = "127.0.0.1",
         port: int | None = None,
         log: Callable[[str], None] = print,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        max_connections: int = MAX_CONNECTIONS,
+        socket_timeout_seconds: float = SOCKET_TIMEOUT_SECONDS,
     ) -> None:
         self.host = host
         self.port = local.port() if port is None else port
         self.log = log
+        self.max_body_bytes = max_body_bytes
+        self.max_connections = max_connections
+        self.socket_timeout_seconds = socket_timeout_seconds
         self.token = read_or_create_token()
         self._slots: dict[str, FunctionSlot] = {}
         self._slots_lock = threading.Lock()
         self._stopping = threading.Event()
-        self._http: ThreadingHTTPServer | None = None
+        self._http: _BoundedHTTPServer | None = None
+        self._lock = ServeLock(local.home() / "local" / "serve.lock")
         self._next_fire: dict[tuple[str, str], datetime] = {}
+        self._scheduler: threading.Thread | None = None
+        self._heartbeat = time.monotonic()
+        # Problems already logged (a bad entry, a failing schedule), so a file
+        # that stays broken is named once, not every second.
+        self._reported: set[str] = set()
 
     # -- functions ---------------------------------------------------------
 
     def slot(self, name: str) -> FunctionSlot | None:
-        """The slot for ``name``, replacing its worker when it was redeployed."""
+        """The slot for ``name``, replacing its worker when it was redeployed.
+
+        The global lock only guards the table; a retired worker is stopped
+        outside it, so a redeploy of one function never waits on another's call.
+        """
         entry = local.read_entry(name)
+        retired = None
         with self._slots_lock:
             current = self._slots.get(name)
             if entry is None:
-                if current is not None:
-                    current.stop()
-                    del self._slots[name]
-                return None
-            if (
+                retired = self._slots.pop(name, None)
+                current = None
+            elif (
                 current is None
                 or current.entry["bundle_sha"] != entry["bundle_sha"]
                 or current.entry["python"] != entry["python"]
+                or current.entry.get("tree_sha") != entry.get("tree_sha")
+                or current.entry.get("memory_mb") != entry.get("memory_mb")
             ):
-                if current is not None:
-                    current.stop()
+                retired = current
                 current = FunctionSlot(entry)
                 self._slots[name] = current
             else:
                 current.entry = entry
-            return current
+        if retired is not None:
+            # Waits for the retired worker's running call, on its own thread.
+            threading.Thread(target=retired.stop, daemon=True).start()
+        return current
 
     def dispatch(self, name: str, message: dict[str, Any]) -> local.Invocation | None:
         slot = self.slot(name)
@@ -120,16 +263,30 @@ class LocalServer:
         self.log(f"{name}: {message.get('trigger')} run {invocation.run_id} -> {invocation.status}")
         return invocation
 
+    def _report_once(self, key: str, message: str) -> None:
+        if key not in self._reported:
+            self._reported.add(key)
+            self.log(message)
+
     # -- scheduler ---------------------------------------------------------
 
     def _schedules(self) -> list[tuple[str, str, Cron | Every]]:
+        def skip(error: local.EntryError) -> None:
+            self._report_once(f"entry:{error}", f"skipping a function: {error}")
+
         schedules = []
-        for entry in local.list_entries():
-            for data in entry["triggers"]:
-                trigger = trigger_from_dict(data)
-                if isinstance(trigger, (Cron, Every)):
-                    key = json.dumps(data, sort_keys=True)
-                    schedules.append((entry["name"], key, trigger))
+        for entry in local.list_entries(on_error=skip):
+            try:
+                for data in entry["triggers"]:
+                    trigger = trigger_from_dict(data)
+                    if isinstance(trigger, (Cron, Every)):
+                        key = json.dumps(data, sort_keys=True)
+                        schedules.append((entry["name"], key, trigger))
+            except Exception as error:  # one bad entry must not stop the others
+                self._report_once(
+                    f"triggers:{entry.get('name')}:{error}",
+                    f"skipping the schedules of {entry.get('name')!r}: {error}; redeploy it",
+                )
         return schedules
 
     def tick(self, now: datetime) -> list[threading.Thread]:
@@ -138,37 +295,62 @@ class LocalServer:
         seen = set()
         for name, key, schedule in self._schedules():
             seen.add((name, key))
-            due = self._next_fire.get((name, key))
-            if due is None:
-                # Fires missed while nothing was serving are skipped, as a
-                # disabled cloud schedule would skip them.
+            try:
+                due = self._next_fire.get((name, key))
+                if due is None:
+                    # Fires missed while nothing was serving are skipped, as a
+                    # disabled cloud schedule would skip them.
+                    self._next_fire[(name, key)] = next_fire_times(schedule, now, 1)[0]
+                    continue
+                if due > now:
+                    continue
                 self._next_fire[(name, key)] = next_fire_times(schedule, now, 1)[0]
+            except Exception as error:
+                self._report_once(
+                    f"schedule:{name}:{key}", f"{name}: cannot compute its schedule: {error}"
+                )
                 continue
-            if due > now:
-                continue
-            self._next_fire[(name, key)] = next_fire_times(schedule, now, 1)[0]
             message = {
                 "trigger": "schedule",
                 "fire_time": due.isoformat(),
                 "event_id": f"local:{key}",
                 "run_id": storage.new_run_id(now, fire_time=due, event_id=f"local:{key}"),
             }
-            thread = threading.Thread(target=self.dispatch, args=(name, message), daemon=True)
+            thread = threading.Thread(
+                target=self._dispatch_logged, args=(name, message), daemon=True
+            )
             thread.start()
             started.append(thread)
         for stale in set(self._next_fire) - seen:
             del self._next_fire[stale]
         return started
 
+    def _dispatch_logged(self, name: str, message: dict[str, Any]) -> None:
+        try:
+            self.dispatch(name, message)
+        except Exception as error:
+            self.log(f"{name}: scheduled run failed to start: {type(error).__name__}: {error}")
+
     def _scheduler_loop(self) -> None:
         while not self._stopping.is_set():
+            self._heartbeat = time.monotonic()
             now = datetime.now(timezone.utc)
-            self.tick(now)
-            upcoming = [moment for moment in self._next_fire.values()]
+            try:
+                self.tick(now)
+            except Exception:  # the scheduler outlives any one failure
+                self.log("scheduler error (it keeps running):\n" + traceback.format_exc())
+            upcoming = list(self._next_fire.values())
             wait = POLL_SECONDS
             if upcoming:
                 wait = max(0.01, min(wait, (min(upcoming) - now).total_seconds()))
             self._stopping.wait(wait)
+
+    def scheduler_alive(self) -> bool:
+        return (
+            self._scheduler is not None
+            and self._scheduler.is_alive()
+            and time.monotonic() - self._heartbeat < SCHEDULER_STALE_SECONDS
+        )
 
     # -- HTTP --------------------------------------------------------------
 
@@ -182,12 +364,19 @@ class LocalServer:
             self.stop()
 
     def start(self) -> None:
-        handler = _make_handler(self)
-        self._http = ThreadingHTTPServer((self.host, self.port), handler)
-        self._http.daemon_threads = True
+        self._lock.acquire()
+        try:
+            self._http = _BoundedHTTPServer(
+                (self.host, self.port), _make_handler(self), self.max_connections
+            )
+        except OSError:
+            self._lock.release()
+            raise
         self.port = self._http.server_address[1]
         threading.Thread(target=self._http.serve_forever, daemon=True).start()
-        threading.Thread(target=self._scheduler_loop, daemon=True).start()
+        self._heartbeat = time.monotonic()
+        self._scheduler = threading.Thread(target=self._scheduler_loop, daemon=True)
+        self._scheduler.start()
         self.log(f"serving on http://{self.host}:{self.port} (token in {token_path()})")
 
     def stop(self) -> None:
@@ -196,34 +385,102 @@ class LocalServer:
             self._http.shutdown()
             self._http.server_close()
         with self._slots_lock:
-            for slot in self._slots.values():
-                slot.stop()
+            slots = list(self._slots.values())
             self._slots.clear()
+        for slot in slots:
+            slot.stop()
+        self._lock.release()
+
+
+def _http_answer(name: str, invocation: local.Invocation) -> dict[str, Any]:
+    """The body an HTTP caller gets: a failed run's error type, never its message."""
+    body = invocation.body
+    if invocation.http_status < 500:
+        return body
+    error = body.get("error") or {}
+    return {
+        "run_id": body.get("run_id"),
+        "status": body.get("status", "failed"),
+        "error": {
+            "type": error.get("type"),
+            "message": f"the run failed; its owner sees why with `deployer runs {name}`",
+        },
+    }
 
 
 def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        timeout = server.socket_timeout_seconds
+
+        def setup(self) -> None:
+            super().setup()
+            # Headers and body go out in two writes; without this, Nagle holds
+            # the second until the client's delayed ACK (~40 ms a response).
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass  # the server logs runs itself, one line each
 
-        def _send(self, status: int, body: Any) -> None:
+        def _send(self, status: int, body: Any, *, close: bool = False) -> None:
             data = json.dumps(body, default=str).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            if close:
+                # The body was not read: what is left of it must not be
+                # parsed as the next request.
+                self.send_header("Connection", "close")
+                self.close_connection = True
             self.end_headers()
             self.wfile.write(data)
 
-        def _error(self, status: int, error_type: str, message: str) -> None:
-            self._send(status, {"error": {"type": error_type, "message": message}})
+        def _error(
+            self, status: int, error_type: str, message: str, *, close: bool = False
+        ) -> None:
+            self._send(status, {"error": {"type": error_type, "message": message}}, close=close)
+
+        def _authorized(self) -> bool:
+            return secrets.compare_digest(
+                self.headers.get("Authorization", "").encode(), f"Bearer {server.token}".encode()
+            )
+
+        def _unauthorized(self) -> None:
+            self._error(
+                401,
+                "Unauthorized",
+                "send 'Authorization: Bearer <token>' with the token of this deployer serve",
+                close=True,
+            )
 
         def do_GET(self) -> None:  # noqa: N802
-            if self.path == "/healthz":
-                self._send(200, {"status": "ok"})
-            elif self.path == "/v1/functions":
-                self._send(
+            self._guarded(self._get)
+
+        def do_POST(self) -> None:  # noqa: N802
+            self._guarded(self._post)
+
+        def _guarded(self, handle: Callable[[], None]) -> None:
+            try:
+                handle()
+            except (ConnectionError, TimeoutError):
+                self.close_connection = True
+            except Exception:
+                server.log("request failed:\n" + traceback.format_exc())
+                try:
+                    self._error(500, "InternalError", "the server failed; see its log", close=True)
+                except OSError:
+                    self.close_connection = True
+
+        def _get(self) -> None:
+            path = urlsplit(self.path).path
+            if path == "/healthz":
+                if server.scheduler_alive():
+                    return self._send(200, {"status": "ok", "scheduler": "running"})
+                return self._send(503, {"status": "degraded", "scheduler": "stopped"})
+            if not self._authorized():
+                return self._unauthorized()
+            if path == "/v1/functions":
+                return self._send(
                     200,
                     [
                         {
@@ -234,33 +491,40 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
                         for entry in local.list_entries()
                     ],
                 )
-            else:
-                self._error(404, "NotFound", f"no route {self.path}")
+            self._error(404, "NotFound", "no such route")
 
-        def do_POST(self) -> None:  # noqa: N802
-            prefix = "/v1/functions/"
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            if not self.path.startswith(prefix):
-                return self._error(404, "NotFound", f"no route {self.path}")
-            name = self.path[len(prefix) :].strip("/")
-            entry = local.read_entry(name)
+        def _post(self) -> None:
+            path = urlsplit(self.path).path
+            name = path[len(FUNCTIONS_PREFIX) :] if path.startswith(FUNCTIONS_PREFIX) else ""
+            if not NAME_PATTERN.match(name):
+                # Decided from the path alone: no file is looked at, no body read.
+                if not self._authorized():
+                    return self._unauthorized()
+                return self._error(404, "NotFound", "no such route", close=True)
+            authorized = self._authorized()
+            try:
+                entry = local.read_entry(name)
+            except local.EntryError as error:
+                server.log(f"{name}: {error}")
+                entry = None
+            http = [t for t in (entry or {}).get("triggers", []) if t.get("type") == "http"]
+            if not authorized and not (http and http[0].get("public")):
+                # Unknown, private or not HTTP-triggered look alike to a stranger.
+                return self._unauthorized()
             if entry is None:
-                return self._error(404, "NotFound", f"no function named {name!r} is deployed")
-            http = [trigger for trigger in entry["triggers"] if trigger["type"] == "http"]
+                return self._error(
+                    404, "NotFound", f"no function named {name!r} is deployed", close=True
+                )
             if not http:
                 return self._error(
-                    404, "NotFound", f"{name} has no Http trigger: deploy it with Http()"
+                    404,
+                    "NotFound",
+                    f"{name} has no Http trigger: deploy it with Http()",
+                    close=True,
                 )
-            if not http[0].get("public") and not secrets.compare_digest(
-                self.headers.get("Authorization", ""), f"Bearer {server.token}"
-            ):
-                return self._error(
-                    401,
-                    "Unauthorized",
-                    f"send 'Authorization: Bearer <token>' (token in "
-                    f"{token_path()}) or deploy with Http(public=True)",
-                )
+            raw = self._read_body()
+            if raw is None:
+                return
             message: dict[str, Any] = {"trigger": "http"}
             try:
                 payload = core.parse_body(raw)
@@ -271,6 +535,35 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
             invocation = server.dispatch(name, message)
             if invocation is None:
                 return self._error(404, "NotFound", f"{name} was deleted")
-            self._send(invocation.http_status, invocation.body)
+            self._send(invocation.http_status, _http_answer(name, invocation))
+
+        def _read_body(self) -> bytes | None:
+            """The body, or None after answering a request whose body cannot be read."""
+            if self.headers.get("Transfer-Encoding"):
+                self._error(
+                    411, "LengthRequired", "send the body with a Content-Length", close=True
+                )
+                return None
+            declared = self.headers.get("Content-Length", "0").strip() or "0"
+            if not declared.isdigit():
+                self._error(
+                    400, "BadRequest", f"Content-Length {declared[:40]!r} is not a size", close=True
+                )
+                return None
+            length = int(declared)
+            if length > server.max_body_bytes:
+                self._error(
+                    413,
+                    "PayloadTooLarge",
+                    f"the body is {length} bytes, over this server's limit of "
+                    f"{server.max_body_bytes}: send fewer rows per request",
+                    close=True,
+                )
+                return None
+            raw = self.rfile.read(length) if length else b""
+            if len(raw) < length:
+                self.close_connection = True  # the client went away mid-body
+                return None
+            return raw
 
     return Handler

@@ -108,6 +108,10 @@ def parse_body(raw: bytes | str) -> Any:
         return json.loads(raw)
     except json.JSONDecodeError as error:
         raise PayloadError(f"the body is not JSON: {error}") from None
+    except RecursionError:
+        raise PayloadError(
+            "the body nests JSON deeper than this runtime parses: send rows of plain values"
+        ) from None
 
 
 def bad_request(error: PayloadError | str) -> dict[str, Any]:

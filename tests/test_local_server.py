@@ -91,8 +91,14 @@ def test_raising_function_is_500_and_the_server_keeps_serving(server: LocalServe
     deployer.deploy(predict, name="scores", triggers=[Http()], quiet=True)
     status, body = post(server, "scores", [{"x": -1}])
     assert status == 500
-    assert body["error"] == {"type": "ValueError", "message": "x must not be negative"}
+    assert body["error"]["type"] == "ValueError"
+    assert body["run_id"]
+    # The caller learns the type and the run; the message stays with the owner.
+    assert "negative" not in json.dumps(body)
     assert "Traceback" not in json.dumps(body)
+    failed = deployer.read_runs("scores")
+    assert failed.error_message.tolist() == ["x must not be negative"]
+    assert failed.run_id.tolist() == [body["run_id"]]
     assert post(server, "scores", [{"x": 3}])[0] == 200
 
 
@@ -170,7 +176,7 @@ def test_serve_command_listens_on_loopback_and_stops_on_interrupt(deployer_home:
     try:
         wait_for_port(port, process)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as reply:
-            assert json.load(reply) == {"status": "ok"}
+            assert json.load(reply) == {"status": "ok", "scheduler": "running"}
     finally:
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=30)
