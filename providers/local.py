@@ -403,8 +403,9 @@ class Worker:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def start(self, load_timeout_seconds: float = LOAD_TIMEOUT_SECONDS) -> None:
+    def start(self, load_timeout_seconds: float | None = None) -> None:
         name = self.entry["name"]
+        load_timeout_seconds = load_timeout_seconds or LOAD_TIMEOUT_SECONDS
         expected = self.entry.get("tree_sha")
         if expected and tree_digest(Path(self.entry["bundle_dir"])) != expected:
             raise WorkerError(
