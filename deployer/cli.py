@@ -342,14 +342,36 @@ def runs(
     frame = read_runs(
         name, output=_output_for(name, output, provider, provider_option), last=last, since=since
     )
+    notes: list[str] = []
     if not as_json and not frame.empty:
+        # Runs with no record in the store (lost, or kept in the local spool
+        # because the store refused it) say why under the table.
+        unrecorded = frame[(frame.status == "lost") | (frame.error_type == "StoreWriteError")]
+        notes = [
+            f"{run.run_id} {run.status}: {run.error_message}" for run in unrecorded.itertuples()
+        ]
         # A terminal has room for what a person scans first; --json has everything.
-        frame = frame.assign(started=frame.started.dt.strftime("%Y-%m-%d %H:%M:%S"))
+        frame = frame.assign(
+            started=frame.started.dt.strftime("%Y-%m-%d %H:%M:%S"),
+            # Running and lost runs have no duration or row count yet: blank, not "nan".
+            duration_ms=frame.duration_ms.map(_blank_if_missing),
+            rows_out=frame.rows_out.map(_blank_if_missing),
+        )
         wanted = ["run_id", "status", "trigger", "started", "duration_ms", "rows_out"]
         wanted += [column for column in frame.columns if column.startswith("metric.")]
         wanted += ["error_type"] if frame.error_type.notna().any() else []
         frame = frame[wanted]
     _frame_out(frame, as_json, f"runs of {name}")
+    for note in notes:
+        click.echo(note)
+
+
+def _blank_if_missing(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and value != value):  # None or NaN
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 @main.command()

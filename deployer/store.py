@@ -1,20 +1,41 @@
-"""Reading committed runs and their outputs back as pandas DataFrames.
+"""Reading runs and their outputs back as pandas DataFrames.
 
-A run is committed when its run.json exists (the runtime writes it last), so a
-run that died half-way is never read.
+A run is committed when its run.json exists (the runtime writes it last), so
+the output of a run that died half-way is never read. The run history also
+shows the runs that have no run.json:
+
+- ``running``: its started.json (written first by every run) is younger than
+  its timeout plus LOST_GRACE_SECONDS;
+- ``lost``: older than that, so the platform stopped it (timeout, out of
+  memory) or the store refused its record;
+- ``failed`` with error type StoreWriteError: the local provider kept the record
+  the store refused in its spool, ``$DEPLOYER_HOME/local/spool/{name}/{run_id}.json``.
+
+Only markers of runs without run.json are read, so a long committed history
+costs no more than before.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+import os
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from deployer.errors import StoreError
 from deployer.runtimes import storage
 
 if TYPE_CHECKING:
     import pandas as pd
+
+# How long past its timeout a run without run.json still shows as running:
+# room for the commit itself and for clock skew between platform and reader.
+LOST_GRACE_SECONDS = 60
+# The timeout assumed for a started.json without one: the longest a deploy may set.
+UNKNOWN_TIMEOUT_SECONDS = 3600
 
 
 def _default_output() -> str:
@@ -38,6 +59,184 @@ def _as_utc(moment: datetime | str) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
+def spool_dir(name: str) -> Path:
+    """Where the local provider keeps run records its store refused."""
+    from deployer.providers.local import home
+
+    return home() / "local" / "spool" / name
+
+
+def spool_run(record: dict[str, Any], *, output: str) -> Path:
+    """Keep a run record the store refused on this machine, where read_runs finds it.
+
+    ``output`` is the store the run was meant for: the record shows in that
+    store's history only.
+    """
+    name, run_id = record["name"], record["run_id"]
+    for part in (name, run_id):
+        if not part or part.startswith(".") or Path(part).name != part:
+            raise StoreError(f"cannot spool a run record named {name!r}/{run_id!r}")
+    path = spool_dir(name) / f"{run_id}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    temporary.write_bytes(storage.json_bytes({**record, "output": output}))
+    os.replace(temporary, path)
+    return path
+
+
+def _location_key(url: str) -> str:
+    """One spelling per store location, so that spooled runs match the store asked for."""
+    parsed = urlparse(url)
+    scheme = parsed.scheme if len(parsed.scheme) > 1 else ""
+    if scheme in ("", "file"):
+        path = parsed.path if scheme == "file" else url
+        return "file://" + os.path.abspath(os.path.expanduser(path))
+    return f"{scheme}://{parsed.netloc}{parsed.path}".rstrip("/")
+
+
+def _spooled_runs(name: str, output: str) -> dict[str, dict[str, Any]]:
+    if not name or name.startswith(".") or Path(name).name != name:
+        return {}
+    directory = spool_dir(name)
+    if not directory.is_dir():
+        return {}
+    wanted = _location_key(output)
+    records = {}
+    for path in sorted(directory.glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):  # removed while we listed, or not a record
+            continue
+        if isinstance(record, dict) and _location_key(record.get("output") or "") == wanted:
+            records[str(record.get("run_id"))] = record
+    return records
+
+
+def _unfinished_record(marker: dict[str, Any], run_id: str, now: datetime) -> dict[str, Any]:
+    """The history row of a run that wrote started.json and no run.json: running or lost."""
+    timeout_seconds = marker.get("timeout_seconds") or UNKNOWN_TIMEOUT_SECONDS
+    started = _as_utc(marker["started"])
+    name = marker.get("name")
+    record: dict[str, Any] = {
+        "run_id": run_id,
+        "name": name,
+        "trigger": marker.get("trigger"),
+        "started": started.isoformat(),
+        "code_hash": marker.get("code_hash"),
+        "rows_in": None,
+        "rows_out": None,
+        "timeout_seconds": timeout_seconds,
+        "metrics": {},
+    }
+    if started + timedelta(seconds=timeout_seconds + LOST_GRACE_SECONDS) > now:
+        record["status"] = "running"
+        return record
+    record["status"] = "lost"
+    record["error"] = {
+        "type": "Lost",
+        "message": (
+            f"the run started at {started:%Y-%m-%d %H:%M:%S} UTC and wrote no record within "
+            f"its {timeout_seconds} s timeout: the platform stopped it (timeout or out of "
+            "memory), or the store refused its record. See the function's logs "
+            f"(`deployer logs {name}`); a refused record is logged there as "
+            '"deployer.run_not_committed"'
+        ),
+        "traceback": None,
+    }
+    return record
+
+
+def _listed_runs(
+    filesystem: Any, runs_dir: str, name: str, output: str | None
+) -> dict[str, set[str]]:
+    """Run id -> which of run.json and started.json it has, from one recursive listing."""
+    from pyarrow import fs as pafs
+
+    # Listed recursively and keyed on files, not on directories: object stores
+    # have no directories, and pyarrow's GCS filesystem leaves a prefix without
+    # a marker object out of a non-recursive listing (apache/arrow#35993), so
+    # runs written to gs:// would never be found that way.
+    selector = pafs.FileSelector(runs_dir, allow_not_found=True, recursive=True)
+    try:
+        entries = filesystem.get_file_info(selector)
+    except OSError as error:
+        raise StoreError(f"cannot list runs of {name!r} under {output}: {error}") from error
+    prefix = runs_dir.rstrip("/") + "/"
+    runs: dict[str, set[str]] = {}
+    for entry in entries:
+        if entry.type != pafs.FileType.File or not entry.path.startswith(prefix):
+            continue
+        relative = entry.path[len(prefix) :]
+        if relative.count("/") != 1:
+            continue
+        run_id, file = relative.split("/")
+        if file in (storage.RUN_FILE, storage.STARTED_FILE):
+            runs.setdefault(run_id, set()).add(file)
+    return runs
+
+
+def _read_json(filesystem: Any, path: str) -> Any:
+    return json.loads(storage.read_bytes(filesystem, path))
+
+
+def _records(
+    name: str,
+    output: str | None,
+    last: int | None,
+    since: datetime | str | None,
+    *,
+    committed_only: bool,
+    now: datetime | None = None,
+) -> list[dict[str, Any]]:
+    filesystem, root = _open(output)
+    runs_dir = storage.runs_path(root, name)
+    listed = _listed_runs(filesystem, runs_dir, name, output)
+    if committed_only:
+        spooled: dict[str, dict[str, Any]] = {}
+        run_ids = sorted(run_id for run_id, files in listed.items() if storage.RUN_FILE in files)
+    else:
+        spooled = _spooled_runs(name, output or _default_output())
+        run_ids = sorted(set(listed) | set(spooled))
+    if since is not None:
+        cutoff = _as_utc(since).strftime("%Y%m%dT%H%M%SZ")
+        run_ids = [run_id for run_id in run_ids if run_id[:16] >= cutoff]
+    now = now or storage.utc_now()
+    records = []
+    # Newest first, so that ``last`` stops early on a long history.
+    for run_id in reversed(run_ids):
+        files = listed.get(run_id, set())
+        directory = storage.join(runs_dir, run_id)
+        record = None
+        if storage.RUN_FILE in files:
+            try:
+                record = _read_json(filesystem, storage.join(directory, storage.RUN_FILE))
+                try:
+                    record["metrics"] = _read_json(
+                        filesystem, storage.join(directory, storage.METRICS_FILE)
+                    )
+                except FileNotFoundError:
+                    record["metrics"] = {}
+            except FileNotFoundError:
+                record = None  # deleted since the listing
+        if record is None and not committed_only:
+            if run_id in spooled:
+                record = {**spooled[run_id], "metrics": {}}
+            elif storage.STARTED_FILE in files:
+                try:
+                    marker = _read_json(filesystem, storage.join(directory, storage.STARTED_FILE))
+                    record = _unfinished_record(marker, run_id, now)
+                except (FileNotFoundError, ValueError, KeyError, TypeError):
+                    record = None  # removed since the listing, or not a marker
+        if record is None:
+            continue
+        record["_directory"] = directory
+        records.append(record)
+        if last is not None and len(records) >= last:
+            break
+    records.reverse()
+    return records
+
+
 def committed_runs(
     name: str,
     *,
@@ -46,53 +245,19 @@ def committed_runs(
     since: datetime | str | None = None,
 ) -> list[dict[str, Any]]:
     """run.json records of committed runs, oldest first, with metrics attached."""
-    from pyarrow import fs as pafs
+    return _records(name, output, last, since, committed_only=True)
 
-    filesystem, root = _open(output)
-    runs_dir = storage.runs_path(root, name)
-    # Listed recursively and keyed on run.json files, not on directories: object
-    # stores have no directories, and pyarrow's GCS filesystem leaves a prefix
-    # without a marker object out of a non-recursive listing (apache/arrow#35993),
-    # so runs written to gs:// would never be found that way.
-    selector = pafs.FileSelector(runs_dir, allow_not_found=True, recursive=True)
-    try:
-        entries = filesystem.get_file_info(selector)
-    except OSError as error:
-        raise StoreError(f"cannot list runs of {name!r} under {output}: {error}") from error
-    prefix = runs_dir.rstrip("/") + "/"
-    run_ids = sorted(
-        entry.path[len(prefix) :].split("/", 1)[0]
-        for entry in entries
-        if entry.type == pafs.FileType.File
-        and entry.path.startswith(prefix)
-        and entry.path[len(prefix) :].count("/") == 1
-        and entry.base_name == storage.RUN_FILE
-    )
-    if since is not None:
-        cutoff = _as_utc(since).strftime("%Y%m%dT%H%M%SZ")
-        run_ids = [run_id for run_id in run_ids if run_id[:16] >= cutoff]
-    records = []
-    # Newest first, so that ``last`` stops early on a long history.
-    for run_id in reversed(run_ids):
-        directory = storage.join(runs_dir, run_id)
-        try:
-            record = json.loads(
-                storage.read_bytes(filesystem, storage.join(directory, storage.RUN_FILE))
-            )
-        except FileNotFoundError:
-            continue  # not committed: still running, or died half-way
-        try:
-            record["metrics"] = json.loads(
-                storage.read_bytes(filesystem, storage.join(directory, storage.METRICS_FILE))
-            )
-        except FileNotFoundError:
-            record["metrics"] = {}
-        record["_directory"] = directory
-        records.append(record)
-        if last is not None and len(records) >= last:
-            break
-    records.reverse()
-    return records
+
+def run_history(
+    name: str,
+    *,
+    output: str | None = None,
+    last: int | None = None,
+    since: datetime | str | None = None,
+    now: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Committed runs, plus running, lost and spooled ones (see the module's docstring)."""
+    return _records(name, output, last, since, committed_only=False, now=now)
 
 
 def read_runs(
@@ -102,14 +267,20 @@ def read_runs(
     last: int | None = None,
     since: datetime | str | None = None,
 ) -> pd.DataFrame:
-    """One row per committed run: status, trigger, timing, rows, checks and metrics.
+    """One row per run: status, trigger, timing, rows, checks and metrics.
+
+    Besides committed runs (succeeded, warned, check_failed, failed), status is
+    ``running`` for a run still within its timeout, ``lost`` for one that
+    started and never wrote its record (stopped by the platform: timeout or out
+    of memory), and ``failed`` with error type StoreWriteError for a run whose
+    store refused its record (kept locally by the local provider).
 
     >>> deployer.read_runs("churn-scores", output="s3://acme/predictions", last=10)
     """
     import pandas as pd
 
     rows = []
-    for record in committed_runs(name, output=output, last=last, since=since):
+    for record in run_history(name, output=output, last=last, since=since):
         metrics = record.get("metrics", {})
         error = record.get("error") or {}
         row = {

@@ -533,32 +533,50 @@ def run_request(
     message: dict[str, Any],
     timeout_seconds: float,
 ) -> Invocation:
-    """Send one run request; if the process dies or hangs, record the run as failed.
+    """Send one run request; whatever becomes of the run, it keeps a record.
 
-    The worker's run never wrote run.json in that case, so the host writes it:
-    the run stays visible with what went wrong instead of vanishing.
+    If the process dies or hangs, its run never wrote run.json, so the host
+    writes it. If the store refuses a run's record (the worker's or the
+    host's), the host keeps it in its spool (deployer.store.spool_run), where
+    `deployer runs` and read_runs show it: the run stays visible with what went
+    wrong instead of vanishing.
     """
+    from deployer import store
+
     started = storage.utc_now()
     message.setdefault("run_id", storage.new_run_id(started))
-    try:
-        if not worker.alive:
-            worker.start()
-        reply = worker.request(message, timeout_seconds)
-    except WorkerError as error:
-        worker.stop()
+    output = message.get("output") or entry["output"]
+
+    def spool(record: dict[str, Any]) -> None:
+        try:
+            store.spool_run(record, output=output)
+        except Exception as spool_error:  # then the reply is the only trace left
+            record["error"]["message"] += f"; nor could it be spooled: {spool_error}"
+
+    def record_failure(error_type: str, text: str) -> dict[str, Any]:
         record = core.failure_record(
             name=entry["name"],
             run_id=message["run_id"],
             trigger=message.get("trigger", "manual"),
             started=started,
             code_hash=entry["code_hash"],
-            error_type=error.kind,
-            message=str(error),
+            error_type=error_type,
+            message=text,
         )
         try:
-            core.commit_record(entry["output"], record)
-        except Exception as store_error:  # the store itself is unreachable: say so
+            core.commit_record(output, record)
+        except Exception as store_error:  # the store itself refuses: keep it here
             record["error"]["message"] += f" (the run record could not be written: {store_error})"
+            spool(record)
+        return record
+
+    try:
+        if not worker.alive:
+            worker.start()
+        reply = worker.request(message, timeout_seconds)
+    except WorkerError as error:
+        worker.stop()
+        record = record_failure(error.kind, str(error))
         return Invocation(
             500,
             {
@@ -566,6 +584,16 @@ def run_request(
                 "status": "failed",
                 "error": {"type": record["error"]["type"], "message": record["error"]["message"]},
             },
+        )
+    if reply.get("committed") is False:
+        spool(reply["record"])  # the store refused the worker's record
+    elif int(reply["http_status"]) >= 500 and "record" not in reply:
+        # The worker failed outside the run (or is a runtime from before runs
+        # kept their record when the store refused it): the host records it.
+        reported = reply["body"].get("error") or {}
+        record_failure(
+            reported.get("type") or "RunError",
+            reported.get("message") or "the run failed outside the function",
         )
     return Invocation(int(reply["http_status"]), reply["body"])
 

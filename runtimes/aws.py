@@ -10,6 +10,11 @@ Events it answers:
   that is not JSON or not a table.
 - Direct invokes: ``{"deployer": {"trigger": "manual", "payload": ...}}``.
 
+Every run gets the invocation's deadline (``context.get_remaining_time_in_millis()``),
+so a run about to be stopped by Lambda's timeout records itself as failed
+first, and a record the store refuses goes to the log (CloudWatch) as one
+JSON line tagged ``deployer.run_not_committed``.
+
 Slim mode: when the dependencies are too large for layers, they are one archive
 in S3 (``DEPLOYER_SLIM_ARCHIVE`` = s3://bucket/key, ``DEPLOYER_SLIM_SHA256``),
 downloaded and unpacked into /tmp on cold start and reused while the instance is
@@ -25,6 +30,7 @@ import json
 import os
 import sys
 import tarfile
+import time
 from datetime import datetime
 from typing import Any
 
@@ -94,16 +100,27 @@ def _http_reply(status: int, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _deadline(context: Any) -> float | None:
+    """When Lambda will stop this invocation, on the time.monotonic() clock."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    return time.monotonic() + remaining() / 1000
+
+
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     from . import core
 
+    deadline = _deadline(context)
     loaded = _load()
     if "requestContext" in event and "http" in event.get("requestContext", {}):
         raw: bytes | str = event.get("body") or ""
         if event.get("isBase64Encoded"):
             raw = base64.b64decode(raw)
         try:
-            result = core.run(loaded, trigger="http", payload=core.parse_body(raw))
+            result = core.run(
+                loaded, trigger="http", payload=core.parse_body(raw), deadline=deadline
+            )
         except core.PayloadError as error:
             return _http_reply(400, core.bad_request(error))
         return _http_reply(*core.response_body(result))
@@ -116,6 +133,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             trigger="schedule",
             fire_time=fire_time,
             event_id=f"aws:{request.get('schedule', '')}",
+            deadline=deadline,
         )
         if result.status == "failed":
             # Raising makes the failure visible to Lambda (error metrics, alarms)
@@ -128,7 +146,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     else:
         payload = request.get("payload", core.NO_PAYLOAD)
         try:
-            result = core.run(loaded, trigger="manual", payload=payload)
+            result = core.run(loaded, trigger="manual", payload=payload, deadline=deadline)
         except core.PayloadError as error:
             return {"http_status": 400, "body": core.bad_request(error)}
     status, body = core.response_body(result)

@@ -9,6 +9,8 @@ import hashlib
 import json
 import math
 import os
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -28,8 +30,34 @@ ACCEPTED_RETURNS = (
 )
 
 
+# A write the store refuses is tried this many times in all, after these
+# pauses: enough to ride out a throttled request or a brief outage, short
+# enough not to eat the margin left before a platform's deadline.
+WRITE_ATTEMPTS = 3
+WRITE_BACKOFF_SECONDS = (0.2, 0.5)
+
+# A run given a deadline records itself as timed out this long before it (the
+# larger of 1 s and 5% of its time, at most half of it), so that the write
+# lands before the platform stops the process.
+DEADLINE_MARGIN_SECONDS = 1.0
+DEADLINE_MARGIN_FRACTION = 0.05
+
+# The tag of the one JSON line on stderr (the platform's log) that carries a
+# run record the store refused, e.g. CloudWatch: { $.event = "deployer.run_not_committed" },
+# Cloud Logging: jsonPayload.event="deployer.run_not_committed".
+NOT_COMMITTED_EVENT = "deployer.run_not_committed"
+
+
 class BundleIntegrityError(Exception):
     """The bundle on disk is not the one its manifest describes."""
+
+
+class StoreWriteError(Exception):
+    """The store refused one of a run's files, every time it was tried."""
+
+    def __init__(self, file: str, message: str) -> None:
+        super().__init__(message)
+        self.file = file
 
 
 class PayloadError(Exception):
@@ -53,6 +81,9 @@ class RunResult:
     record: dict[str, Any]  # what run.json holds
     metrics: dict[str, Any] = field(default_factory=dict)
     output: Any = None  # the output DataFrame, or None
+    # False when the store refused run.json: the record is then only in the
+    # log (one NOT_COMMITTED_EVENT line), and locally in the host's spool.
+    committed: bool = True
 
 
 def load(bundle_dir: str) -> Loaded:
@@ -128,6 +159,7 @@ def run(
     run_id: str | None = None,
     fire_time: datetime | None = None,
     event_id: str = "",
+    deadline: float | None = None,
 ) -> RunResult:
     """One invocation. Never raises for the user's mistakes: they become a failed run.
 
@@ -136,6 +168,20 @@ def run(
     function is called with no argument. PayloadError is the exception: a body
     that cannot become the function's input is the caller's error (HTTP 400)
     and is raised before anything is written.
+
+    A store that refuses the run's files does not raise either: each write is
+    retried, and a run that still cannot be stored is a failed run (error type
+    StoreWriteError); if even its run.json is refused, ``committed`` is False
+    and the whole record is printed to stderr as one JSON line tagged
+    NOT_COMMITTED_EVENT, so that it is in the platform's log.
+
+    ``deadline`` is the ``time.monotonic()`` value at which the platform will
+    stop this process (Lambda: ``time.monotonic() +
+    context.get_remaining_time_in_millis() / 1000``; Cloud Functions: the
+    request's arrival plus the deployed timeout). Shortly before it the run is
+    recorded as failed with error type Timeout, so that a run the platform
+    kills is not lost; if the run finishes after all, its own record replaces
+    that one.
     """
     manifest = loaded.manifest
     started = storage.utc_now()
@@ -157,49 +203,249 @@ def run(
     }
     if fire_time is not None:
         record["fire_time"] = fire_time.isoformat()
-    metrics: dict[str, Any] = {}
-    output_frame = None
-    status = "succeeded"
+    timeout_seconds = manifest.get("timeout_seconds")
+    writer = _RunWriter(output_root, name, run_id, started)
+    writer.mark_started(record, timeout_seconds)
+    watchdog = None if deadline is None else _Watchdog(writer, record, deadline, timeout_seconds)
     try:
-        if function_input is NO_PAYLOAD:
-            function_input = _read_inputs(manifest)
-        record["rows_in"] = _row_count(function_input)
-        call_started = time.perf_counter()
-        returned = _call(loaded.function, function_input, manifest)
-        call_ms = (time.perf_counter() - call_started) * 1000
-        output_frame = _to_frame(returned)
-        record["rows_out"] = 0 if output_frame is None else len(output_frame)
-        metrics = _builtin_metrics(output_frame, record["rows_in"], call_ms)
-        metrics["user"] = _user_metrics(loaded.metrics, output_frame)
-        record["checks"] = _run_checks(loaded.checks, output_frame)
-        if not all(check["passed"] for check in record["checks"].values()):
-            status = "check_failed"
-    except Exception as error:  # the user's code failed: record it, never crash the host
-        status = "failed"
-        record["error"] = {
-            "type": type(error).__name__,
-            "message": str(error),
-            "traceback": traceback.format_exc(),
-        }
-    filesystem, root = storage.filesystem(output_root)
-    directory = storage.run_path(root, name, run_id)
-    if output_frame is not None and status != "failed":
-        _write_parquet(filesystem, storage.join(directory, storage.OUTPUT_FILE), output_frame)
-    storage.write_json(filesystem, storage.join(directory, storage.METRICS_FILE), metrics)
-    ended = storage.utc_now()
-    record["status"] = status
-    record["ended"] = ended.isoformat()
-    record["duration_ms"] = round((ended - started).total_seconds() * 1000, 3)
-    # run.json is the commit marker: written last, so a run that died before
-    # this line is invisible to readers.
-    storage.write_json(filesystem, storage.join(directory, storage.RUN_FILE), record)
+        metrics: dict[str, Any] = {}
+        output_frame = None
+        output_bytes = None
+        status = "succeeded"
+        try:
+            if function_input is NO_PAYLOAD:
+                function_input = _read_inputs(manifest)
+            record["rows_in"] = _row_count(function_input)
+            call_started = time.perf_counter()
+            returned = _call(loaded.function, function_input, manifest)
+            call_ms = (time.perf_counter() - call_started) * 1000
+            output_frame = _to_frame(returned)
+            record["rows_out"] = 0 if output_frame is None else len(output_frame)
+            metrics = _builtin_metrics(output_frame, record["rows_in"], call_ms)
+            metrics["user"] = _user_metrics(loaded.metrics, output_frame)
+            record["checks"] = _run_checks(loaded.checks, output_frame)
+            if not all(check["passed"] for check in record["checks"].values()):
+                status = "check_failed"
+            if output_frame is not None:
+                output_bytes = _parquet_bytes(output_frame)
+        except Exception as error:  # the user's code failed: record it, never crash the host
+            status = "failed"
+            output_bytes = None
+            record["error"] = {
+                "type": type(error).__name__,
+                "message": str(error),
+                "traceback": traceback.format_exc(),
+            }
+        record["status"] = status
+        committed = writer.commit(record, metrics, output_bytes)
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+    stored = record["status"] != "failed"
     return RunResult(
         run_id=run_id,
-        status=status,
+        status=record["status"],
         record=record,
         metrics=metrics,
-        output=output_frame if status != "failed" else None,
+        output=output_frame if stored else None,
+        committed=committed,
     )
+
+
+class _RunWriter:
+    """Writes one run's files to its store; shared by the run and its deadline's timer.
+
+    The lock orders the two writers of run.json: the timer's Timeout record
+    never lands after the run's own record, and the run's own record always
+    lands after (so over) the timer's.
+    """
+
+    def __init__(self, output_root: str, name: str, run_id: str, started: datetime) -> None:
+        self.location = storage.join(output_root, name, "runs", run_id)
+        self.started = started
+        self._lock = threading.Lock()
+        self._finished = False  # run.json holds the run's own outcome; the timer stays out
+        self._written: set[str] = set()
+        self._filesystem: Any = None
+        self._open_error: Exception | None = None
+        try:
+            self._filesystem, root = storage.filesystem(output_root)
+            self._directory = storage.run_path(root, name, run_id)
+        except Exception as error:  # reported by the first write, like any refusal
+            self._open_error = error
+            self._directory = ""
+
+    def write(self, file: str, data: bytes, *, attempts: int = WRITE_ATTEMPTS) -> None:
+        """Write one file of the run, retrying; StoreWriteError when every attempt failed."""
+        last: Exception | None = self._open_error
+        for attempt in range(attempts if last is None else 0):
+            try:
+                storage.write_bytes(self._filesystem, storage.join(self._directory, file), data)
+            except Exception as error:
+                last = error
+                if attempt + 1 < attempts:
+                    time.sleep(WRITE_BACKOFF_SECONDS[min(attempt, len(WRITE_BACKOFF_SECONDS) - 1)])
+                continue
+            self._written.add(file)
+            return
+        tries = "once" if attempts == 1 or self._open_error else f"{attempts} times"
+        raise StoreWriteError(
+            file,
+            f"the store refused to write {file} to {self.location} (tried {tries}; "
+            f"{type(last).__name__}: {last})",
+        ) from last
+
+    def mark_started(self, record: dict[str, Any], timeout_seconds: int | None) -> None:
+        """Write started.json: with it, a run the platform kills is visible as lost."""
+        marker = {key: record[key] for key in ("run_id", "name", "trigger", "started", "code_hash")}
+        marker["timeout_seconds"] = timeout_seconds
+        try:
+            self.write(storage.STARTED_FILE, storage.json_bytes(marker), attempts=1)
+        except StoreWriteError as error:
+            # Not fatal: the run goes on, and its commit (retried) decides what
+            # is kept and reports a store that still refuses.
+            print(f"deployer: {error}; the run goes on", file=sys.stderr, flush=True)
+
+    def commit(self, record: dict[str, Any], metrics: dict[str, Any], output: bytes | None) -> bool:
+        """Write output, metrics, then run.json; True when a run.json of this run is stored.
+
+        When the store refuses a file, the run becomes a failed run
+        (StoreWriteError) and its files are removed as far as the store allows.
+        """
+        try:
+            if output is not None:
+                self.write(storage.OUTPUT_FILE, output)
+            self.write(storage.METRICS_FILE, storage.json_bytes(metrics))
+            _set_ended(record, self.started)
+            with self._lock:
+                # run.json is the commit marker: written last, so a run that
+                # died before this line never shows half its output.
+                self.write(storage.RUN_FILE, storage.json_bytes(record))
+                self._finished = True
+            return True
+        except StoreWriteError as error:
+            return self._record_refusal(record, error)
+
+    def _record_refusal(self, record: dict[str, Any], error: StoreWriteError) -> bool:
+        outcome = record["status"]
+        if "error" in record:
+            record["function_error"] = record["error"]
+        record["status"] = "failed"
+        record["error"] = {
+            "type": type(error).__name__,
+            "message": (
+                f"{error}. The run {outcome.replace('_', ' ')}, but its results were meant "
+                f"for {self.location} and were not kept: check that the store exists and "
+                "that the function may write to it"
+            ),
+            "traceback": traceback.format_exc(),
+        }
+        _set_ended(record, self.started)
+        self._delete(storage.OUTPUT_FILE)
+        committed = False
+        with self._lock:
+            if error.file != storage.RUN_FILE:
+                # The store refused a data file; it may still take the small record.
+                try:
+                    self.write(storage.RUN_FILE, storage.json_bytes(record), attempts=1)
+                    committed = True
+                except StoreWriteError:
+                    pass
+            self._finished = True
+        if not committed:
+            self._delete(storage.METRICS_FILE)
+            log_not_committed(record)
+        return committed
+
+    def record_timeout(self, record: dict[str, Any]) -> None:
+        """Write the timer's Timeout record, unless the run has recorded its own outcome."""
+        with self._lock:
+            if self._finished:
+                return
+            try:
+                self.write(storage.RUN_FILE, storage.json_bytes(record), attempts=1)
+            except StoreWriteError as error:
+                record["error"]["message"] += f" ({error})"
+                log_not_committed(record)
+                return
+        print(
+            f"deployer: run {record['run_id']} is about to reach its timeout; "
+            f"recorded it as failed (Timeout) in {self.location}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _delete(self, file: str) -> None:
+        # Only what this run wrote, best effort: the store may be refusing everything.
+        if file in self._written:
+            storage.delete_quietly(self._filesystem, storage.join(self._directory, file))
+            self._written.discard(file)
+
+
+class _Watchdog:
+    """Records the run as timed out shortly before its deadline, unless it finished first."""
+
+    def __init__(
+        self,
+        writer: _RunWriter,
+        record: dict[str, Any],
+        deadline: float,
+        timeout_seconds: int | None,
+    ) -> None:
+        budget = deadline - time.monotonic()
+        self.margin = max(
+            0.0, min(max(DEADLINE_MARGIN_SECONDS, DEADLINE_MARGIN_FRACTION * budget), budget / 2)
+        )
+        self._writer = writer
+        self._record = record
+        self._timeout_seconds = timeout_seconds
+        self._timer = threading.Timer(max(0.0, budget - self.margin), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        limit = f"{self._timeout_seconds} s timeout" if self._timeout_seconds else "timeout"
+        record = failure_record(
+            name=self._record["name"],
+            run_id=self._record["run_id"],
+            trigger=self._record["trigger"],
+            started=self._writer.started,
+            code_hash=self._record.get("code_hash"),
+            error_type="Timeout",
+            message=(
+                f"the run did not finish within its {limit}: it was recorded as failed "
+                f"{self.margin:.1f} s before the platform stops it. Make the function faster "
+                "or deploy with a longer timeout (deploy(..., timeout=SECONDS) or --timeout)"
+            ),
+        )
+        for key in ("fire_time", "rows_in"):
+            if self._record.get(key) is not None:
+                record[key] = self._record[key]
+        self._writer.record_timeout(record)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _set_ended(record: dict[str, Any], started: datetime) -> None:
+    ended = storage.utc_now()
+    record["ended"] = ended.isoformat()
+    record["duration_ms"] = round((ended - started).total_seconds() * 1000, 3)
+
+
+def log_not_committed(record: dict[str, Any]) -> None:
+    """Print a run record the store refused as one tagged JSON line: the platform's log keeps it."""
+    error = record.get("error") or {}
+    line = {
+        "event": NOT_COMMITTED_EVENT,
+        "severity": "ERROR",  # Cloud Logging reads it as the entry's severity
+        "message": (
+            f"run {record.get('run_id')} of {record.get('name')} could not be stored: "
+            f"{error.get('type')}: {error.get('message')}"
+        ),
+        "record": record,
+    }
+    print(json.dumps(line, default=str), file=sys.stderr, flush=True)
 
 
 def _payload_to_input(payload: Any, manifest: dict[str, Any]) -> Any:
@@ -360,14 +606,14 @@ def _run_checks(checks: dict[str, Callable[[Any], Any]], frame: Any) -> dict[str
     return results
 
 
-def _write_parquet(filesystem: Any, path: str, frame: Any) -> None:
+def _parquet_bytes(frame: Any) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(frame, preserve_index=False)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    storage.write_bytes(filesystem, path, sink.getvalue().to_pybytes())
+    return bytes(sink.getvalue().to_pybytes())
 
 
 def failure_record(
@@ -398,9 +644,10 @@ def failure_record(
 
 
 def commit_record(output: str, record: dict[str, Any]) -> None:
-    filesystem, root = storage.filesystem(output)
-    directory = storage.run_path(root, record["name"], record["run_id"])
-    storage.write_json(filesystem, storage.join(directory, storage.RUN_FILE), record)
+    """Write a run.json made outside the run (by a host), retrying; StoreWriteError if refused."""
+    started = datetime.fromisoformat(record["started"])
+    writer = _RunWriter(output, record["name"], record["run_id"], started)
+    writer.write(storage.RUN_FILE, storage.json_bytes(record))
 
 
 def response_body(result: RunResult) -> tuple[int, dict[str, Any]]:

@@ -45,9 +45,10 @@ def _handle(loaded: core.Loaded, request: dict[str, Any]) -> dict[str, Any]:
     except core.PayloadError as error:
         return {"http_status": 400, "body": core.bad_request(error)}
     except Exception as error:
-        # The store failed (the user's own errors are failed runs inside
-        # core.run): answer with it and stay warm, rather than dying and
-        # costing the next request a cold start.
+        # Something outside the run failed (core.run answers the user's errors
+        # and a store that refuses its files itself): answer with it and stay
+        # warm, rather than dying and costing the next request a cold start.
+        # The reply has no record, so the host records the run.
         traceback.print_exc()
         return {
             "http_status": 500,
@@ -58,7 +59,13 @@ def _handle(loaded: core.Loaded, request: dict[str, Any]) -> dict[str, Any]:
             },
         }
     http_status, body = core.response_body(result)
-    return {"http_status": http_status, "body": body, "record": result.record}
+    # committed False: the store refused the record; the host keeps it (spool).
+    return {
+        "http_status": http_status,
+        "body": body,
+        "record": result.record,
+        "committed": result.committed,
+    }
 
 
 def main() -> None:

@@ -1,12 +1,18 @@
 """The storage layout of runs, and how to reach an object store through pyarrow.fs.
 
+    {output}/{name}/runs/{run_id}/started.json     written FIRST: run id, trigger, started,
+                                                   timeout_seconds, code_hash
     {output}/{name}/runs/{run_id}/output.parquet   predictions (absent if none)
     {output}/{name}/runs/{run_id}/metrics.json     built-in + user metrics
     {output}/{name}/runs/{run_id}/run.json         written LAST: the commit marker
 
-Readers only trust runs whose run.json exists, so a run that died half-way is
-invisible. pyarrow.fs is used (not fsspec) so the runtime ships no extra
-dependencies and the same code reaches S3, GCS, Azure and local disk.
+Readers only trust the results of runs whose run.json exists, so a run that
+died half-way never shows half its output. started.json alone is a run that
+is still going or that the platform stopped (timeout, out of memory) before it
+could commit; readers tell the two apart by its timeout. It stays after the
+commit (deleting it would cost every run a second request) and is never read
+once run.json exists. pyarrow.fs is used (not fsspec) so the runtime ships no
+extra dependencies and the same code reaches S3, GCS, Azure and local disk.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from urllib.parse import urlparse
 if TYPE_CHECKING:
     from pyarrow import fs as pafs
 
+STARTED_FILE = "started.json"
 OUTPUT_FILE = "output.parquet"
 METRICS_FILE = "metrics.json"
 RUN_FILE = "run.json"
@@ -156,12 +163,32 @@ def write_bytes(filesystem_: pafs.FileSystem, path: str, data: bytes) -> None:
     if isinstance(filesystem_, pafs.LocalFileSystem):
         filesystem_.create_dir(parent, recursive=True)
         temporary = f"{path}.tmp-{uuid.uuid4().hex}"
-        with filesystem_.open_output_stream(temporary) as stream:
-            stream.write(data)
-        filesystem_.move(temporary, path)
+        try:
+            with filesystem_.open_output_stream(temporary) as stream:
+                stream.write(data)
+            filesystem_.move(temporary, path)
+        except BaseException:
+            # A refused write must not leave its temporary file behind.
+            delete_quietly(filesystem_, temporary)
+            raise
         return
     with filesystem_.open_output_stream(path) as stream:
         stream.write(data)
+
+
+def delete_quietly(filesystem_: pafs.FileSystem, path: str) -> bool:
+    """Delete one file if it can be deleted; True when it is gone.
+
+    For cleaning up after a failure, where the store may be refusing requests
+    and the original error is the one worth reporting.
+    """
+    try:
+        filesystem_.delete_file(path)
+    except FileNotFoundError:
+        return True
+    except Exception:
+        return False
+    return True
 
 
 def read_bytes(filesystem_: pafs.FileSystem, path: str) -> bytes:
@@ -169,10 +196,13 @@ def read_bytes(filesystem_: pafs.FileSystem, path: str) -> bytes:
         return bytes(stream.readall())
 
 
+def json_bytes(value: Any) -> bytes:
+    """How every JSON file of a run is written."""
+    return json.dumps(value, indent=2, sort_keys=True, default=str).encode()
+
+
 def write_json(filesystem_: pafs.FileSystem, path: str, value: Any) -> None:
-    write_bytes(
-        filesystem_, path, json.dumps(value, indent=2, sort_keys=True, default=str).encode()
-    )
+    write_bytes(filesystem_, path, json_bytes(value))
 
 
 def utc_now() -> datetime:

@@ -15,6 +15,12 @@ standard library. Anything else the function imports is missing, as on Lambda.
     layer = install_layer(task_root / "requirements.txt", cache)
     with lambda_function(task_root, [layer], {...}, runtime=runtime) as function:
         kind, value = function.invoke({"deployer": {"trigger": "manual"}})
+
+Timeouts work as on Lambda when ``invoke`` gets ``function_timeout``: the
+invocation's ``Lambda-Runtime-Deadline-Ms`` is that many seconds after the
+runtime receives it (which is what ``context.get_remaining_time_in_millis()``
+counts down from), and a handler still running then has its process killed,
+the invocation ending in a ``Sandbox.Timedout`` error.
 """
 
 from __future__ import annotations
@@ -102,12 +108,27 @@ def install_layer(requirements: Path, cache: Path) -> Path:
 
 
 class _Invocation:
-    def __init__(self, event: Any, deadline_ms: int) -> None:
+    def __init__(self, event: Any, wait_seconds: float, function_timeout: float | None) -> None:
         self.request_id = str(uuid.uuid4())
         self.body = json.dumps(event).encode()
-        self.deadline_ms = deadline_ms
+        self.function_timeout = function_timeout
+        self.deadline_ms = int((time.time() + wait_seconds) * 1000)
+        self.handed_out: float | None = None  # time.monotonic() when the runtime got it
         self.done = threading.Event()
         self.outcome: tuple[str, Any] = ("pending", None)
+
+    def hand_out(self) -> None:
+        """The runtime receives the event: Lambda's timeout starts now."""
+        self.handed_out = time.monotonic()
+        if self.function_timeout is not None:
+            self.deadline_ms = int((time.time() + self.function_timeout) * 1000)
+
+    def timed_out(self) -> bool:
+        return (
+            self.function_timeout is not None
+            and self.handed_out is not None
+            and time.monotonic() > self.handed_out + self.function_timeout
+        )
 
 
 class RuntimeApi:
@@ -136,8 +157,10 @@ class RuntimeApi:
         host, port = self._server.server_address[:2]
         return f"{host}:{port}"
 
-    def submit(self, event: Any, timeout: float) -> _Invocation:
-        invocation = _Invocation(event, int((time.time() + timeout) * 1000))
+    def submit(
+        self, event: Any, timeout: float, function_timeout: float | None = None
+    ) -> _Invocation:
+        invocation = _Invocation(event, timeout, function_timeout)
         with self._lock:
             self._invocations[invocation.request_id] = invocation
         self._pending.put(invocation)
@@ -197,6 +220,7 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
         invocation = api.next_invocation()
         if invocation is None:  # shutting down: the process is being stopped
             return
+        invocation.hand_out()
         trace_id = f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Sampled=0"
         self._reply(
             200,
@@ -267,16 +291,32 @@ class LambdaFunction:
     def output(self) -> str:
         return f"--- stdout ---\n{self.stdout}--- stderr ---\n{self.stderr}"
 
-    def invoke(self, event: Any, timeout: float = 120) -> tuple[str, Any]:
+    def invoke(
+        self, event: Any, timeout: float = 120, *, function_timeout: float | None = None
+    ) -> tuple[str, Any]:
         """Send ``event``; return ("response", the handler's JSON) or ("error", the error JSON).
 
-        Raises LambdaInitError if the runtime could not load the handler,
-        LambdaExited if the process died, TimeoutError after ``timeout`` seconds;
-        each message carries the process's output.
+        ``function_timeout`` is the function's configured timeout in seconds, as
+        on Lambda: past it the process is killed and the outcome is Lambda's
+        ("error", {"errorType": "Sandbox.Timedout", ...}); the function must be
+        started again for another invocation. Raises LambdaInitError if the
+        runtime could not load the handler, LambdaExited if the process died,
+        TimeoutError after ``timeout`` seconds; each message carries the
+        process's output.
         """
-        invocation = self.api.submit(event, timeout)
+        invocation = self.api.submit(event, timeout, function_timeout)
         deadline = time.monotonic() + timeout
         while not invocation.done.wait(0.05):
+            if invocation.timed_out():
+                self.process.kill()
+                self._drain()
+                error = {
+                    "errorType": "Sandbox.Timedout",
+                    "errorMessage": f"Task timed out after {function_timeout:.2f} seconds",
+                }
+                if self.api.finish(invocation.request_id, "error", error):
+                    return invocation.outcome
+                break  # the handler answered while it was being killed
             if self.api.init_error is not None:
                 self._drain()
                 raise LambdaInitError(

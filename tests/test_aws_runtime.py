@@ -47,6 +47,17 @@ def broken(features: pd.DataFrame) -> pd.DataFrame:
     raise ValueError("no model for region 'north'")
 
 
+def nap(request: pd.DataFrame) -> pd.DataFrame:
+    import time
+
+    time.sleep(float(request.seconds.iloc[0]))
+    return request.assign(score=0.5)
+
+
+def nap_for(seconds: float) -> dict[str, Any]:
+    return {"deployer": {"trigger": "manual", "payload": [{"seconds": seconds}]}}
+
+
 def import_origins(modules: pd.DataFrame) -> list[dict[str, Any]]:
     import importlib
 
@@ -430,3 +441,72 @@ def test_slim_archive_with_another_sha256_is_refused_before_unpacking(
         assert "[ERROR] RuntimeError" in function.stdout
     assert not (slim_dir / f"deps-{expected[:16]}").exists()
     assert stored_keys(s3_bucket) == []
+
+
+# What the owner searches CloudWatch for: one JSON line per record the store refused.
+NOT_COMMITTED_EVENT = "deployer.run_not_committed"
+
+
+def logged_uncommitted_runs(function: LambdaFunction) -> list[dict[str, Any]]:
+    found = []
+    for line in (function.stdout + function.stderr).splitlines():
+        if NOT_COMMITTED_EVENT not in line:
+            continue
+        value = json.loads(line[line.index("{") :])
+        if value.get("event") == NOT_COMMITTED_EVENT:
+            found.append(value)
+    return found
+
+
+def test_store_that_vanished_is_a_500_with_the_run_id_and_the_record_in_the_log(
+    start_lambda: StartLambda, s3_bucket: str
+) -> None:
+    with start_lambda(score) as function:
+        boto3.client("s3").delete_bucket(Bucket=s3_bucket)  # deleted after the deploy
+        outcome = function.invoke(function_url_request('[{"x": 1.0}]'))
+    status, body = http_reply(outcome)
+    assert status == 500
+    assert body["status"] == "failed" and body["error"]["type"] == "StoreWriteError"
+    assert "Traceback" not in json.dumps(body)
+    [logged] = logged_uncommitted_runs(function)
+    record = logged["record"]
+    assert record["run_id"] == body["run_id"]
+    assert record["status"] == "failed" and record["trigger"] == "http"
+    assert record["rows_out"] == 1
+    assert f"{output_url(s3_bucket)}/{NAME}/runs/{body['run_id']}" in record["error"]["message"]
+    assert record["error"]["traceback"].startswith("Traceback")
+
+
+def test_run_that_lambda_times_out_is_recorded_as_failed_before_lambda_stops_it(
+    start_lambda: StartLambda, s3_bucket: str
+) -> None:
+    with start_lambda(nap, timeout=3) as function:
+        # A first call loads the function, so that the timed call is warm.
+        status, warm = direct_reply(function.invoke(nap_for(0)))
+        assert status == 200, function.output()
+        kind, error = function.invoke(nap_for(60), function_timeout=3)
+        assert kind == "error" and error["errorType"] == "Sandbox.Timedout"
+    assert "recorded it as failed (Timeout)" in function.stderr
+    runs = deployer.read_runs(NAME, output=output_url(s3_bucket))
+    assert runs.run_id[0] == warm["run_id"]
+    assert runs.status.tolist() == ["succeeded", "failed"]
+    timed_out = runs.iloc[1]
+    assert timed_out.trigger == "manual" and timed_out.error_type == "Timeout"
+    assert "within its 3 s timeout" in timed_out.error_message
+    assert "longer timeout" in timed_out.error_message
+    assert timed_out.duration_ms < 3000
+
+
+def test_run_that_finishes_after_its_timeout_record_replaces_it_with_its_own(
+    start_lambda: StartLambda, s3_bucket: str
+) -> None:
+    with start_lambda(nap, timeout=3) as function:
+        status, _ = direct_reply(function.invoke(nap_for(0)))
+        assert status == 200, function.output()
+        # Past the point (1 s before the deadline) where the timeout is recorded.
+        status, late = direct_reply(function.invoke(nap_for(2.3), function_timeout=3))
+        assert status == 200 and late["status"] == "succeeded", function.output()
+    assert "recorded it as failed (Timeout)" in function.stderr
+    runs = deployer.read_runs(NAME, output=output_url(s3_bucket))
+    assert runs.status.tolist() == ["succeeded", "succeeded"]
+    assert runs.run_id[1] == late["run_id"]

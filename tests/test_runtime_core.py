@@ -37,7 +37,7 @@ def test_run_writes_output_metrics_and_run_record(tmp_path: Path) -> None:
     result = core.run(loaded, trigger="manual", payload=pd.DataFrame({"x": [1.0, 2.0, None]}))
     assert result.status == "succeeded"
     files = run_files(tmp_path, result.run_id)
-    assert set(files) == {"output.parquet", "metrics.json", "run.json"}
+    assert set(files) == {"started.json", "output.parquet", "metrics.json", "run.json"}
     written = pq.read_table(files["output.parquet"]).to_pandas()
     assert written.score.tolist()[:2] == [2.0, 4.0]
     metrics = json.loads(files["metrics.json"].read_text())
@@ -84,7 +84,7 @@ def test_returning_none_writes_no_output_but_commits_the_run(tmp_path: Path) -> 
     loaded = load(tmp_path, lambda: None)
     result = core.run(loaded, trigger="manual")
     assert result.status == "succeeded"
-    assert set(run_files(tmp_path, result.run_id)) == {"metrics.json", "run.json"}
+    assert set(run_files(tmp_path, result.run_id)) == {"started.json", "metrics.json", "run.json"}
 
 
 def test_unsupported_return_type_fails_the_run_listing_accepted_types(tmp_path: Path) -> None:
@@ -220,3 +220,176 @@ def test_runs_within_one_second_sort_in_the_order_they_started() -> None:
     ids = [new_run_id(start + timedelta(milliseconds=step * 7)) for step in range(100)]
     assert ids == sorted(ids)
     assert len(set(ids)) == 100
+
+
+# -- the store refuses a write ------------------------------------------------
+
+RUN_ID = "20261127T060000Z-0000abcd"
+# What the owner searches the platform's log for (CloudWatch, Cloud Logging).
+NOT_COMMITTED_EVENT = "deployer.run_not_committed"
+
+
+def logged_uncommitted_runs(stderr: str) -> list[dict[str, Any]]:
+    """The tagged JSON lines a run wrote to its log for records the store refused."""
+    found = []
+    for line in stderr.splitlines():
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and value.get("event") == NOT_COMMITTED_EVENT:
+            found.append(value)
+    return found
+
+
+def test_store_refusing_the_commit_marker_fails_the_run_leaving_no_partial_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loaded = load(tmp_path, double)
+    directory = tmp_path / "store" / "scores" / "runs" / RUN_ID
+    (directory / "run.json").mkdir(parents=True)  # run.json cannot be written there
+    result = core.run(loaded, trigger="http", payload=[{"x": 1}], run_id=RUN_ID)
+    assert result.status == "failed" and not result.committed
+    error = result.record["error"]
+    assert error["type"] == "StoreWriteError"
+    assert "run.json" in error["message"] and str(directory) in error["message"]
+    # No temporary file and no output of a run that never committed.
+    assert sorted(path.name for path in directory.iterdir()) == ["run.json", "started.json"]
+    status, body = core.response_body(result)
+    assert status == 500
+    assert body["run_id"] == RUN_ID and body["error"]["type"] == "StoreWriteError"
+    # The whole record is in the log, as one tagged JSON line.
+    [logged] = logged_uncommitted_runs(capsys.readouterr().err)
+    assert logged["record"]["run_id"] == RUN_ID
+    assert logged["record"]["status"] == "failed"
+    assert logged["record"]["rows_out"] == 1
+    assert logged["record"]["error"]["type"] == "StoreWriteError"
+
+
+def test_store_refusing_the_metrics_commits_the_run_as_failed_without_its_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loaded = load(tmp_path, double)
+    directory = tmp_path / "store" / "scores" / "runs" / RUN_ID
+    (directory / "metrics.json").mkdir(parents=True)  # written after output.parquet
+    result = core.run(loaded, trigger="http", payload=[{"x": 1}], run_id=RUN_ID)
+    assert result.status == "failed" and result.committed
+    record = json.loads((directory / "run.json").read_text())
+    assert record["status"] == "failed"
+    assert record["error"]["type"] == "StoreWriteError"
+    assert "metrics.json" in record["error"]["message"]
+    assert sorted(path.name for path in directory.iterdir()) == [
+        "metrics.json",
+        "run.json",
+        "started.json",
+    ]
+    assert logged_uncommitted_runs(capsys.readouterr().err) == []
+
+
+def test_commit_is_retried_after_a_transient_store_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deployer.runtimes import storage
+
+    loaded = load(tmp_path, double)
+    refused: list[str] = []
+    write_bytes = storage.write_bytes
+
+    def refuse_once(filesystem: Any, path: str, data: bytes) -> None:
+        if path.endswith("/run.json") and not refused:
+            refused.append(path)
+            raise OSError("AWS Error SLOW_DOWN during PutObject operation: Please reduce your rate")
+        write_bytes(filesystem, path, data)
+
+    monkeypatch.setattr(storage, "write_bytes", refuse_once)
+    result = core.run(loaded, trigger="manual", payload=[{"x": 1}])
+    assert refused
+    assert result.status == "succeeded" and result.committed
+    assert json.loads(run_files(tmp_path, result.run_id)["run.json"].read_text())["status"] == (
+        "succeeded"
+    )
+
+
+def test_bucket_that_vanishes_mid_run_is_a_500_with_the_run_id_and_the_record_in_the_log(
+    tmp_path: Path, s3_bucket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bucket = s3_bucket
+
+    def drop_bucket_and_score(frame: pd.DataFrame) -> pd.DataFrame:
+        import boto3
+
+        s3 = boto3.client("s3")
+        for item in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+            s3.delete_object(Bucket=bucket, Key=item["Key"])
+        s3.delete_bucket(Bucket=bucket)
+        return frame.assign(score=frame.x * 2)
+
+    output = f"s3://{bucket}/predictions"
+    loaded = load(tmp_path, drop_bucket_and_score, output=output)
+    result = core.run(loaded, trigger="http", payload=[{"x": 1}], run_id=RUN_ID)
+    assert result.status == "failed" and not result.committed
+    status, body = core.response_body(result)
+    assert status == 500
+    assert body["run_id"] == RUN_ID and body["error"]["type"] == "StoreWriteError"
+    [logged] = logged_uncommitted_runs(capsys.readouterr().err)
+    record = logged["record"]
+    assert record["run_id"] == RUN_ID and record["name"] == "scores"
+    assert f"{output}/scores/runs/{RUN_ID}" in record["error"]["message"]
+    assert "NO_SUCH_BUCKET" in record["error"]["message"]
+
+
+# -- deadlines and the started marker -------------------------------------------
+
+
+def test_every_run_writes_a_started_marker_before_calling_the_function(tmp_path: Path) -> None:
+    marker = tmp_path / "store" / "scores" / "runs" / RUN_ID / "started.json"
+
+    def peek() -> list[dict[str, str]]:
+        return [{"marker": marker.read_text()}]
+
+    loaded = load(tmp_path, peek, timeout=42)
+    result = core.run(loaded, trigger="manual", run_id=RUN_ID)
+    assert result.status == "succeeded", result.record
+    assert json.loads(result.output.marker[0]) == {
+        "run_id": RUN_ID,
+        "name": "scores",
+        "trigger": "manual",
+        "started": result.record["started"],
+        "timeout_seconds": 42,
+        "code_hash": loaded.manifest["code_hash"],
+    }
+
+
+def test_run_near_its_deadline_is_recorded_as_a_timeout_and_overwritten_if_it_finishes(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    run_record = tmp_path / "store" / "scores" / "runs" / RUN_ID / "run.json"
+
+    def outlive_the_deadline() -> list[dict[str, Any]]:
+        import time
+
+        # Still running when the timer armed from the deadline fires: look at
+        # what a reader would see if the platform stopped the run right then.
+        for _ in range(200):
+            if run_record.exists():
+                break
+            time.sleep(0.05)
+        seen = json.loads(run_record.read_text()) if run_record.exists() else {}
+        error = seen.get("error") or {}
+        return [
+            {"seen_at": time.monotonic(), "status": seen.get("status"), **error},
+        ]
+
+    loaded = load(tmp_path, outlive_the_deadline, timeout=7)
+    started = time.monotonic()
+    result = core.run(loaded, trigger="manual", run_id=RUN_ID, deadline=started + 2.0)
+    seen = result.output.iloc[0]
+    assert seen.status == "failed" and seen.type == "Timeout"
+    assert "7 s timeout" in seen.message and "longer timeout" in seen.message
+    # Written with a margin before the deadline, so that the write lands in time.
+    assert seen.seen_at < started + 1.5
+    # The run finished after all: its own record replaced the timeout.
+    assert result.status == "succeeded"
+    assert json.loads(run_record.read_text())["status"] == "succeeded"

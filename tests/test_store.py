@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from deployer import StoreError, api, read_outputs, read_runs
+from deployer import StoreError, api, read_outputs, read_runs, store
 from deployer.runtimes import core
+from deployer.runtimes.storage import new_run_id
 
 
 def scores(frame: pd.DataFrame) -> pd.DataFrame:
@@ -97,7 +98,12 @@ def test_runs_written_to_s3_are_read_back(tmp_path: Path, s3_bucket: str) -> Non
         item["Key"] for item in boto3.client("s3").list_objects_v2(Bucket=s3_bucket)["Contents"]
     }
     prefix = f"predictions/scores/runs/{result.run_id}"
-    assert keys == {f"{prefix}/output.parquet", f"{prefix}/metrics.json", f"{prefix}/run.json"}
+    assert keys == {
+        f"{prefix}/started.json",
+        f"{prefix}/output.parquet",
+        f"{prefix}/metrics.json",
+        f"{prefix}/run.json",
+    }
     outputs = read_outputs("scores", output=output)
     assert outputs.score.tolist() == [0.5]
     assert outputs.run_id.tolist() == [result.run_id]
@@ -109,3 +115,89 @@ def test_runs_written_to_s3_are_read_back(tmp_path: Path, s3_bucket: str) -> Non
         )["status"]
         == "succeeded"
     )
+
+
+def write_started_marker(
+    store_dir: Path, run_id: str, *, started: datetime, timeout_seconds: int
+) -> None:
+    """What a run writes first; alone, it is a run the platform stopped or that still runs."""
+    directory = store_dir / "scores" / "runs" / run_id
+    directory.mkdir(parents=True)
+    marker = {
+        "run_id": run_id,
+        "name": "scores",
+        "trigger": "schedule",
+        "started": started.isoformat(),
+        "timeout_seconds": timeout_seconds,
+        "code_hash": "c0de",
+    }
+    (directory / "started.json").write_text(json.dumps(marker))
+
+
+def test_started_run_without_record_is_running_within_its_timeout_then_lost(
+    tmp_path: Path,
+) -> None:
+    output = str(tmp_path / "store")
+    loaded = loaded_bundle(tmp_path, output)
+    committed = core.run(loaded, trigger="manual", payload=[{"x": 1}])
+    # The marker of a committed run is never read: a broken one changes nothing.
+    (tmp_path / "store" / "scores" / "runs" / committed.run_id / "started.json").write_text("{")
+    now = datetime.now(timezone.utc)
+    killed = now - timedelta(hours=2)
+    lost_id = new_run_id(killed)
+    write_started_marker(tmp_path / "store", lost_id, started=killed, timeout_seconds=900)
+    # Past its timeout by less than the grace a commit and clock skew get.
+    late = now - timedelta(seconds=910)
+    late_id = new_run_id(late)
+    write_started_marker(tmp_path / "store", late_id, started=late, timeout_seconds=900)
+    running_id = new_run_id(now + timedelta(seconds=1))
+    write_started_marker(tmp_path / "store", running_id, started=now, timeout_seconds=900)
+
+    runs = read_runs("scores", output=output)
+    assert runs.run_id.tolist() == [lost_id, late_id, committed.run_id, running_id]
+    assert runs.status.tolist() == ["lost", "running", "succeeded", "running"]
+    lost = runs.iloc[0]
+    assert lost.trigger == "schedule" and lost.code_hash == "c0de"
+    assert lost.started == pd.Timestamp(killed)
+    assert pd.isna(lost.ended)
+    assert lost.error_type == "Lost"
+    assert "900 s timeout" in lost.error_message
+    assert "timeout or out of memory" in lost.error_message
+    assert "logs" in lost.error_message
+    assert runs.error_type.iloc[1:].isna().all()
+    assert read_runs("scores", output=output, last=1).run_id.tolist() == [running_id]
+    # Predictions are only ever read from committed runs.
+    assert read_outputs("scores", output=output).run_id.unique().tolist() == [committed.run_id]
+    assert read_outputs("scores", output=output, last=1).run_id.tolist() == [committed.run_id]
+
+
+def test_spooled_run_shows_as_failed_for_the_store_it_was_meant_for(
+    tmp_path: Path, deployer_home: Path
+) -> None:
+    output = str(tmp_path / "store")
+    run_id = new_run_id(datetime.now(timezone.utc))
+    record = core.failure_record(
+        name="scores",
+        run_id=run_id,
+        trigger="http",
+        started=datetime.now(timezone.utc),
+        code_hash="c0de",
+        error_type="StoreWriteError",
+        message=f"the store refused to write run.json to {output}/scores/runs/{run_id}",
+    )
+    spooled = store.spool_run(record, output=output)
+    assert spooled == deployer_home / "local" / "spool" / "scores" / f"{run_id}.json"
+    # A started marker of the same run does not make it a second, lost, run.
+    write_started_marker(
+        tmp_path / "store",
+        run_id,
+        started=datetime(2020, 1, 1, tzinfo=timezone.utc),
+        timeout_seconds=1,
+    )
+    runs = read_runs("scores", output=output)
+    assert runs.run_id.tolist() == [run_id]
+    assert runs.status.tolist() == ["failed"]
+    assert runs.error_type.tolist() == ["StoreWriteError"]
+    assert f"{output}/scores/runs/{run_id}" in runs.error_message[0]
+    # Another store's history does not show it.
+    assert read_runs("scores", output=str(tmp_path / "other")).empty
