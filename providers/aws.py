@@ -12,6 +12,17 @@ Order of apply, chosen so that a failure at any step leaves the previous
 version serving: dependencies (layer or slim archive) -> code -> wait until
 the update is done -> publish a version -> move the ``live`` alias -> tags ->
 triggers. Nothing points at a new version before it is active.
+
+IAM roles: each function runs as ``deployer-function.{name}`` and its schedules
+as ``deployer-scheduler.{name}``. Function names cannot contain a dot, so no
+two of these names are equal for different functions or kinds, nor equal to a
+name the previous version used (``deployer-{name}``, ``deployer-{name}-scheduler``:
+the execution role of "x-scheduler" was the scheduler role of "x"). A role is
+deployer's only if its tags say ``deployer:name`` = the function and
+``deployer:role`` = "execution" or "scheduler"; any other role under one of
+these names stops the plan, and is never modified or deleted. Roles of the
+previous naming are deleted once the function has moved off them, only if
+their ``deployer:name`` tag names this function and nothing else runs as them.
 """
 
 from __future__ import annotations
@@ -21,10 +32,12 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import boto3  # imported at module load: a missing extra is reported by the registry
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
@@ -94,21 +107,132 @@ def _schedule_prefix(name: str) -> str:
 _SCHEDULE_NAME = re.compile(r"[0-9a-f]{10}")
 
 
+def _is_schedule_of(name: str, schedule_name: str) -> bool:
+    # The prefix of "scores" also matches "scores-v2"'s schedules: only names of
+    # exactly this function's form are its own.
+    prefix = _schedule_prefix(name)
+    return schedule_name.startswith(prefix) and bool(
+        _SCHEDULE_NAME.fullmatch(schedule_name[len(prefix) :])
+    )
+
+
 def _schedule_name(name: str, trigger: dict[str, Any]) -> str:
     digest = hashlib.sha256(json.dumps(trigger, sort_keys=True).encode()).hexdigest()[:10]
     return f"{_schedule_prefix(name)}{digest}"
+
+
+def _trigger_of(schedule: dict[str, Any]) -> dict[str, Any]:
+    """The trigger dict a schedule was made from, kept in its Description."""
+    try:
+        trigger = json.loads(schedule.get("Description") or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return trigger if isinstance(trigger, dict) else {}
 
 
 def _layer_name(deps_hash: str) -> str:
     return f"deployer-deps-{deps_hash[:24]}"
 
 
+EXECUTION = "execution"
+SCHEDULER = "scheduler"
+ASSUMED_BY = {EXECUTION: "lambda.amazonaws.com", SCHEDULER: "scheduler.amazonaws.com"}
+
+
 def _role_name(name: str) -> str:
-    return f"deployer-{name}"
+    # The dot cannot occur in a function name, so it ends the prefix: see the
+    # module docstring for why the previous "deployer-{name}" collided.
+    return f"deployer-function.{name}"
 
 
 def _scheduler_role_name(name: str) -> str:
-    return f"deployer-{name}-scheduler"
+    return f"deployer-scheduler.{name}"
+
+
+def _legacy_role_names(name: str) -> tuple[str, str]:
+    """Execution and scheduler role names of deployments made before the rename."""
+    return f"deployer-{name}", f"deployer-{name}-scheduler"
+
+
+def _role_name_of(arn: str) -> str:
+    """The role name in an ARN, lower-cased: IAM role names ignore case."""
+    return arn.rsplit("/", 1)[-1].lower()
+
+
+def _trust_policy(kind: str) -> dict[str, Any]:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": ASSUMED_BY[kind]},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+
+
+def _scheduler_policy(alias_arn: str) -> dict[str, Any]:
+    """Scheduler's role may invoke this function's alias and nothing else."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": alias_arn}
+        ],
+    }
+
+
+def _policy_document(document: Any) -> Any:
+    """A policy as IAM returns it (boto3 decodes it; URL-encoded JSON if it could not)."""
+    if isinstance(document, str):
+        return json.loads(unquote(document))
+    return document
+
+
+def _role_tags(role: dict[str, Any]) -> dict[str, str]:
+    return {tag["Key"]: tag["Value"] for tag in role.get("Tags") or []}
+
+
+def _made_for(role: dict[str, Any], name: str, kind: str) -> bool:
+    tags = _role_tags(role)
+    return tags.get(f"{TAG_PREFIX}name") == name and tags.get(f"{TAG_PREFIX}role") == kind
+
+
+def _foreign_role(role_name: str, name: str, kind: str) -> ProviderError:
+    return ProviderError(
+        f"IAM role {role_name!r} exists but is not the {kind} role deployer made for "
+        f"function {name!r} (its tags are not {TAG_PREFIX}name={name} and "
+        f"{TAG_PREFIX}role={kind}), and deployer never changes or deletes a role it does "
+        "not own: delete that role yourself if nothing needs it (IAM cannot rename "
+        "roles), or deploy under another function name"
+    )
+
+
+@contextmanager
+def _iam_errors(operation: str, role_name: str) -> Iterator[None]:
+    """Report a refused or failed IAM call by operation and role, not as a traceback."""
+    try:
+        yield
+    except ClientError as error:
+        details = error.response.get("Error", {})
+        code = details.get("Code", "error")
+        advice = ""
+        if "AccessDenied" in code or code == "UnauthorizedOperation":
+            advice = (
+                f": the AWS identity that deploys needs iam:{operation} on "
+                f"arn:aws:iam::<account>:role/{role_name}"
+            )
+        raise ProviderError(
+            f"IAM {operation} on role {role_name!r} failed ({code}: "
+            f"{details.get('Message', '')}){advice}"
+        ) from error
+
+
+@dataclass(frozen=True)
+class RoleStep(Action):
+    """A plan step on one IAM role; apply acts on exactly the role it names."""
+
+    role_name: str
 
 
 def _config_hash(spec: DeploySpec, mode: str) -> str:
@@ -235,23 +359,23 @@ class AwsProvider:
             if key.startswith(TAG_PREFIX)
         }
 
-    def _schedules(self, name: str) -> dict[str, dict[str, Any]]:
-        """Schedule name -> the trigger dict it was made from (kept in its Description)."""
+    def _schedule_records(self, name: str) -> dict[str, dict[str, Any]]:
+        """Schedule name -> the schedule as Scheduler describes it, for function ``name``."""
         scheduler = self.client("scheduler")
         found = {}
         paginator = scheduler.get_paginator("list_schedules")
         for page in paginator.paginate(NamePrefix=_schedule_prefix(name)):
             for summary in page["Schedules"]:
-                # The prefix of "scores" also matches "scores-v2"'s schedules:
-                # only names of exactly this function's form are its own.
-                if not _SCHEDULE_NAME.fullmatch(summary["Name"][len(_schedule_prefix(name)) :]):
-                    continue
-                schedule = scheduler.get_schedule(Name=summary["Name"])
-                try:
-                    found[summary["Name"]] = json.loads(schedule.get("Description") or "{}")
-                except json.JSONDecodeError:
-                    found[summary["Name"]] = {}
+                if _is_schedule_of(name, summary["Name"]):
+                    found[summary["Name"]] = scheduler.get_schedule(Name=summary["Name"])
         return found
+
+    def _schedules(self, name: str) -> dict[str, dict[str, Any]]:
+        """Schedule name -> the trigger dict it was made from (kept in its Description)."""
+        return {
+            schedule_name: _trigger_of(schedule)
+            for schedule_name, schedule in self._schedule_records(name).items()
+        }
 
     def _url(self, name: str) -> dict[str, Any] | None:
         try:
@@ -305,6 +429,181 @@ class AwsProvider:
                     states.append(state)
         return states
 
+    # -- IAM roles -----------------------------------------------------------
+
+    def _role(self, role_name: str) -> dict[str, Any] | None:
+        with _iam_errors("GetRole", role_name):
+            try:
+                role: dict[str, Any] = self.client("iam").get_role(RoleName=role_name)["Role"]
+            except ClientError as error:
+                if error.response["Error"]["Code"] == "NoSuchEntity":
+                    return None
+                raise
+        return role
+
+    def _owned_role(self, name: str, kind: str) -> dict[str, Any] | None:
+        """Function ``name``'s role of ``kind``, None if there is none yet; any other
+        role under that name stops here, before anything is uploaded or changed."""
+        role_name = _role_name(name) if kind == EXECUTION else _scheduler_role_name(name)
+        role = self._role(role_name)
+        if role is not None and not _made_for(role, name, kind):
+            raise _foreign_role(role_name, name, kind)
+        return role
+
+    def _role_out_of_date(
+        self, role: dict[str, Any], kind: str, policy: dict[str, Any] | None
+    ) -> bool:
+        """Whether the role's trust, or its ``deployer`` policy (if known), differs from
+        what deployer writes: a hand edit is undone by the next deploy."""
+        if _policy_document(role.get("AssumeRolePolicyDocument")) != _trust_policy(kind):
+            return True
+        if policy is None:
+            return False
+        role_name = role["RoleName"]
+        with _iam_errors("GetRolePolicy", role_name):
+            try:
+                current = self.client("iam").get_role_policy(
+                    RoleName=role_name, PolicyName="deployer"
+                )["PolicyDocument"]
+            except ClientError as error:
+                if error.response["Error"]["Code"] == "NoSuchEntity":
+                    return True
+                raise
+        return bool(_policy_document(current) != json.loads(json.dumps(policy)))
+
+    def _roles_in_use(self, excluding: str) -> set[str]:
+        """Lower-cased names of the roles any Lambda function version other than
+        ``excluding``'s, or any deployer schedule other than its own, runs as."""
+        in_use = set()
+        lambda_paginator = self.client("lambda").get_paginator("list_functions")
+        # Every version, not only $LATEST: an alias may serve an older one.
+        for page in lambda_paginator.paginate(FunctionVersion="ALL"):
+            for configuration in page["Functions"]:
+                if configuration["FunctionName"] != excluding:
+                    in_use.add(_role_name_of(configuration.get("Role", "")))
+        scheduler = self.client("scheduler")
+        for page in scheduler.get_paginator("list_schedules").paginate(NamePrefix="deployer-"):
+            for summary in page["Schedules"]:
+                group = summary.get("GroupName") or "default"
+                if group == "default" and _is_schedule_of(excluding, summary["Name"]):
+                    continue
+                schedule = scheduler.get_schedule(Name=summary["Name"], GroupName=group)
+                in_use.add(_role_name_of(schedule.get("Target", {}).get("RoleArn", "")))
+        in_use.discard("")
+        return in_use
+
+    def _removable_roles(self, name: str, role_names: Iterable[str]) -> builtins.list[str]:
+        """Of ``role_names``, the roles deployer made for function ``name`` that nothing
+        but ``name``'s own function and schedules runs as.
+
+        A role of the previous naming carries only ``deployer:name``; its name alone
+        proves nothing ("deployer-x-scheduler" was also the execution role of
+        "x-scheduler"), so the tag must name this function and no other function
+        or schedule may still run as it.
+        """
+        owned = []
+        for role_name in role_names:
+            role = self._role(role_name)
+            if role is None:
+                continue
+            if role_name in _legacy_role_names(name):
+                mine = _role_tags(role).get(f"{TAG_PREFIX}name") == name
+            else:
+                mine = _made_for(
+                    role, name, EXECUTION if role_name == _role_name(name) else SCHEDULER
+                )
+            if mine:
+                owned.append(role_name)
+        if not owned:
+            return []
+        in_use = self._roles_in_use(excluding=name)
+        return [role_name for role_name in owned if role_name.lower() not in in_use]
+
+    def _plan_role(
+        self, name: str, kind: str, role: dict[str, Any] | None, policy: dict[str, Any] | None
+    ) -> builtins.list[Action]:
+        role_name = _role_name(name) if kind == EXECUTION else _scheduler_role_name(name)
+        if role is None:
+            return [RoleStep(CREATE, f"IAM role {role_name} ({kind} role of {name})", role_name)]
+        if self._role_out_of_date(role, kind, policy):
+            return [
+                RoleStep(
+                    UPDATE_CONFIG,
+                    f"IAM role {role_name}: reset its trust and permissions to what {name} needs",
+                    role_name,
+                )
+            ]
+        return []
+
+    def _plan_schedule_roles(
+        self, name: str, wanted: builtins.list[dict[str, Any]]
+    ) -> builtins.list[Action]:
+        """Kept schedules that run as another role (the previous naming) move to ours."""
+        role_name = _scheduler_role_name(name)
+        records = self._schedule_records(name)
+        steps: builtins.list[Action] = []
+        for trigger in wanted:
+            record = records.get(_schedule_name(name, trigger))
+            if record is None:
+                continue
+            current = record.get("Target", {}).get("RoleArn", "")
+            if _role_name_of(current) != role_name.lower():
+                steps.append(
+                    RoleStep(
+                        UPDATE_CONFIG,
+                        f"schedule {describe_trigger(trigger)}: run as {role_name} "
+                        f"(was {current.rsplit('/', 1)[-1] or 'none'})",
+                        role_name,
+                    )
+                )
+        return steps
+
+    def _delete_role(self, role_name: str) -> None:
+        iam = self.client("iam")
+        with _iam_errors("ListAttachedRolePolicies", role_name):
+            attached = [
+                policy["PolicyArn"]
+                for page in iam.get_paginator("list_attached_role_policies").paginate(
+                    RoleName=role_name
+                )
+                for policy in page["AttachedPolicies"]
+            ]
+        for policy_arn in attached:
+            with _iam_errors("DetachRolePolicy", role_name):
+                iam.detach_role_policy(RoleName=role_name, PolicyArn=policy_arn)
+        with _iam_errors("ListRolePolicies", role_name):
+            inline = [
+                policy_name
+                for page in iam.get_paginator("list_role_policies").paginate(RoleName=role_name)
+                for policy_name in page["PolicyNames"]
+            ]
+        for policy_name in inline:
+            with _iam_errors("DeleteRolePolicy", role_name):
+                iam.delete_role_policy(RoleName=role_name, PolicyName=policy_name)
+        with _iam_errors("DeleteRole", role_name):
+            iam.delete_role(RoleName=role_name)
+
+    def _delete_planned_roles(self, plan: Plan, name: str, reporter: Reporter) -> None:
+        """Delete the roles the plan named, each checked again just before: one that
+        has since changed hands or come into use is kept."""
+        planned = [
+            action.role_name
+            for action in plan.actions
+            if isinstance(action, RoleStep) and action.kind == DELETE
+        ]
+        if not planned:
+            return
+        removable = self._removable_roles(name, planned)
+        for role_name in planned:
+            if role_name in removable:
+                self._delete_role(role_name)
+                reporter.say(f"deleted IAM role {role_name}")
+            else:
+                reporter.say(
+                    f"kept IAM role {role_name}: since the plan it is gone, no longer tagged "
+                    f"for {name}, or something else runs as it"
+                )
+
     # -- plan ----------------------------------------------------------------
 
     def _layer_arn(self, deps_hash: str) -> str | None:
@@ -321,6 +620,12 @@ class AwsProvider:
                 f"a Lambda function named {spec.name!r} exists but was not deployed by "
                 "deployer: choose another name, or delete it yourself"
             )
+        wanted = [trigger for trigger in bundle.manifest["triggers"]]
+        wants_schedules = any(trigger["type"] in ("cron", "every") for trigger in wanted)
+        # A role deployer does not own stops the plan here, before anything is
+        # built, uploaded or changed.
+        execution_role = self._owned_role(spec.name, EXECUTION)
+        scheduler_role = self._owned_role(spec.name, SCHEDULER) if wants_schedules else None
         layer_known = self._layer_arn(bundle.deps_hash) is not None or self._slim_exists(
             spec, bundle.deps_hash
         )
@@ -332,7 +637,9 @@ class AwsProvider:
                     f"build and upload dependencies {bundle.deps_hash[:12]} ({count} packages)",
                 )
             )
-        wanted = [trigger for trigger in bundle.manifest["triggers"]]
+        actions += self._plan_role(
+            spec.name, EXECUTION, execution_role, self.execution_policy(spec, self._account())
+        )
         if function is None:
             actions.append(Action(CREATE, f"Lambda function {spec.name} ({bundle.code_hash[:12]})"))
             existing: list[dict[str, Any]] = []
@@ -360,7 +667,32 @@ class AwsProvider:
             ):
                 if tags.get(key, "") != value:
                     actions.append(Action(UPDATE_CONFIG, f"{key}: {tags.get(key)!r} -> {value!r}"))
+            current_role = function["Configuration"].get("Role", "")
+            if _role_name_of(current_role) != _role_name(spec.name).lower():
+                # A plain step, not a RoleStep: the function's configuration changes.
+                actions.append(
+                    Action(
+                        UPDATE_CONFIG,
+                        f"execution role {current_role.rsplit('/', 1)[-1] or 'none'} -> "
+                        f"{_role_name(spec.name)}",
+                    )
+                )
+        if wants_schedules:
+            alias_arn = f"{function['Configuration']['FunctionArn']}:{ALIAS}" if function else None
+            actions += self._plan_role(
+                spec.name,
+                SCHEDULER,
+                scheduler_role,
+                _scheduler_policy(alias_arn) if alias_arn else None,
+            )
+            actions += self._plan_schedule_roles(spec.name, wanted)
         actions += trigger_changes(wanted, existing)
+        actions += [
+            RoleStep(
+                DELETE, f"IAM role {role_name} (the previous naming, no longer used)", role_name
+            )
+            for role_name in self._removable_roles(spec.name, _legacy_role_names(spec.name))
+        ]
         return Plan(spec.name, self.name, tuple(actions), bundle=bundle, spec=spec)
 
     # -- packaging -----------------------------------------------------------
@@ -429,7 +761,8 @@ class AwsProvider:
             if state is not None:
                 return state
         code = bundle.zip_bytes()
-        kinds = set(plan.kinds())
+        # Steps on roles alone are done without touching the function's code.
+        kinds = {action.kind for action in plan.actions if not isinstance(action, RoleStep)}
         function = self._function(spec.name)
         needs_code = function is None or bool(
             kinds & {UPDATE_CODE, UPDATE_CONFIG, INSTALL_DEPENDENCIES}
@@ -438,12 +771,10 @@ class AwsProvider:
         # anything in AWS is created or changed.
         packaged = self.package(bundle, reporter, code_bytes=bundle.size) if needs_code else None
         account = self._account()
-        role_arn = self._ensure_role(
-            _role_name(spec.name),
-            service="lambda.amazonaws.com",
-            name=spec.name,
-            policy=self.execution_policy(spec, account),
-        )
+        if any(trigger["type"] in ("cron", "every") for trigger in bundle.manifest["triggers"]):
+            # Ours when planned; checked again before anything is uploaded.
+            self._owned_role(spec.name, SCHEDULER)
+        role_arn = self._ensure_role(spec.name, EXECUTION, self.execution_policy(spec, account))
         environment: dict[str, str] = {}
         layers: list[str] = []
         ephemeral_mb = 512
@@ -473,6 +804,7 @@ class AwsProvider:
         ]
         lambda_client.tag_resource(Resource=function_arn, Tags=self._tags_for(bundle, spec))
         self._reconcile_triggers(spec, bundle, function_arn, account, reporter)
+        self._delete_planned_roles(plan, spec.name, reporter)
         state = self.get(spec.name)
         assert state is not None
         return state
@@ -489,36 +821,37 @@ class AwsProvider:
         }
         return {f"{TAG_PREFIX}{key}": value for key, value in tags.items()}
 
-    def _ensure_role(
-        self, role_name: str, *, service: str, name: str, policy: dict[str, Any]
-    ) -> str:
-        """The role ``service`` assumes for function ``name``, holding exactly ``policy``.
+    def _ensure_role(self, name: str, kind: str, policy: dict[str, Any]) -> str:
+        """Function ``name``'s role of ``kind``, trusting only its service and holding
+        exactly ``policy`` as its ``deployer`` policy; returns its ARN.
 
-        The inline policy is rewritten on every apply, so a narrower output or a
-        new inputs location is reflected in what the role may do.
+        Both are rewritten on every apply, so a narrower output or a new inputs
+        location is reflected in what the role may do, and a trust edited by hand
+        (letting some other principal assume the role) does not survive a deploy.
         """
+        role_name = _role_name(name) if kind == EXECUTION else _scheduler_role_name(name)
         iam = self.client("iam")
-        trust = {
-            "Version": "2012-10-17",
-            "Statement": [
-                {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
-            ],
-        }
-        try:
-            role_arn: str = iam.get_role(RoleName=role_name)["Role"]["Arn"]
-        except ClientError as error:
-            if error.response["Error"]["Code"] != "NoSuchEntity":
-                raise
-            role_arn = iam.create_role(
-                RoleName=role_name,
-                AssumeRolePolicyDocument=json.dumps(trust),
-                Description=f"deployer function {name}",
-                Tags=[{"Key": f"{TAG_PREFIX}name", "Value": name}],
-            )["Role"]["Arn"]
-        iam.put_role_policy(
-            RoleName=role_name, PolicyName="deployer", PolicyDocument=json.dumps(policy)
-        )
-        return role_arn
+        trust = json.dumps(_trust_policy(kind))
+        role = self._owned_role(name, kind)
+        if role is None:
+            with _iam_errors("CreateRole", role_name):
+                role = iam.create_role(
+                    RoleName=role_name,
+                    AssumeRolePolicyDocument=trust,
+                    Description=f"deployer: {kind} role of function {name}",
+                    Tags=[
+                        {"Key": f"{TAG_PREFIX}name", "Value": name},
+                        {"Key": f"{TAG_PREFIX}role", "Value": kind},
+                    ],
+                )["Role"]
+        else:
+            with _iam_errors("UpdateAssumeRolePolicy", role_name):
+                iam.update_assume_role_policy(RoleName=role_name, PolicyDocument=trust)
+        with _iam_errors("PutRolePolicy", role_name):
+            iam.put_role_policy(
+                RoleName=role_name, PolicyName="deployer", PolicyDocument=json.dumps(policy)
+            )
+        return str(role["Arn"])
 
     def execution_policy(self, spec: DeploySpec, account: str) -> dict[str, Any]:
         """Least privilege: its own logs, read its inputs and its dependency
@@ -679,7 +1012,7 @@ class AwsProvider:
         alias_arn = f"{function_arn}:{ALIAS}"
         wanted = bundle.manifest["triggers"]
         scheduler = self.client("scheduler")
-        existing = self._schedules(spec.name)
+        existing = self._schedule_records(spec.name)
         wanted_schedules = {
             _schedule_name(spec.name, trigger): trigger
             for trigger in wanted
@@ -687,26 +1020,14 @@ class AwsProvider:
         }
         for schedule_name in existing.keys() - wanted_schedules.keys():
             scheduler.delete_schedule(Name=schedule_name)
-            reporter.say(f"removed schedule {describe_trigger(existing[schedule_name])}")
-        if wanted_schedules.keys() - existing.keys():
-            # Scheduler's role may invoke this function's alias and nothing else.
-            scheduler_role = self._ensure_role(
-                _scheduler_role_name(spec.name),
-                service="scheduler.amazonaws.com",
-                name=spec.name,
-                policy={
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Action": "lambda:InvokeFunction",
-                            "Resource": alias_arn,
-                        }
-                    ],
-                },
-            )
-        for schedule_name in wanted_schedules.keys() - existing.keys():
-            trigger = wanted_schedules[schedule_name]
+            removed = _trigger_of(existing[schedule_name])
+            reporter.say(f"removed schedule {describe_trigger(removed)}")
+        scheduler_role = (
+            self._ensure_role(spec.name, SCHEDULER, _scheduler_policy(alias_arn))
+            if wanted_schedules
+            else ""
+        )
+        for schedule_name, trigger in wanted_schedules.items():
             schedule = trigger_from_dict(trigger)
             assert isinstance(schedule, (Cron, Every))
             expression, time_zone = to_eventbridge(schedule)
@@ -718,16 +1039,26 @@ class AwsProvider:
                     "scheduled_time": "<aws.scheduler.scheduled-time>",
                 }
             }
-            scheduler.create_schedule(
-                Name=schedule_name,
-                Description=json.dumps(trigger, sort_keys=True),
-                ScheduleExpression=expression,
-                ScheduleExpressionTimezone=time_zone,
-                FlexibleTimeWindow={"Mode": "OFF"},
-                Target={"Arn": alias_arn, "RoleArn": scheduler_role, "Input": json.dumps(event)},
-                State="ENABLED",
-            )
-            reporter.say(f"added schedule {describe(schedule)}: {expression} ({time_zone})")
+            definition: dict[str, Any] = {
+                "Name": schedule_name,
+                "Description": json.dumps(trigger, sort_keys=True),
+                "ScheduleExpression": expression,
+                "ScheduleExpressionTimezone": time_zone,
+                "FlexibleTimeWindow": {"Mode": "OFF"},
+                "Target": {"Arn": alias_arn, "RoleArn": scheduler_role, "Input": json.dumps(event)},
+                "State": "ENABLED",
+            }
+            if schedule_name not in existing:
+                scheduler.create_schedule(**definition)
+                reporter.say(f"added schedule {describe(schedule)}: {expression} ({time_zone})")
+                continue
+            current_role = existing[schedule_name].get("Target", {}).get("RoleArn", "")
+            if _role_name_of(current_role) != _role_name_of(scheduler_role):
+                # Made under the previous role naming: same schedule, our role.
+                scheduler.update_schedule(**definition)
+                reporter.say(
+                    f"schedule {describe(schedule)} now runs as {_role_name_of(scheduler_role)}"
+                )
         self._reconcile_url(spec, wanted, reporter)
 
     def _reconcile_url(
@@ -825,7 +1156,12 @@ class AwsProvider:
 
     def plan_delete(self, name: str) -> Plan:
         state = self._require(name)
-        actions = [Action(DELETE, f"Lambda function {name}, its roles and its URL")]
+        actions: list[Action] = [Action(DELETE, f"Lambda function {name} and its URL")]
+        role_names = (_role_name(name), _scheduler_role_name(name), *_legacy_role_names(name))
+        actions += [
+            RoleStep(DELETE, f"IAM role {role_name}", role_name)
+            for role_name in self._removable_roles(name, role_names)
+        ]
         actions += trigger_changes([], state.triggers)
         return Plan(name, self.name, tuple(actions))
 
@@ -840,15 +1176,8 @@ class AwsProvider:
             lambda_client.delete_function_url_config(FunctionName=name, Qualifier=ALIAS)
         layers = [layer["Arn"] for layer in self._function(name)["Configuration"].get("Layers", [])]  # type: ignore[index]
         lambda_client.delete_function(FunctionName=name)
-        iam = self.client("iam")
-        for role_name in (_role_name(name), _scheduler_role_name(name)):
-            try:
-                for policy in iam.list_role_policies(RoleName=role_name)["PolicyNames"]:
-                    iam.delete_role_policy(RoleName=role_name, PolicyName=policy)
-                iam.delete_role(RoleName=role_name)
-            except ClientError as error:
-                if error.response["Error"]["Code"] != "NoSuchEntity":
-                    raise
+        # Only roles the plan found to be this function's, and nothing else's.
+        self._delete_planned_roles(plan, name, reporter)
         self._delete_unused_layers(layers)
         reporter.say(f"deleted {name} (its outputs stay in {state.output})")
 

@@ -7,7 +7,9 @@ what is built is in test_aws_runtime.py (awslambdaric) and below for slim mode.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -15,17 +17,30 @@ from typing import Any
 import boto3
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import deployer
 from deployer import ConfigError, Cron, Http, ProviderError, RequirementsError, TriggerError
-from deployer.providers.aws import ALIAS, AwsProvider, invoke_event
+from deployer.providers import aws as aws_provider
+from deployer.providers.aws import (
+    ALIAS,
+    AwsProvider,
+    _legacy_role_names,
+    _role_name,
+    _scheduler_role_name,
+    invoke_event,
+)
 from deployer.providers.base import (
     ADD_TRIGGER,
     CREATE,
+    DELETE,
     INSTALL_DEPENDENCIES,
     REMOVE_TRIGGER,
     UPDATE_CODE,
 )
+from deployer.spec import NAME_PATTERN
+from deployer.triggers import describe
 
 pytestmark = pytest.mark.slow
 
@@ -85,9 +100,18 @@ def schedules(name: str = "scores") -> list[dict[str, Any]]:
     return described
 
 
+def role_tags(role_name: str) -> dict[str, str]:
+    role = boto3.client("iam").get_role(RoleName=role_name)["Role"]
+    return {tag["Key"]: tag["Value"] for tag in role.get("Tags", [])}
+
+
 def test_first_deploy_creates_function_layer_alias_schedule_url_and_role(output: str) -> None:
     first = plan(predict, output, triggers=[DAILY, Http()])
-    assert first.kinds() == [INSTALL_DEPENDENCIES, CREATE, ADD_TRIGGER, ADD_TRIGGER]
+    assert first.kinds() == [INSTALL_DEPENDENCIES, CREATE, CREATE, CREATE, ADD_TRIGGER, ADD_TRIGGER]
+    lines = [str(action) for action in first.actions]
+    assert lines[1] == "create: IAM role deployer-function.scores (execution role of scores)"
+    assert lines[2].startswith("create: Lambda function scores")
+    assert lines[3] == "create: IAM role deployer-scheduler.scores (scheduler role of scores)"
     deployment = deploy(predict, output, triggers=[DAILY, Http()])
 
     function = lambda_client().get_function(FunctionName="scores")
@@ -115,14 +139,22 @@ def test_first_deploy_creates_function_layer_alias_schedule_url_and_role(output:
     assert url["AuthType"] == "AWS_IAM"
     assert deployment.url == url["FunctionUrl"]
 
-    policy = boto3.client("iam").get_role_policy(RoleName="deployer-scores", PolicyName="deployer")
+    assert configuration["Role"].endswith(":role/deployer-function.scores")
+    for role_name, kind in (
+        ("deployer-function.scores", "execution"),
+        ("deployer-scheduler.scores", "scheduler"),
+    ):
+        assert role_tags(role_name) == {"deployer:name": "scores", "deployer:role": kind}
+    policy = boto3.client("iam").get_role_policy(
+        RoleName="deployer-function.scores", PolicyName="deployer"
+    )
     statements = policy["PolicyDocument"]["Statement"]
     bucket = output.split("/")[2]
     writes = [s for s in statements if "s3:PutObject" in s["Action"]]
     assert [s["Resource"] for s in writes] == [f"arn:aws:s3:::{bucket}/predictions/scores/*"]
     assert not any(s.get("Resource") == "*" for s in statements)
     scheduler_policy = boto3.client("iam").get_role_policy(
-        RoleName="deployer-scores-scheduler", PolicyName="deployer"
+        RoleName="deployer-scheduler.scores", PolicyName="deployer"
     )["PolicyDocument"]
     assert scheduler_policy["Statement"] == [
         {
@@ -131,7 +163,7 @@ def test_first_deploy_creates_function_layer_alias_schedule_url_and_role(output:
             "Resource": schedule["Target"]["Arn"],
         }
     ]
-    assert schedule["Target"]["RoleArn"].endswith(":role/deployer-scores-scheduler")
+    assert schedule["Target"]["RoleArn"].endswith(":role/deployer-scheduler.scores")
 
 
 def test_redeploy_with_nothing_changed_uploads_and_changes_nothing(output: str) -> None:
@@ -209,7 +241,7 @@ def test_delete_removes_function_roles_schedules_url_and_unused_layers(output: s
         lambda_client().get_function(FunctionName="scores")
     assert schedules() == []
     iam = boto3.client("iam")
-    for role in ("deployer-scores", "deployer-scores-scheduler"):
+    for role in ("deployer-function.scores", "deployer-scheduler.scores"):
         with pytest.raises(iam.exceptions.NoSuchEntityException):
             iam.get_role(RoleName=role)
     assert not [arn for arn in layer_versions() if deployment.deps_hash[:24] in arn]
@@ -349,3 +381,353 @@ def test_schedules_of_a_function_whose_name_extends_another_are_left_alone(outpu
     assert [item["Name"] for item in schedules("scores")] == [
         item["Name"] for item in schedules("scores-v2")
     ]  # the prefix listing still shows scores-v2's one schedule, and only it
+
+
+# --- IAM roles: names that cannot collide, and only deployer's own roles touched ----
+
+NAMES = st.from_regex(NAME_PATTERN, fullmatch=True)
+LAMBDA_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+FOREIGN_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"AWS": "arn:aws:iam::210987654321:root"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+ADMIN_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+}
+
+
+def roles_of(name: str) -> dict[str, str]:
+    return {"execution": _role_name(name), "scheduler": _scheduler_role_name(name)}
+
+
+def neighbours(name: str) -> list[str]:
+    """Names whose roles would be the likeliest to meet ``name``'s."""
+    candidates = [
+        f"{name}-scheduler",
+        name.removesuffix("-scheduler"),
+        f"fn-{name}",
+        f"function-{name}",
+        f"scheduler-{name}",
+        name.removeprefix("function-"),
+        name.removeprefix("scheduler-"),
+    ]
+    return [candidate for candidate in candidates if NAME_PATTERN.match(candidate)]
+
+
+@given(name=NAMES, data=st.data())
+def test_role_names_never_collide_for_any_two_function_names(name: str, data: Any) -> None:
+    other = data.draw(st.sampled_from(neighbours(name)) | NAMES, label="other")
+    ours = roles_of(name)
+    for kind, role_name in ours.items():
+        assert len(role_name) <= 64 and re.fullmatch(r"[\w+=,.@-]+", role_name)
+        for other_kind, other_role in roles_of(other).items():
+            # IAM role names ignore case.
+            same = role_name.lower() == other_role.lower()
+            assert same == ((kind, name) == (other_kind, other))
+        # Nor any role a deployment of the previous version may still have.
+        assert role_name.lower() not in {legacy.lower() for legacy in _legacy_role_names(other)}
+
+
+def test_the_previous_role_names_did_collide() -> None:
+    # What the property above guards against: "x-scheduler"'s execution role was
+    # "x"'s scheduler role.
+    assert _legacy_role_names("x-scheduler")[0] == _legacy_role_names("x")[1]
+    assert roles_of("x-scheduler")["execution"] != roles_of("x")["scheduler"]
+
+
+def test_execution_role_of_x_scheduler_is_not_the_scheduler_role_of_x(output: str) -> None:
+    deploy(predict, output, name="x", triggers=[DAILY])
+    deploy(predict, output, name="x-scheduler")
+    iam = boto3.client("iam")
+    [schedule] = schedules("x")
+    x_scheduler_role = schedule["Target"]["RoleArn"]
+    x_role = lambda_client().get_function_configuration(FunctionName="x")["Role"]
+    other_role = lambda_client().get_function_configuration(FunctionName="x-scheduler")["Role"]
+    assert len({x_scheduler_role, x_role, other_role}) == 3
+    assert x_role.endswith(":role/deployer-function.x")
+    assert other_role.endswith(":role/deployer-function.x-scheduler")
+    assert x_scheduler_role.endswith(":role/deployer-scheduler.x")
+    scheduler_policy = iam.get_role_policy(RoleName="deployer-scheduler.x", PolicyName="deployer")
+
+    deployer.get("x-scheduler", provider="aws").delete(quiet=True)
+
+    kept = iam.get_role(RoleName="deployer-scheduler.x")["Role"]
+    assert kept["Arn"] == x_scheduler_role
+    assert kept["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+        "Service": "scheduler.amazonaws.com"
+    }
+    policy = iam.get_role_policy(RoleName="deployer-scheduler.x", PolicyName="deployer")
+    assert policy["PolicyDocument"] == scheduler_policy["PolicyDocument"]
+    assert policy["PolicyDocument"]["Statement"][0]["Resource"] == schedule["Target"]["Arn"]
+    assert iam.get_role(RoleName="deployer-function.x")["Role"]["Arn"] == x_role
+    with pytest.raises(iam.exceptions.NoSuchEntityException):
+        iam.get_role(RoleName="deployer-function.x-scheduler")
+
+
+def create_foreign_role(role_name: str, tags: dict[str, str]) -> dict[str, Any]:
+    """A role someone else made under a name deployer uses; returns what must not change."""
+    iam = boto3.client("iam")
+    iam.create_role(
+        RoleName=role_name,
+        AssumeRolePolicyDocument=json.dumps(FOREIGN_TRUST),
+        Tags=[{"Key": key, "Value": value} for key, value in tags.items()],
+    )
+    iam.put_role_policy(
+        RoleName=role_name, PolicyName="admin", PolicyDocument=json.dumps(ADMIN_POLICY)
+    )
+    return role_snapshot(role_name)
+
+
+def role_snapshot(role_name: str) -> dict[str, Any]:
+    iam = boto3.client("iam")
+    role = iam.get_role(RoleName=role_name)["Role"]
+    policies = iam.list_role_policies(RoleName=role_name)["PolicyNames"]
+    return {
+        "arn": role["Arn"],
+        "trust": role["AssumeRolePolicyDocument"],
+        "tags": role.get("Tags", []),
+        "policies": {
+            policy: iam.get_role_policy(RoleName=role_name, PolicyName=policy)["PolicyDocument"]
+            for policy in policies
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "role_name, triggers",
+    [("deployer-function.scores", []), ("deployer-scheduler.scores", [DAILY])],
+    ids=["execution", "scheduler"],
+)
+@pytest.mark.parametrize(
+    "tags",
+    [
+        {},
+        {"deployer:name": "scores"},  # the previous version's tag alone
+        {"deployer:name": "other", "deployer:role": "execution"},
+        {"deployer:name": "scores", "deployer:role": "nothing"},
+    ],
+    ids=["untagged", "name-only", "other-function", "other-kind"],
+)
+def test_role_deployer_does_not_own_stops_the_deploy_before_anything_changes(
+    output: str, role_name: str, triggers: list[Any], tags: dict[str, str]
+) -> None:
+    before = create_foreign_role(role_name, tags)
+    with pytest.raises(ProviderError, match=rf"{re.escape(role_name)}.*another function name"):
+        plan(predict, output, triggers=triggers)
+    with pytest.raises(ProviderError, match=re.escape(role_name)):
+        deploy(predict, output, triggers=triggers)
+    assert lambda_client().list_functions()["Functions"] == []
+    assert layer_versions() == []
+    assert boto3.client("s3").list_objects_v2(Bucket=output.split("/")[2])["KeyCount"] == 0
+    assert schedules() == []
+    assert role_snapshot(role_name) == before
+    roles = [role["RoleName"] for role in boto3.client("iam").list_roles()["Roles"]]
+    assert roles == [role_name]
+
+
+def test_delete_leaves_roles_deployer_does_not_own(output: str) -> None:
+    deployment = deploy(predict, output)
+    # Under the scheduler role's name, and under both names of the previous version.
+    foreign = {
+        "deployer-scheduler.scores": create_foreign_role("deployer-scheduler.scores", {}),
+        "deployer-scores": create_foreign_role("deployer-scores", {"deployer:name": "other"}),
+        "deployer-scores-scheduler": create_foreign_role("deployer-scores-scheduler", {}),
+    }
+    planned = AwsProvider().plan_delete("scores")
+    assert [str(action) for action in planned.actions] == [
+        "delete: Lambda function scores and its URL",
+        "delete: IAM role deployer-function.scores",
+    ]
+    deployment.delete(quiet=True)
+    iam = boto3.client("iam")
+    with pytest.raises(iam.exceptions.NoSuchEntityException):
+        iam.get_role(RoleName="deployer-function.scores")
+    for role_name, before in foreign.items():
+        assert role_snapshot(role_name) == before
+
+
+def test_delete_keeps_its_own_role_while_another_function_runs_as_it(output: str) -> None:
+    deploy(predict, output, name="first")
+    deploy(predict, output, name="second")
+    own_role = lambda_client().get_function_configuration(FunctionName="first")["Role"]
+    second_role = lambda_client().get_function_configuration(FunctionName="second")["Role"]
+    # A published version of "second" runs as it, though "second"'s $LATEST no longer does.
+    lambda_client().update_function_configuration(FunctionName="second", Role=own_role)
+    lambda_client().publish_version(FunctionName="second")
+    lambda_client().update_function_configuration(FunctionName="second", Role=second_role)
+    assert [str(action) for action in AwsProvider().plan_delete("first").actions] == [
+        "delete: Lambda function first and its URL"
+    ]
+    deployer.get("first", provider="aws").delete(quiet=True)
+    assert boto3.client("iam").get_role(RoleName="deployer-function.first")["Role"]["Arn"] == (
+        own_role
+    )
+
+
+def test_hand_edited_trust_and_policy_of_its_role_are_reset_by_the_next_deploy(
+    output: str,
+) -> None:
+    deploy(predict, output, triggers=[DAILY])
+    iam = boto3.client("iam")
+    expected = role_snapshot("deployer-function.scores")
+    iam.update_assume_role_policy(
+        RoleName="deployer-function.scores", PolicyDocument=json.dumps(FOREIGN_TRUST)
+    )
+    iam.put_role_policy(
+        RoleName="deployer-function.scores",
+        PolicyName="deployer",
+        PolicyDocument=json.dumps(ADMIN_POLICY),
+    )
+    repair = plan(predict, output, triggers=[DAILY])
+    assert [str(action) for action in repair.actions] == [
+        "update config: IAM role deployer-function.scores: reset its trust and permissions "
+        "to what scores needs"
+    ]
+    code_versions = versions("scores")
+    deploy(predict, output, triggers=[DAILY])
+    assert role_snapshot("deployer-function.scores") == expected
+    assert versions("scores") == code_versions  # a step on the role alone uploads no code
+    assert plan(predict, output, triggers=[DAILY]).changes_nothing
+
+
+def test_iam_access_denied_is_a_provider_error_naming_the_operation_and_role(
+    output: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    make_client = AwsProvider.client
+
+    def denied(**kwargs: Any) -> None:
+        raise ClientError(
+            {"Error": {"Code": "AccessDenied", "Message": "not authorized"}}, "PutRolePolicy"
+        )
+
+    def client(self: AwsProvider, service: str) -> Any:
+        made = make_client(self, service)
+        if service == "iam":
+            made.meta.events.register("before-call.iam.PutRolePolicy", denied)
+        return made
+
+    monkeypatch.setattr(AwsProvider, "client", client)
+    with pytest.raises(
+        ProviderError, match=r"PutRolePolicy on role 'deployer-function\.scores'.*AccessDenied"
+    ) as raised:
+        deploy(predict, output)
+    assert isinstance(raised.value.__cause__, ClientError)
+    assert lambda_client().list_functions()["Functions"] == []
+
+
+# --- moving deployments of the previous version to the new role names ------------
+
+
+def deploy_as_previous_version(
+    monkeypatch: pytest.MonkeyPatch, output: str, **options: Any
+) -> None:
+    """A deployment as the previous version made it: roles "deployer-{name}" and
+    "deployer-{name}-scheduler", tagged with deployer:name only."""
+    name = options.setdefault("name", "scores")
+    with monkeypatch.context() as patch:
+        patch.setattr(aws_provider, "_role_name", lambda name: _legacy_role_names(name)[0])
+        patch.setattr(
+            aws_provider, "_scheduler_role_name", lambda name: _legacy_role_names(name)[1]
+        )
+        deploy(predict, output, **options)
+    iam = boto3.client("iam")
+    for role_name in _legacy_role_names(name):
+        with contextlib.suppress(iam.exceptions.NoSuchEntityException):  # no schedule, no role
+            iam.untag_role(RoleName=role_name, TagKeys=["deployer:role"])
+    role = lambda_client().get_function_configuration(FunctionName=name)["Role"]
+    assert role.endswith(f":role/deployer-{name}")
+
+
+def test_redeploy_moves_a_previous_deployment_to_the_new_roles_and_deletes_the_old(
+    output: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deploy_as_previous_version(monkeypatch, output, triggers=[DAILY])
+    migration = plan(predict, output, triggers=[DAILY])
+    assert [str(action) for action in migration.actions] == [
+        "create: IAM role deployer-function.scores (execution role of scores)",
+        "update config: execution role deployer-scores -> deployer-function.scores",
+        "create: IAM role deployer-scheduler.scores (scheduler role of scores)",
+        f"update config: schedule {describe(DAILY)}: run as deployer-scheduler.scores "
+        "(was deployer-scores-scheduler)",
+        "delete: IAM role deployer-scores (the previous naming, no longer used)",
+        "delete: IAM role deployer-scores-scheduler (the previous naming, no longer used)",
+    ]
+    deploy(predict, output, triggers=[DAILY])
+
+    role = lambda_client().get_function_configuration(FunctionName="scores")["Role"]
+    assert role.endswith(":role/deployer-function.scores")
+    alias = lambda_client().get_alias(FunctionName="scores", Name=ALIAS)
+    served = lambda_client().get_function_configuration(
+        FunctionName="scores", Qualifier=alias["FunctionVersion"]
+    )
+    assert served["Role"] == role
+    [schedule] = schedules()
+    assert schedule["Target"]["RoleArn"].endswith(":role/deployer-scheduler.scores")
+    assert schedule["ScheduleExpression"] == "cron(0 6 * * ? *)"
+    iam = boto3.client("iam")
+    for legacy in _legacy_role_names("scores"):
+        with pytest.raises(iam.exceptions.NoSuchEntityException):
+            iam.get_role(RoleName=legacy)
+    assert plan(predict, output, triggers=[DAILY]).changes_nothing
+
+
+def test_delete_of_a_previous_deployment_deletes_its_old_roles(
+    output: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deploy_as_previous_version(monkeypatch, output, triggers=[DAILY])
+    deployer.get("scores", provider="aws").delete(quiet=True)
+    roles = [role["RoleName"] for role in boto3.client("iam").list_roles()["Roles"]]
+    assert roles == []
+
+
+def test_old_role_another_function_runs_as_is_kept_until_nothing_does(
+    output: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The previous version's collision: "x" made "deployer-x-scheduler" for its
+    # schedule, and "x-scheduler" was then deployed to run as that same role.
+    deploy_as_previous_version(monkeypatch, output, name="x", triggers=[DAILY])
+    deploy(predict, output, name="x-scheduler")
+    shared = boto3.client("iam").get_role(RoleName="deployer-x-scheduler")["Role"]["Arn"]
+    lambda_client().update_function_configuration(FunctionName="x-scheduler", Role=shared)
+
+    moved = plan(predict, output, name="x", triggers=[DAILY])
+    deletions = [str(action) for action in moved.actions if action.kind == DELETE]
+    assert deletions == ["delete: IAM role deployer-x (the previous naming, no longer used)"]
+    deploy(predict, output, name="x", triggers=[DAILY])
+    assert boto3.client("iam").get_role(RoleName="deployer-x-scheduler")["Role"]["Arn"] == shared
+    assert lambda_client().get_function_configuration(FunctionName="x-scheduler")["Role"] == shared
+    [schedule] = schedules("x")
+    assert schedule["Target"]["RoleArn"].endswith(":role/deployer-scheduler.x")
+
+    # "x-scheduler" moves to its own role, but the old one is tagged for "x": kept.
+    assert not [a for a in plan(predict, output, name="x-scheduler").actions if a.kind == DELETE]
+    deploy(predict, output, name="x-scheduler")
+    role = lambda_client().get_function_configuration(FunctionName="x-scheduler")["Role"]
+    assert role.endswith(":role/deployer-function.x-scheduler")
+    assert boto3.client("iam").get_role(RoleName="deployer-x-scheduler")
+
+    # Now nothing runs as it, and "x"'s next deploy deletes it.
+    assert [
+        str(action) for action in plan(predict, output, name="x", triggers=[DAILY]).actions
+    ] == ["delete: IAM role deployer-x-scheduler (the previous naming, no longer used)"]
+    deploy(predict, output, name="x", triggers=[DAILY])
+    with pytest.raises(boto3.client("iam").exceptions.NoSuchEntityException):
+        boto3.client("iam").get_role(RoleName="deployer-x-scheduler")
