@@ -1,4 +1,4 @@
-"""The GCP provider: Cloud Functions (2nd gen), Cloud Scheduler, Cloud Run IAM, GCS.
+"""The GCP provider: Cloud Functions (2nd gen), Cloud Scheduler, Cloud Run IAM, GCS, IAM.
 
 State lives in Google Cloud itself, never in a local file: the function's
 labels carry deployer's name and hashes (and whether it serves HTTP), its
@@ -7,19 +7,46 @@ a name derived from the function's, and "public" is read from the IAM policy
 of the function's Cloud Run service. So a deploy from a laptop and one from CI
 plan against the same truth.
 
+Identities (least privilege, never the project's default compute account,
+which is often a project Editor). deployer makes two service accounts per
+function, with ids derived from its region and name (``dpl-fn-<hash>``,
+``dpl-sch-<hash>``: ids are at most 30 characters, names up to 40) and a
+description that names the function they belong to:
+
+- the function's: what it runs as; it may read the inputs bucket and write
+  the output bucket, nothing else. ``provider_options={'service_account':
+  ...}`` replaces it with the user's own account, to which deployer grants
+  nothing.
+- the scheduler's, made when there is a schedule: the only account Cloud
+  Scheduler's jobs call the function as, and an invoker of the function's
+  Cloud Run service only. The runtime is told its email and the audience of
+  its tokens through the function's environment, and treats a request as a
+  scheduled run only with that account's token (runtimes/gcp.py).
+
+An account with one of those ids that deployer did not make for this function
+is never adopted: planning stops, naming it, before anything is uploaded.
+``delete`` removes the accounts with the function.
+
 Credentials and project come from Application Default Credentials and the
 standard environment. Every client speaks REST, in production as in tests, so
-the contract tests exercise the transport users run. For the tests, each
+the contract tests exercise the transport users run: the official clients for
+Cloud Functions, Cloud Scheduler, Cloud Run and Cloud Storage, and the IAM
+REST API through google-auth's authorized session for service accounts
+(google-cloud-iam's admin client has no REST transport). For the tests, each
 control plane's endpoint can be overridden (``DEPLOYER_GCP_FUNCTIONS_ENDPOINT``,
-``DEPLOYER_GCP_SCHEDULER_ENDPOINT``, ``DEPLOYER_GCP_RUN_ENDPOINT``); an
+``DEPLOYER_GCP_SCHEDULER_ENDPOINT``, ``DEPLOYER_GCP_RUN_ENDPOINT``,
+``DEPLOYER_GCP_IAM_ENDPOINT``, ``DEPLOYER_GCP_STORAGE_ENDPOINT``); an
 overridden client uses anonymous credentials, a real one never does.
 
 Order of apply, chosen so that a failure at any step leaves the previous
-version serving: upload the source -> create or update the function and wait
-for the operation (Cloud Build installs the requirements; Cloud Functions
-moves traffic only once the new revision is ready) -> IAM -> schedules. The
-hash labels ride on the same update; if the operation fails they are put back,
-so the next plan still sees the old code and offers the update again.
+version serving: make the source zip -> service accounts and bucket
+grants -> upload the source -> create or update the function and wait for the
+operation (Cloud Build installs the requirements; Cloud Functions moves
+traffic only once the new revision is ready) -> IAM -> schedules. The hash
+labels ride on the same update; if the operation fails they are put back, so
+the next plan still sees the old code and offers the update again. A new
+function learns its own URL (the audience of the scheduler's tokens) only once
+created, so its first deploy ends with a second, configuration-only update.
 """
 
 from __future__ import annotations
@@ -32,9 +59,11 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -45,7 +74,9 @@ from google.api_core import exceptions as google_exceptions
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials, Credentials
 from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError
+from google.auth.transport.requests import AuthorizedSession
 from google.cloud import functions_v2, run_v2, scheduler_v1
+from google.cloud.storage import Client as StorageClient
 from google.iam.v1 import policy_pb2
 from google.protobuf import field_mask_pb2
 
@@ -63,6 +94,12 @@ from deployer.providers.base import (
     trigger_changes,
 )
 from deployer.providers.gcp_source import ENTRY_POINT, gcp_runtime, source_zip
+from deployer.runtimes.gcp import (
+    AUTHENTICATED,
+    HTTP_ACCESS_VARIABLE,
+    SCHEDULER_ACCOUNT_VARIABLE,
+    SCHEDULER_AUDIENCE_VARIABLE,
+)
 from deployer.spec import check_cloud_spec
 from deployer.triggers import Cron, Every, to_cloud_scheduler, trigger_from_dict
 
@@ -95,11 +132,41 @@ DESCRIPTION_PREFIX = "deployer: "  # followed by the function's qualname
 ENVIRONMENT_NAME = "DEPLOYER_NAME"
 ENVIRONMENT_OUTPUT = "DEPLOYER_OUTPUT"
 ENVIRONMENT_INPUTS = "DEPLOYER_INPUTS"
+# What the runtime checks a scheduled run's token against (runtimes/gcp.py).
+ENVIRONMENT_SCHEDULER_ACCOUNT = SCHEDULER_ACCOUNT_VARIABLE
+ENVIRONMENT_SCHEDULER_AUDIENCE = SCHEDULER_AUDIENCE_VARIABLE
+ENVIRONMENT_HTTP_ACCESS = HTTP_ACCESS_VARIABLE  # "authenticated" | "public"
 
 FUNCTIONS_ENDPOINT = "DEPLOYER_GCP_FUNCTIONS_ENDPOINT"
 SCHEDULER_ENDPOINT = "DEPLOYER_GCP_SCHEDULER_ENDPOINT"
 RUN_ENDPOINT = "DEPLOYER_GCP_RUN_ENDPOINT"
-ENDPOINT_VARIABLES = (FUNCTIONS_ENDPOINT, SCHEDULER_ENDPOINT, RUN_ENDPOINT)
+IAM_ENDPOINT = "DEPLOYER_GCP_IAM_ENDPOINT"
+STORAGE_ENDPOINT = "DEPLOYER_GCP_STORAGE_ENDPOINT"
+ENDPOINT_VARIABLES = (
+    FUNCTIONS_ENDPOINT,
+    SCHEDULER_ENDPOINT,
+    RUN_ENDPOINT,
+    IAM_ENDPOINT,
+    STORAGE_ENDPOINT,
+)
+IAM_API = "https://iam.googleapis.com"
+IAM_TIMEOUT_SECONDS = 60
+
+# The two accounts deployer makes per function (see the module docstring).
+FUNCTION_ROLE = "function"
+SCHEDULER_ROLE = "scheduler"
+ACCOUNT_PREFIXES = {FUNCTION_ROLE: "dpl-fn-", SCHEDULER_ROLE: "dpl-sch-"}
+# 20 hex characters (80 bits) keep "dpl-sch-" + hash within IAM's 30.
+ACCOUNT_HASH_LENGTH = 20
+# What the function's account may do with its buckets. objectAdmin: read,
+# write and replace the run files. bucketViewer (storage.buckets.get): pyarrow
+# reads the bucket's metadata when it writes under a prefix that has no
+# directory marker yet (arrow's GcsFileSystem CreateDir), e.g. on the first run.
+OUTPUT_BUCKET_ROLES = ("roles/storage.objectAdmin", "roles/storage.bucketViewer")
+INPUTS_BUCKET_ROLES = ("roles/storage.objectViewer",)
+# IAM is eventually consistent: an account made a moment ago may be refused
+# as unknown by the policies that name it, for a few seconds.
+ACCOUNT_SETTLE_SECONDS = 60
 # A ready identity token for invoke, e.g. $(gcloud auth print-identity-token):
 # the one way to call a function as a user whose ADC cannot mint one.
 IDENTITY_TOKEN = "DEPLOYER_GCP_IDENTITY_TOKEN"
@@ -154,6 +221,22 @@ def _is_job_of(job_id: str, name: str) -> bool:
     return re.fullmatch(rf"{re.escape(_job_prefix(name))}[0-9a-f]{{10}}", job_id) is not None
 
 
+def account_id(role: str, region: str, name: str) -> str:
+    """The id of the service account deployer makes for function ``name`` in ``region``.
+
+    IAM allows 6-30 characters of ``[a-z]([-a-z0-9]*[a-z0-9])``; function names
+    take up to 40, and the same name may live in two regions of one project,
+    so the id holds a hash of both: no two functions share an account.
+    """
+    digest = hashlib.sha256(f"{region}/{name}".encode()).hexdigest()[:ACCOUNT_HASH_LENGTH]
+    return f"{ACCOUNT_PREFIXES[role]}{digest}"
+
+
+def account_marker(role: str, region: str, name: str) -> str:
+    """How an account's description says deployer made it, for which function and role."""
+    return f"deployer:{role}:{region}/{name}"
+
+
 def _split_gs(url: str) -> tuple[str, str]:
     parsed = urlparse(url)
     return parsed.netloc, parsed.path.strip("/")
@@ -167,17 +250,79 @@ def _schedule_triggers(triggers: builtins.list[dict[str, Any]]) -> builtins.list
     return [trigger for trigger in triggers if trigger["type"] in ("cron", "every")]
 
 
+def _is_public(triggers: builtins.list[dict[str, Any]]) -> bool:
+    http = _http_trigger(triggers)
+    return http is not None and bool(http.get("public"))
+
+
+def _url(function: functions_v2.Function) -> str:
+    url: str = function.url or function.service_config.uri
+    return url
+
+
 def invoke_body(payload: Any) -> bytes:
     """The HTTP body of an invoke: the payload itself as JSON (see runtimes/gcp.py).
 
     A DataFrame becomes records, with timestamps as ISO strings; no payload is
-    an empty body, on which the function reads its ``inputs`` data set.
+    an empty body, which the runtime answers with a 400 unless the function
+    takes no input (an HTTP call never runs over the deployed inputs).
     """
     if payload is None:
         return b""
     if hasattr(payload, "to_json") and hasattr(payload, "columns"):
         return str(payload.to_json(orient="records", date_format="iso")).encode()
     return json.dumps(payload, default=str).encode()
+
+
+@dataclass(frozen=True)
+class AccessAction(Action):
+    """A plan step about who the function is and who may call it: a service
+    account, a grant, the caller checks in the runtime's environment. Applied
+    without uploading or rebuilding the function."""
+
+
+class ServiceAccounts:
+    """Service accounts through the IAM REST API v1 (projects.serviceAccounts).
+
+    Errors are google.api_core exceptions, as the official clients raise them.
+    """
+
+    def __init__(self, session: requests.Session, endpoint: str) -> None:
+        self._session = session
+        self._endpoint = endpoint.rstrip("/")
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        response = self._session.request(
+            method, f"{self._endpoint}/v1/{path}", json=body, timeout=IAM_TIMEOUT_SECONDS
+        )
+        if response.status_code >= 400:
+            raise google_exceptions.from_http_response(response)
+        return response.json() if response.content else {}
+
+    def get(self, project: str, email: str) -> dict[str, Any] | None:
+        try:
+            account: dict[str, Any] = self._call(
+                "GET", f"projects/{project}/serviceAccounts/{email}"
+            )
+        except google_exceptions.NotFound:
+            return None
+        return account
+
+    def create(
+        self, project: str, account_id: str, *, display_name: str, description: str
+    ) -> dict[str, Any]:
+        account: dict[str, Any] = self._call(
+            "POST",
+            f"projects/{project}/serviceAccounts",
+            {
+                "accountId": account_id,
+                "serviceAccount": {"displayName": display_name, "description": description},
+            },
+        )
+        return account
+
+    def delete(self, project: str, email: str) -> None:
+        self._call("DELETE", f"projects/{project}/serviceAccounts/{email}")
 
 
 class GcpProvider:
@@ -193,9 +338,10 @@ class GcpProvider:
         service_account: str | None = None,
     ) -> None:
         """``project`` and ``region``: where the function lives (default: the standard
-        environment). ``service_account``: the email the function runs as, and that
-        Cloud Scheduler presents to call it (default: the one Cloud Functions picks,
-        the project's default compute service account)."""
+        environment). ``service_account``: the email of an existing account the
+        function runs as, instead of the one deployer makes for it (deployer
+        grants it nothing: it needs to read the inputs and write the output).
+        Cloud Scheduler always calls as the scheduler account deployer makes."""
         self._project_option = project
         self._region_option = region
         self.service_account = service_account
@@ -277,6 +423,208 @@ class GcpProvider:
     def run(self) -> run_v2.ServicesClient:
         client: run_v2.ServicesClient = self._client("run", RUN_ENDPOINT, run_v2.ServicesClient)
         return client
+
+    @property
+    def service_accounts(self) -> ServiceAccounts:
+        if "iam" not in self._clients:
+            endpoint = os.environ.get(IAM_ENDPOINT)
+            if endpoint:
+                session: requests.Session = requests.Session()  # anonymous, as for every override
+            else:
+                session = AuthorizedSession(self._adc()[0])
+                endpoint = IAM_API
+            self._clients["iam"] = ServiceAccounts(session, endpoint)
+        accounts: ServiceAccounts = self._clients["iam"]
+        return accounts
+
+    @property
+    def storage(self) -> StorageClient:
+        if "storage" not in self._clients:
+            endpoint = os.environ.get(STORAGE_ENDPOINT)
+            if endpoint:
+                self._clients["storage"] = StorageClient(
+                    project=self.project,
+                    credentials=AnonymousCredentials(),
+                    client_options=ClientOptions(api_endpoint=endpoint),
+                )
+            else:
+                self._clients["storage"] = StorageClient(
+                    project=self.project, credentials=self._adc()[0]
+                )
+        client: StorageClient = self._clients["storage"]
+        return client
+
+    # -- identities ------------------------------------------------------------
+
+    def _account_email(self, role: str, name: str) -> str:
+        identifier = account_id(role, self.region, name)
+        project = self.project
+        if ":" in project:  # a domain-scoped project, "example.com:my-project"
+            domain, project_id = project.split(":", 1)
+            return f"{identifier}@{project_id}.{domain}.iam.gserviceaccount.com"
+        return f"{identifier}@{project}.iam.gserviceaccount.com"
+
+    def _function_account(self, name: str) -> str:
+        """The email the function runs as: the user's own, or the one deployer makes."""
+        return self.service_account or self._account_email(FUNCTION_ROLE, name)
+
+    def _scheduler_account(self, name: str) -> str:
+        """The email Cloud Scheduler calls the function as (the runtime checks for it)."""
+        return self._account_email(SCHEDULER_ROLE, name)
+
+    def _wanted_accounts(
+        self, name: str, triggers: builtins.list[dict[str, Any]]
+    ) -> builtins.list[tuple[str, str, str]]:
+        """(role, email, purpose) of each account deployer makes for this deploy."""
+        wanted = []
+        if not self.service_account:
+            wanted.append(
+                (FUNCTION_ROLE, self._account_email(FUNCTION_ROLE, name), f"{name} runs as it")
+            )
+        if _schedule_triggers(triggers):
+            wanted.append(
+                (
+                    SCHEDULER_ROLE,
+                    self._scheduler_account(name),
+                    f"Cloud Scheduler calls {name} as it",
+                )
+            )
+        return wanted
+
+    def _owned_account(
+        self, role: str, name: str, *, refuse_foreign: bool = True
+    ) -> dict[str, Any] | None:
+        """The account deployer made for ``name`` in ``role``; None when there is none.
+
+        An account with that id that deployer did not make for this function is
+        never adopted: its permissions are someone else's business. Planning a
+        deploy stops on one (ProviderError); deleting leaves it alone
+        (``refuse_foreign=False``: None).
+        """
+        email = self._account_email(role, name)
+        with self._google_errors(f"reading service account {email}"):
+            account = self.service_accounts.get(self.project, email)
+        if account is None:
+            return None
+        marker = account_marker(role, self.region, name)
+        description = str(account.get("description") or "")
+        if description.split(" ", 1)[0] != marker:
+            if not refuse_foreign:
+                return None
+            fix = (
+                "or pass provider_options={'service_account': '<email>'} to run as an "
+                "account of your own"
+                if role == FUNCTION_ROLE
+                else "or deploy the function under another name"
+            )
+            raise ProviderError(
+                f"service account {email} exists but was not made by deployer for the {role} "
+                f"of {name} in {self.region} (its description is {description!r}): deployer "
+                f"does not take over accounts it did not make. Delete it (`gcloud iam "
+                f"service-accounts delete {email}`) if nothing else uses it, {fix}"
+            )
+        return account
+
+    def _bucket_roles(self, spec: DeploySpec) -> dict[str, tuple[str, ...]]:
+        """Bucket -> the roles the function's account needs on it."""
+        output_bucket, _ = _split_gs(spec.output)
+        roles: dict[str, tuple[str, ...]] = {output_bucket: OUTPUT_BUCKET_ROLES}
+        if spec.inputs:
+            inputs_bucket, _ = _split_gs(spec.inputs)
+            # The output bucket's objectAdmin already reads.
+            roles.setdefault(inputs_bucket, INPUTS_BUCKET_ROLES)
+        return roles
+
+    def _bucket_policy(self, bucket: str) -> Any:
+        with self._google_errors(f"reading who may use gs://{bucket}"):
+            try:
+                return self.storage.bucket(bucket).get_iam_policy(requested_policy_version=3)
+            except google_exceptions.NotFound:
+                raise ProviderError(
+                    f"bucket gs://{bucket} does not exist: create it first "
+                    f"(`gcloud storage buckets create gs://{bucket} --location {self.region}`)"
+                ) from None
+
+    @staticmethod
+    def _policy_members(policy: Any, role: str) -> set[str]:
+        return {
+            member
+            for binding in policy.bindings
+            if binding["role"] == role and not binding.get("condition")
+            for member in binding["members"]
+        }
+
+    def _missing_bucket_roles(self, spec: DeploySpec, email: str) -> dict[str, builtins.list[str]]:
+        member = f"serviceAccount:{email}"
+        missing = {}
+        for bucket, roles in self._bucket_roles(spec).items():
+            policy = self._bucket_policy(bucket)
+            lacking = [role for role in roles if member not in self._policy_members(policy, role)]
+            if lacking:
+                missing[bucket] = lacking
+        return missing
+
+    def _ensure_access(
+        self, spec: DeploySpec, triggers: builtins.list[dict[str, Any]], reporter: Reporter
+    ) -> None:
+        """Make the accounts this deploy needs and grant the function's its buckets."""
+        for role, email, purpose in self._wanted_accounts(spec.name, triggers):
+            if self._owned_account(role, spec.name) is not None:
+                continue
+            marker = account_marker(role, self.region, spec.name)
+            with self._google_errors(f"creating service account {email}"):
+                self.service_accounts.create(
+                    self.project,
+                    account_id(role, self.region, spec.name),
+                    display_name=f"deployer {spec.name} ({role})"[:100],
+                    description=(
+                        f"{marker} made by deployer: {purpose}; deleted with the function"
+                    )[:256],
+                )
+            reporter.say(f"created service account {email}: {purpose}")
+        if self.service_account:
+            return
+        email = self._function_account(spec.name)
+        member = f"serviceAccount:{email}"
+        for bucket, roles in self._missing_bucket_roles(spec, email).items():
+            policy = self._bucket_policy(bucket)
+            for role in roles:
+                binding = next(
+                    (
+                        binding
+                        for binding in policy.bindings
+                        if binding["role"] == role and not binding.get("condition")
+                    ),
+                    None,
+                )
+                if binding is None:
+                    policy.bindings.append({"role": role, "members": {member}})
+                else:
+                    binding["members"] = set(binding["members"]) | {member}
+            bucket_handle = self.storage.bucket(bucket)
+            with self._google_errors(f"granting {email} access to gs://{bucket}"):
+                _settling(partial(bucket_handle.set_iam_policy, policy), email)
+            reporter.say(f"granted {', '.join(roles)} on gs://{bucket} to {email}")
+
+    def _revoke_bucket_access(self, email: str, buckets: builtins.list[str]) -> None:
+        """Take every role on ``buckets`` from the account (before it is deleted)."""
+        member = f"serviceAccount:{email}"
+        for bucket in dict.fromkeys(buckets):
+            with self._google_errors(f"revoking {email}'s access to gs://{bucket}"):
+                handle = self.storage.bucket(bucket)
+                try:
+                    policy = handle.get_iam_policy(requested_policy_version=3)
+                except google_exceptions.NotFound:
+                    continue  # the bucket is gone, and its policy with it
+                if not any(member in binding["members"] for binding in policy.bindings):
+                    continue
+                kept = []
+                for binding in policy.bindings:
+                    members = set(binding["members"]) - {member}
+                    if members:
+                        kept.append({**binding, "members": members})
+                policy.bindings = kept
+                handle.set_iam_policy(policy)
 
     # -- validation ----------------------------------------------------------
 
@@ -401,23 +749,36 @@ class GcpProvider:
 
     # -- plan ----------------------------------------------------------------
 
-    def _wanted_environment(self, spec: DeploySpec) -> dict[str, str]:
-        # The runtime reads its manifest; these say the same for people reading
-        # the console, and are where get() finds the function's store.
+    def _wanted_environment(
+        self, spec: DeploySpec, triggers: builtins.list[dict[str, Any]], url: str | None
+    ) -> dict[str, str]:
+        # The runtime reads its manifest; name, output and inputs say the same
+        # for people reading the console, and are where get() finds the
+        # function's store. The scheduler's account and audience, and whether
+        # Cloud Run checks every caller, are what the runtime checks a
+        # scheduled run's token against (runtimes/gcp.py): they come from
+        # here, never from a request. The audience is the function's URL,
+        # which a new function has only once it is created.
         environment = {ENVIRONMENT_NAME: spec.name, ENVIRONMENT_OUTPUT: spec.output}
         if spec.inputs:
             environment[ENVIRONMENT_INPUTS] = spec.inputs
+        environment[ENVIRONMENT_SCHEDULER_ACCOUNT] = self._scheduler_account(spec.name)
+        if url:
+            environment[ENVIRONMENT_SCHEDULER_AUDIENCE] = url
+        environment[ENVIRONMENT_HTTP_ACCESS] = "public" if _is_public(triggers) else AUTHENTICATED
         return environment
 
     def plan(self, bundle: Bundle, spec: DeploySpec) -> Plan:
         function = self._function(spec.name)
-        actions: list[Action] = []
         wanted = list(bundle.manifest["triggers"])
         if function is not None and NAME_LABEL not in function.labels:
             raise ProviderError(
                 f"a Cloud Function named {spec.name!r} exists in {self.location} but was not "
                 "deployed by deployer: choose another name, or delete it yourself"
             )
+        # Identities first, as apply makes them: a foreign account stops the
+        # plan here, before anything is uploaded.
+        actions: list[Action] = self._identity_changes(spec, wanted)
         if function is None:
             actions.append(
                 Action(
@@ -430,13 +791,67 @@ class GcpProvider:
         else:
             existing = self._current_triggers(function)
             actions += self._function_changes(function, bundle, spec)
+        actions += self._caller_changes(spec, wanted, function)
         actions += trigger_changes(wanted, existing)
         return Plan(spec.name, self.name, tuple(actions), bundle=bundle, spec=spec)
+
+    def _identity_changes(
+        self, spec: DeploySpec, triggers: builtins.list[dict[str, Any]]
+    ) -> builtins.list[Action]:
+        actions: list[Action] = []
+        for role, email, purpose in self._wanted_accounts(spec.name, triggers):
+            if self._owned_account(role, spec.name) is None:
+                actions.append(AccessAction(CREATE, f"service account {email}: {purpose}"))
+        if not self.service_account:
+            email = self._function_account(spec.name)
+            for bucket, roles in self._missing_bucket_roles(spec, email).items():
+                actions.append(
+                    AccessAction(
+                        UPDATE_CONFIG, f"grant {', '.join(roles)} on gs://{bucket} to {email}"
+                    )
+                )
+        return actions
+
+    def _caller_changes(
+        self,
+        spec: DeploySpec,
+        triggers: builtins.list[dict[str, Any]],
+        function: functions_v2.Function | None,
+    ) -> builtins.list[Action]:
+        """Cloud Scheduler's account as an invoker, and as the caller of existing jobs."""
+        actions: list[Action] = []
+        scheduler = self._scheduler_account(spec.name)
+        member = f"serviceAccount:{scheduler}"
+        schedules = _schedule_triggers(triggers)
+        invokers = self._invokers(self._policy(function)) if function is not None else set()
+        if schedules and member not in invokers:
+            actions.append(
+                AccessAction(UPDATE_CONFIG, f"grant {INVOKER_ROLE} on {spec.name} to {scheduler}")
+            )
+        elif not schedules and member in invokers:
+            actions.append(
+                AccessAction(
+                    UPDATE_CONFIG, f"revoke {INVOKER_ROLE} on {spec.name} from {scheduler}"
+                )
+            )
+        if function is not None:
+            for job in self._jobs(spec.name).values():
+                caller = job.http_target.oidc_token.service_account_email
+                trigger = self._job_trigger(job)
+                if trigger in schedules and caller != scheduler:
+                    actions.append(
+                        AccessAction(
+                            UPDATE_CONFIG,
+                            f"schedule {describe_trigger(trigger)} calls as {scheduler} "
+                            f"(was {caller or 'nobody'})",
+                        )
+                    )
+        return actions
 
     def _function_changes(
         self, function: functions_v2.Function, bundle: Bundle, spec: DeploySpec
     ) -> builtins.list[Action]:
-        actions = []
+        actions: list[Action] = []
         labels = function.labels
         if function.state != functions_v2.Function.State.ACTIVE:
             actions.append(
@@ -465,7 +880,9 @@ class GcpProvider:
             for key, value in service.environment_variables.items()
             if key.startswith("DEPLOYER_")
         }
-        wanted_environment = self._wanted_environment(spec)
+        wanted_environment = self._wanted_environment(
+            spec, list(bundle.manifest["triggers"]), _url(function)
+        )
         for key, label in (
             (ENVIRONMENT_OUTPUT, "output"),
             (ENVIRONMENT_INPUTS, "inputs"),
@@ -488,14 +905,28 @@ class GcpProvider:
             actions.append(
                 Action(UPDATE_CONFIG, f"memory: {service.available_memory!r} -> {MEMORY!r}")
             )
-        if self.service_account and service.service_account_email != self.service_account:
+        # Who the function is and whom it believes to be the scheduler: applied
+        # without a rebuild. (Whether every caller is authenticated follows the
+        # Http trigger, whose change is a line of its own.)
+        account = self._function_account(spec.name)
+        if service.service_account_email != account:
             actions.append(
-                Action(
+                AccessAction(
                     UPDATE_CONFIG,
-                    f"service account: {service.service_account_email!r} -> "
-                    f"{self.service_account!r}",
+                    f"service account: {service.service_account_email or None!r} -> {account!r}",
                 )
             )
+        for key, label in (
+            (ENVIRONMENT_SCHEDULER_ACCOUNT, "scheduler account"),
+            (ENVIRONMENT_SCHEDULER_AUDIENCE, "scheduler audience"),
+        ):
+            if environment.get(key) != wanted_environment.get(key):
+                actions.append(
+                    AccessAction(
+                        UPDATE_CONFIG,
+                        f"{label}: {environment.get(key)!r} -> {wanted_environment.get(key)!r}",
+                    )
+                )
         return actions
 
     # -- apply ---------------------------------------------------------------
@@ -521,23 +952,39 @@ class GcpProvider:
         function = self._function(spec.name)
         if plan.changes_nothing and function is not None:
             return self._state(function)
-        kinds = set(plan.kinds())
+        triggers = list(bundle.manifest["triggers"])
+        # Access steps are applied below without a rebuild; any other change to
+        # the function ships new source.
+        rebuild = function is None or any(
+            action.kind in (CREATE, UPDATE_CODE, UPDATE_CONFIG)
+            for action in plan.actions
+            if not isinstance(action, AccessAction)
+        )
+        # A config change ships new source too: the runtime reads output,
+        # inputs and timeout from the manifest inside it. The zip is made
+        # before any request, so a bundle that cannot be shipped (a local
+        # module called main.py) stops the deploy with nothing changed.
+        source = source_zip(bundle) if rebuild else None
+        if any(isinstance(action, AccessAction) for action in plan.actions):
+            self._ensure_access(spec, triggers, reporter)
+        if function is not None and function.service_config.service and not _is_public(triggers):
+            # allUsers goes before the runtime is told that every caller is
+            # authenticated (and so believes Cloud Run's token check).
+            self._reconcile_invokers(function, spec.name, triggers, reporter)
         current_labels = dict(function.labels) if function is not None else {}
         labels = self._labels_for(bundle, spec, current_labels)
-        if function is None or kinds & {CREATE, UPDATE_CODE, UPDATE_CONFIG}:
-            # A config change ships new source too: the runtime reads output,
-            # inputs and timeout from the manifest inside it. The zip is made
-            # before any request, so a bundle that cannot be shipped (a local
-            # module called main.py) stops the deploy with nothing changed.
-            source = source_zip(bundle)
+        if source is not None:
             storage_source = self._upload(source, reporter)
             function = self._deploy_function(
                 spec, bundle, storage_source, labels, function, current_labels, reporter
             )
-        elif labels != current_labels:
-            function = self._update_labels(spec.name, labels, reporter)
-        self._reconcile_invokers(function, bundle.manifest["triggers"], reporter)
-        self._reconcile_jobs(spec, function, bundle.manifest["triggers"], reporter)
+        # Without a rebuild, this is the whole update. After creating, it tells
+        # the runtime the function's URL, which exists only now: the audience
+        # of the scheduler's tokens.
+        assert function is not None
+        function = self._update_service(spec, triggers, function, labels, reporter)
+        self._reconcile_invokers(function, spec.name, triggers, reporter)
+        self._reconcile_jobs(spec, function, triggers, reporter)
         return self._state(function)
 
     def _upload(self, source: bytes, reporter: Reporter) -> functions_v2.StorageSource:
@@ -569,17 +1016,19 @@ class GcpProvider:
         bundle: Bundle,
         storage_source: functions_v2.StorageSource,
         labels: dict[str, str],
+        url: str | None,
     ) -> functions_v2.Function:
         service_config = functions_v2.ServiceConfig(
             available_memory=MEMORY,
             timeout_seconds=spec.timeout_seconds,
-            environment_variables=self._wanted_environment(spec),
+            environment_variables=self._wanted_environment(
+                spec, list(bundle.manifest["triggers"]), url
+            ),
             ingress_settings=functions_v2.ServiceConfig.IngressSettings.ALLOW_ALL,
             # The new revision takes all traffic once it is ready, never before.
             all_traffic_on_latest_revision=True,
+            service_account_email=self._function_account(spec.name),
         )
-        if self.service_account:
-            service_config.service_account_email = self.service_account
         return functions_v2.Function(
             name=self._function_name(spec.name),
             description=f"{DESCRIPTION_PREFIX}{bundle.manifest['function']['qualname']}"[:4096],
@@ -603,11 +1052,18 @@ class GcpProvider:
         previous_labels: dict[str, str],
         reporter: Reporter,
     ) -> functions_v2.Function:
-        resource = self._function_resource(spec, bundle, storage_source, labels)
+        url = _url(function) if function is not None else None
+        resource = self._function_resource(spec, bundle, storage_source, labels, url)
         if function is None:
             with self._google_errors(f"creating {spec.name}"):
-                operation = self.functions.create_function(
-                    parent=self.location, function=resource, function_id=spec.name
+                operation = _settling(
+                    partial(
+                        self.functions.create_function,
+                        parent=self.location,
+                        function=resource,
+                        function_id=spec.name,
+                    ),
+                    resource.service_config.service_account_email,
                 )
             message = f"creating {spec.name} (Cloud Build installs the requirements)"
         else:
@@ -620,14 +1076,18 @@ class GcpProvider:
                 "service_config.environment_variables",
                 "service_config.ingress_settings",
                 "service_config.all_traffic_on_latest_revision",
+                "service_config.service_account_email",
                 "labels",
                 "description",
             ]
-            if self.service_account:
-                paths.append("service_config.service_account_email")
             with self._google_errors(f"updating {spec.name}"):
-                operation = self.functions.update_function(
-                    function=resource, update_mask=field_mask_pb2.FieldMask(paths=paths)
+                operation = _settling(
+                    partial(
+                        self.functions.update_function,
+                        function=resource,
+                        update_mask=field_mask_pb2.FieldMask(paths=paths),
+                    ),
+                    resource.service_config.service_account_email,
                 )
             message = f"updating {spec.name} (Cloud Build installs the requirements)"
         try:
@@ -652,15 +1112,54 @@ class GcpProvider:
             # differs is caught by the state check (the function is not ACTIVE).
             pass
 
-    def _update_labels(
-        self, name: str, labels: dict[str, str], reporter: Reporter
+    def _update_service(
+        self,
+        spec: DeploySpec,
+        triggers: builtins.list[dict[str, Any]],
+        function: functions_v2.Function,
+        labels: dict[str, str],
+        reporter: Reporter,
     ) -> functions_v2.Function:
-        with self._google_errors(f"labelling {name}"):
-            operation = self.functions.update_function(
-                function=functions_v2.Function(name=self._function_name(name), labels=labels),
-                update_mask=field_mask_pb2.FieldMask(paths=["labels"]),
+        """Bring the labels, the environment and the service account up to date, without
+        a rebuild; only what differs is sent. Returns the function as it is now."""
+        service = function.service_config
+        environment = self._wanted_environment(spec, triggers, _url(function))
+        # Variables someone else set on the function are kept; deployer's own
+        # are exactly the wanted ones.
+        current_environment = dict(service.environment_variables)
+        merged_environment = {
+            key: value
+            for key, value in current_environment.items()
+            if not key.startswith("DEPLOYER_")
+        }
+        merged_environment.update(environment)
+        account = self._function_account(spec.name)
+        paths = []
+        if dict(function.labels) != labels:
+            paths.append("labels")
+        if current_environment != merged_environment:
+            paths.append("service_config.environment_variables")
+        if service.service_account_email != account:
+            paths.append("service_config.service_account_email")
+        if not paths:
+            return function
+        resource = functions_v2.Function(
+            name=function.name,
+            labels=labels,
+            service_config=functions_v2.ServiceConfig(
+                environment_variables=merged_environment, service_account_email=account
+            ),
+        )
+        with self._google_errors(f"configuring {spec.name}"):
+            operation = _settling(
+                partial(
+                    self.functions.update_function,
+                    function=resource,
+                    update_mask=field_mask_pb2.FieldMask(paths=paths),
+                ),
+                account,
             )
-        result: functions_v2.Function = self._wait(operation, f"labelling {name}", reporter)
+        result: functions_v2.Function = self._wait(operation, f"configuring {spec.name}", reporter)
         return result
 
     def _wait(self, operation: Any, message: str, reporter: Reporter) -> Any:
@@ -672,24 +1171,29 @@ class GcpProvider:
         """Turn a Google API error into a ProviderError that says what was being done."""
         try:
             yield
-        except google_exceptions.PermissionDenied as error:
+        except google_exceptions.Forbidden as error:
             raise ProviderError(
                 f"{action}: permission denied in {self.location} ({error.message}): the "
                 "deploying account needs roles/cloudfunctions.developer, "
-                "roles/cloudscheduler.admin, roles/run.admin, and roles/iam.serviceAccountUser "
-                "on the function's service account"
+                "roles/cloudscheduler.admin, roles/run.admin, roles/iam.serviceAccountAdmin "
+                "(deployer makes the function's and the scheduler's service accounts), "
+                "roles/iam.serviceAccountUser on those accounts, and roles/storage.admin on "
+                "the output and inputs buckets (to grant the function's account access)"
             ) from None
         except google_exceptions.GoogleAPICallError as error:
             raise ProviderError(f"{action} failed: {error.message}") from None
+        except requests.RequestException as error:
+            raise ProviderError(f"{action} failed: {error}") from None
 
     def _reconcile_invokers(
         self,
         function: functions_v2.Function,
+        name: str,
         triggers: builtins.list[dict[str, Any]],
         reporter: Reporter,
     ) -> None:
         """Who may call the function: allUsers only for Http(public=True); the
-        scheduler's service account when there are schedules.
+        scheduler's service account only when there are schedules.
 
         The policy is set on the function's Cloud Run service because that is
         what decides on 2nd gen functions (it is what `gcloud functions
@@ -709,8 +1213,11 @@ class GcpProvider:
             wanted.add(PUBLIC_MEMBER)
         else:
             unwanted.add(PUBLIC_MEMBER)
+        scheduler = self._scheduler_account(name)
         if _schedule_triggers(triggers):
-            wanted.add(f"serviceAccount:{self._scheduler_account(function)}")
+            wanted.add(f"serviceAccount:{scheduler}")
+        else:
+            unwanted.add(f"serviceAccount:{scheduler}")
         members = self._invokers(policy)
         if wanted <= members and not (unwanted & members):
             return
@@ -721,22 +1228,16 @@ class GcpProvider:
         del policy.bindings[:]
         policy.bindings.extend(bindings)
         with self._google_errors(f"setting who may invoke {function.name}"):
-            self.run.set_iam_policy(
-                request={"resource": function.service_config.service, "policy": policy}
+            _settling(
+                lambda: self.run.set_iam_policy(
+                    request={"resource": function.service_config.service, "policy": policy}
+                ),
+                scheduler,
             )
         if PUBLIC_MEMBER in wanted - members:
             reporter.say("the function URL is public: anyone can call it")
         elif PUBLIC_MEMBER in members & unwanted:
             reporter.say("the function URL requires authentication again")
-
-    def _scheduler_account(self, function: functions_v2.Function) -> str:
-        account = self.service_account or function.service_config.service_account_email
-        if not account:
-            raise ProviderError(
-                f"{function.name} reports no service account for Cloud Scheduler to call it "
-                "with: pass provider_options={'service_account': '<email>'}"
-            )
-        return account
 
     def _job(
         self, spec: DeploySpec, function: functions_v2.Function, trigger: dict[str, Any]
@@ -744,7 +1245,7 @@ class GcpProvider:
         schedule = trigger_from_dict(trigger)
         assert isinstance(schedule, (Cron, Every))
         expression, time_zone = to_cloud_scheduler(schedule)
-        url = function.url or function.service_config.uri
+        url = _url(function)
         low, high = SCHEDULER_DEADLINE_SECONDS
         return scheduler_v1.Job(
             name=f"{self.location}/jobs/{_job_id(spec.name, trigger)}",
@@ -753,11 +1254,12 @@ class GcpProvider:
             time_zone=time_zone,
             http_target=scheduler_v1.HttpTarget(
                 uri=url,
-                # No body: Scheduler's own X-CloudScheduler-* headers tell the
-                # runtime this is a scheduled run and which firing it is.
+                # No body: the token of the scheduler's own account tells
+                # the runtime this is a scheduled run, and Scheduler's
+                # X-CloudScheduler-* headers which firing it is.
                 http_method=scheduler_v1.HttpMethod.POST,
                 oidc_token=scheduler_v1.OidcToken(
-                    service_account_email=self._scheduler_account(function), audience=url
+                    service_account_email=self._scheduler_account(spec.name), audience=url
                 ),
             ),
             # Scheduler gives up on an attempt after this long (default 3 min);
@@ -788,7 +1290,10 @@ class GcpProvider:
             job = self._job(spec, function, trigger)
             if job_id not in existing:
                 with self._google_errors(f"creating schedule {job_id}"):
-                    self.scheduler.create_job(parent=self.location, job=job)
+                    _settling(
+                        partial(self.scheduler.create_job, parent=self.location, job=job),
+                        self._scheduler_account(spec.name),
+                    )
                 reporter.say(
                     f"added schedule {describe_trigger(trigger)}: {job.schedule} ({job.time_zone})"
                 )
@@ -849,7 +1354,7 @@ class GcpProvider:
         self, name: str, payload: Any = None, *, timeout_seconds: int | None = None
     ) -> Invocation:
         function = self._require(name)
-        url = function.url or function.service_config.uri
+        url = _url(function)
         headers = {
             "content-type": "application/json",
             "authorization": f"Bearer {self._identity_token(url)}",
@@ -895,20 +1400,47 @@ class GcpProvider:
             f"--project {self.project} --limit {lines}`"
         )
 
+    def _owned_accounts(self, name: str) -> dict[str, str]:
+        """Role -> email of the accounts deployer made for ``name`` that exist."""
+        return {
+            role: self._account_email(role, name)
+            for role in (FUNCTION_ROLE, SCHEDULER_ROLE)
+            if self._owned_account(role, name, refuse_foreign=False) is not None
+        }
+
     def plan_delete(self, name: str) -> Plan:
         function = self._require(name)
         actions = [Action(DELETE, f"Cloud Function {name} in {self.region}")]
         actions += trigger_changes([], self._current_triggers(function))
+        actions += [
+            AccessAction(DELETE, f"service account {email} (the {role}'s)")
+            for role, email in self._owned_accounts(name).items()
+        ]
         return Plan(name, self.name, tuple(actions))
 
     def delete(self, plan: Plan, reporter: Reporter) -> None:
         name = plan.name
         function = self._require(name)
-        output = function.service_config.environment_variables.get(ENVIRONMENT_OUTPUT, "")
+        environment = function.service_config.environment_variables
+        output = environment.get(ENVIRONMENT_OUTPUT, "")
+        accounts = self._owned_accounts(name)
         # Schedules first: a job left behind would keep calling a missing URL.
         for job in self._jobs(name).values():
             with self._google_errors(f"deleting schedule {job.name}"):
                 self.scheduler.delete_job(name=job.name)
+        # Then the identities it runs and is called with (what the function's
+        # account was granted on its buckets first), and the function last:
+        # while it exists, a delete that failed halfway can be run again.
+        if FUNCTION_ROLE in accounts:
+            buckets = [
+                _split_gs(environment[key])[0]
+                for key in (ENVIRONMENT_OUTPUT, ENVIRONMENT_INPUTS)
+                if environment.get(key, "").startswith("gs://")
+            ]
+            self._revoke_bucket_access(accounts[FUNCTION_ROLE], buckets)
+        for email in accounts.values():
+            with self._google_errors(f"deleting service account {email}"):
+                self.service_accounts.delete(self.project, email)
         with self._google_errors(f"deleting {name}"):
             operation = self.functions.delete_function(name=function.name)
         # The Cloud Run service and its IAM policy go with the function.
@@ -925,6 +1457,25 @@ def _same_target(existing: scheduler_v1.Job, wanted: scheduler_v1.Job) -> bool:
         and existing.attempt_deadline == wanted.attempt_deadline
         and existing.retry_config.retry_count == wanted.retry_config.retry_count
     )
+
+
+def _settling(call: Callable[[], Any], email: str) -> Any:
+    """``call()``, tried again while IAM does not know the account ``email`` yet.
+
+    A service account made a moment ago can be refused as unknown by the
+    policies and jobs that name it, for a few seconds; any other error, or the
+    same one for longer than ACCOUNT_SETTLE_SECONDS, is raised.
+    """
+    deadline = time.monotonic() + ACCOUNT_SETTLE_SECONDS
+    delay = 0.25
+    while True:
+        try:
+            return call()
+        except (google_exceptions.BadRequest, google_exceptions.NotFound) as error:
+            if email not in str(error.message) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
 
 
 def _poll(operation: Any, message: str) -> Any:

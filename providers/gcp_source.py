@@ -7,8 +7,10 @@ files as they are, plus:
 
 - ``main.py``, which only re-exports ``deployer_runtime.gcp.handle`` (entry
   point ``handle``);
-- ``requirements.txt``: the bundle's pinned requirements plus
-  functions-framework, which serves the entry point.
+- ``requirements.txt``: the bundle's pinned requirements plus what the entry
+  itself needs: functions-framework, which serves it, and google-auth with
+  requests, which check the ID token of a request that claims to come from
+  Cloud Scheduler (runtimes/gcp.py). functions-framework brings neither.
 
 The zip is deterministic (deployer.archive), so an unchanged bundle gives the
 same bytes and the same hash, and a redeploy can tell nothing changed.
@@ -27,9 +29,15 @@ if TYPE_CHECKING:
 ENTRY_POINT = "handle"
 MAIN_FILE = "main.py"
 REQUIREMENTS_FILE = "requirements.txt"
-# A range, not a pin: the framework is the platform's, not the function's, so
-# each build gets the newest 3.x with wheels for the runtime's Python.
+# Ranges, not pins: these are the platform's, not the function's, so each
+# build gets the newest release with wheels for the runtime's Python.
 FUNCTIONS_FRAMEWORK = "functions-framework>=3.8,<4"
+# google.oauth2.id_token.verify_token with clock_skew_in_seconds, and its
+# requests transport (google-auth's "requests" extra, listed as itself so that
+# a user's own pin of google-auth still brings it).
+GOOGLE_AUTH = "google-auth>=2.25,<3"
+REQUESTS = "requests>=2.31,<3"
+RUNTIME_REQUIREMENTS = (FUNCTIONS_FRAMEWORK, GOOGLE_AUTH, REQUESTS)
 
 MAIN_SOURCE = '''\
 """Cloud Functions entry: functions-framework calls handle() for every request."""
@@ -80,15 +88,16 @@ def gcp_runtime(python: str) -> str:
 
 
 def requirements_text(bundle: Bundle) -> str:
-    """The bundle's pinned requirements plus functions-framework, one per line."""
+    """The bundle's pinned requirements plus the entry's own RUNTIME_REQUIREMENTS, one a line."""
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
     lines = [str(line) for line in bundle.manifest.get("requirements", [])]
-    framework = Requirement(FUNCTIONS_FRAMEWORK).name
-    # The user may have pinned functions-framework themselves; theirs wins.
-    if not any(canonicalize_name(Requirement(line).name) == framework for line in lines):
-        lines.append(FUNCTIONS_FRAMEWORK)
+    pinned = {canonicalize_name(Requirement(line).name) for line in lines}
+    # The user may have pinned one of them themselves; theirs wins.
+    for requirement in RUNTIME_REQUIREMENTS:
+        if canonicalize_name(Requirement(requirement).name) not in pinned:
+            lines.append(requirement)
     return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,10 @@
 Fixtures (import them into a test module):
 - ``gcs_emulator`` (session): gcp-storage-emulator on a free loopback port.
 - ``gcs_bucket``: STORAGE_EMULATOR_HOST pointed at it and a fresh bucket per test.
+- ``google_certificates``: a loopback stand-in for Google's ID-token
+  certificates (``https://www.googleapis.com/oauth2/v1/certs``) holding a test
+  key, which mints the tokens Cloud Scheduler would send. The runtime is
+  pointed at it with DEPLOYER_GCP_CERTS_URL, a variable only tests set.
 
 And, for tests and bench/ alike:
 - ``storage_emulator``: the emulator as a context manager (what the fixture uses);
@@ -43,8 +47,9 @@ READY_MARKER = ".installed"
 class GcsEmulator:
     """gcp-storage-emulator's JSON API, for arranging and inspecting buckets in tests."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, log_path: Path | None = None) -> None:
         self.endpoint = endpoint
+        self.log_path = log_path
 
     def _call(self, method: str, path: str, data: bytes | None = None) -> bytes:
         headers = {"Content-Type": "application/json" if method == "POST" else "text/plain"}
@@ -56,8 +61,45 @@ class GcsEmulator:
         with urllib.request.urlopen(request, timeout=30) as response:
             return bytes(response.read())
 
-    def create_bucket(self, name: str) -> None:
-        self._call("POST", "/storage/v1/b?project=test", json.dumps({"name": name}).encode())
+    def create_bucket(self, name: str, *, exist_ok: bool = False) -> None:
+        try:
+            self._call("POST", "/storage/v1/b?project=test", json.dumps({"name": name}).encode())
+        except urllib.error.HTTPError as error:
+            if not (exist_ok and error.code == 409):
+                raise
+
+    def iam_policy(self, bucket: str) -> dict[str, Any]:
+        """The bucket's IAM policy as stored (the emulator keeps it; it does not enforce it)."""
+        policy: dict[str, Any] = json.loads(self._call("GET", f"/storage/v1/b/{bucket}/iam"))
+        return policy
+
+    def set_iam_policy(self, bucket: str, policy: dict[str, Any]) -> None:
+        request = urllib.request.Request(
+            f"{self.endpoint}/storage/v1/b/{bucket}/iam",
+            data=json.dumps(policy).encode(),
+            method="PUT",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30):
+            pass
+
+    def members(self, bucket: str, role: str) -> set[str]:
+        return {
+            member
+            for binding in self.iam_policy(bucket).get("bindings", [])
+            if binding["role"] == role
+            for member in binding["members"]
+        }
+
+    def object_requests(self, bucket: str, key: str) -> list[str]:
+        """The request lines the emulator logged for one object (uploads, metadata, reads)."""
+        assert self.log_path is not None
+        quoted = urllib.parse.quote(key, safe="")
+        return [
+            line
+            for line in self.log_path.read_text(errors="replace").splitlines()
+            if f"/b/{bucket}/o/{quoted}" in line or (f"/b/{bucket}/o?" in line and quoted in line)
+        ]
 
     def put(self, bucket: str, key: str, data: bytes) -> str:
         """Upload ``data`` as ``key``; returns its gs:// URL."""
@@ -89,7 +131,7 @@ def storage_emulator(directory: Path) -> Iterator[GcsEmulator]:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, process)
-        yield GcsEmulator(f"http://127.0.0.1:{port}")
+        yield GcsEmulator(f"http://127.0.0.1:{port}", directory / "emulator.log")
     finally:
         _stop(process)
 
@@ -108,6 +150,126 @@ def gcs_bucket(gcs_emulator: GcsEmulator, monkeypatch: pytest.MonkeyPatch) -> st
     name = f"bucket-{uuid.uuid4().hex[:12]}"
     gcs_emulator.create_bucket(name)
     return name
+
+
+# -- Google's ID-token certificates, with a key of the tests' own --------------------
+
+GOOGLE_ISSUER = "https://accounts.google.com"
+_signing_keys: dict[str, tuple[str, str]] = {}
+
+
+def signing_key(key_id: str) -> tuple[str, str]:
+    """(private key PEM, self-signed x.509 certificate PEM) for ``key_id``, made once a session."""
+    if key_id not in _signing_keys:
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.x509.oid import NameOID
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"deployer test {key_id}")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .sign(key, hashes.SHA256())
+        )
+        _signing_keys[key_id] = (
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ).decode(),
+            certificate.public_bytes(serialization.Encoding.PEM).decode(),
+        )
+    return _signing_keys[key_id]
+
+
+def mint_token(key_id: str, claims: dict[str, Any]) -> str:
+    """A JWT signed RS256 by the test key ``key_id``, as google-auth signs one."""
+    from google.auth import crypt, jwt
+
+    signer = crypt.RSASigner.from_string(signing_key(key_id)[0], key_id=key_id)
+    return jwt.encode(signer, claims).decode()
+
+
+class GoogleCertificates:
+    """Serves ``{key id: certificate}`` like Google's v1 certs endpoint, and counts the fetches.
+
+    Only ``KEY_ID``'s certificate is served: a token signed by any other test
+    key is a token Google did not sign.
+    """
+
+    KEY_ID = "deployer-test-key"
+    MAX_AGE_SECONDS = 3600
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from threading import Thread
+
+        body = json.dumps({self.KEY_ID: signing_key(self.KEY_ID)[1]}).encode()
+        certificates = self
+        self.fetches = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                certificates.fetches += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Cache-Control", f"public, max-age={certificates.MAX_AGE_SECONDS}")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/oauth2/v1/certs"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    @staticmethod
+    def claims(*, email: str, audience: str, **overrides: Any) -> dict[str, Any]:
+        """The claims of the ID token Cloud Scheduler sends for ``email``, valid for an hour."""
+        now = int(time.time())
+        return {
+            "iss": GOOGLE_ISSUER,
+            "aud": audience,
+            "azp": "111111111111111111111",
+            "sub": "111111111111111111111",
+            "email": email,
+            "email_verified": True,
+            "iat": now,
+            "exp": now + 3600,
+            **overrides,
+        }
+
+    def token(self, *, email: str, audience: str, key_id: str = KEY_ID, **overrides: Any) -> str:
+        return mint_token(key_id, self.claims(email=email, audience=audience, **overrides))
+
+
+@pytest.fixture
+def google_certificates() -> Iterator[GoogleCertificates]:
+    certificates = GoogleCertificates()
+    try:
+        yield certificates
+    finally:
+        certificates.stop()
 
 
 def function_environment(requirements: Path, cache: Path) -> Path:
@@ -194,15 +356,21 @@ class CloudFunction:
         return self.request(json.dumps(value), headers={"Content-Type": "application/json"})
 
 
-def scheduler_headers(schedule_time: str, job_name: str) -> dict[str, str]:
-    """The headers Cloud Scheduler sets on an HTTP target's request (Scheduler v1 HttpTarget)."""
-    return {
+def scheduler_headers(
+    schedule_time: str, job_name: str, token: str | None = None
+) -> dict[str, str]:
+    """The headers Cloud Scheduler sets on an HTTP target's request (Scheduler v1 HttpTarget),
+    with ``Authorization: Bearer <token>`` when the job has an OIDC token."""
+    headers = {
         "X-CloudScheduler": "true",
         "X-CloudScheduler-JobName": job_name,
         "X-CloudScheduler-ScheduleTime": schedule_time,
         "User-Agent": "Google-Cloud-Scheduler",
         "Content-Type": "application/octet-stream",
     }
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
 
 
 def function_process_environment(

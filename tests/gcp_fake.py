@@ -1,7 +1,8 @@
 """A loopback fake of the Google Cloud control planes the GCP provider calls.
 
-No emulator exists for Cloud Functions, Cloud Scheduler or Cloud Run's IAM, so
-the tests that use this fake are contract tests, and are named so
+No emulator exists for Cloud Functions, Cloud Scheduler, Cloud Run's IAM or
+IAM's service accounts, so the tests that use this fake are contract tests,
+and are named so
 (``test_contract_...``): the official client libraries, speaking REST as they
 do in production, send their requests here; the fake keeps the resources in
 memory and records every request (method, path, query, JSON body), so a test
@@ -22,6 +23,9 @@ Served (paths as the clients send them with ``transport="rest"``):
                          GET    /v2/{location}/operations/ID   (always done)
     Cloud Run v2 IAM     GET    /v2/{location}/services/ID:getIamPolicy
                          POST   /v2/{location}/services/ID:setIamPolicy
+    IAM v1               GET    /v1/projects/{project}/serviceAccounts/EMAIL
+                         POST   /v1/projects/{project}/serviceAccounts
+                         DELETE /v1/projects/{project}/serviceAccounts/EMAIL
     Cloud Scheduler v1   POST   /v1/{location}/jobs
                          GET    /v1/{location}/jobs
                          GET    /v1/{location}/jobs/ID
@@ -33,6 +37,13 @@ Served (paths as the clients send them with ``transport="rest"``):
 A function's URL answers like the deployed runtime would (JSON in, JSON out),
 echoing the records it was sent as the predictions; without a bearer token it
 answers 401, as Cloud Run does.
+
+Like Google, the fake refuses a function, an invoker binding or a job that
+names a service account of the project (``...@{project}.iam.gserviceaccount.com``)
+that does not exist (400 "Service account ... does not exist"), so the order
+in which deployer makes accounts and uses them is checked. ``unsettled`` makes
+the next N such references to an account that does exist fail the same way,
+as IAM does for a few seconds after an account is made.
 
 Operations are returned not done and are done on the first poll, so waiting
 on them is exercised. ``fail_next_build`` makes the next create or update
@@ -51,14 +62,20 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 DEFAULT_SERVICE_ACCOUNT = "123456789012-compute@developer.gserviceaccount.com"
 FUNCTION_TYPE = "type.googleapis.com/google.cloud.functions.v2.Function"
 EMPTY_TYPE = "type.googleapis.com/google.protobuf.Empty"
 
 LOCATION = r"projects/(?P<project>[^/]+)/locations/(?P<region>[^/:]+)"
+ACCOUNTS = r"^/v1/projects/(?P<project>[^/]+)/serviceAccounts"
+# IAM's rule for account ids.
+ACCOUNT_ID = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])$")
 ROUTES: list[tuple[str, re.Pattern[str], str]] = [
+    ("GET", re.compile(rf"{ACCOUNTS}/(?P<email>[^/:]+)$"), "get_account"),
+    ("POST", re.compile(rf"{ACCOUNTS}$"), "create_account"),
+    ("DELETE", re.compile(rf"{ACCOUNTS}/(?P<email>[^/:]+)$"), "delete_account"),
     ("POST", re.compile(rf"^/v2/{LOCATION}/functions:generateUploadUrl$"), "generate_upload_url"),
     ("POST", re.compile(rf"^/v2/{LOCATION}/functions$"), "create_function"),
     ("GET", re.compile(rf"^/v2/{LOCATION}/functions$"), "list_functions"),
@@ -168,6 +185,9 @@ class FakeGoogleCloud:
             self.policies: dict[str, dict[str, Any]] = {}  # service name -> policy
             self.jobs: dict[str, dict[str, Any]] = {}  # full name -> job
             self.uploads: dict[str, bytes] = {}  # object name -> zip bytes
+            self.accounts: dict[str, dict[str, Any]] = {}  # email -> service account
+            self.unsettled = 0  # references to an existing account still refused
+            self.refused: list[str] = []  # accounts a reference to was refused for
             self.fail_next_build: str | None = None
 
     # -- queries for tests ----------------------------------------------------
@@ -273,6 +293,17 @@ class FakeGoogleCloud:
         function["state"] = "ACTIVE"
         function["updateTime"] = f"2026-01-01T00:00:{next(self._counter) % 60:02d}Z"
 
+    def _check_accounts(self, project: str, emails: list[str]) -> None:
+        """Refuse a reference to an account of the project that IAM does not know (yet)."""
+        for email in emails:
+            if not email.endswith(f"@{project}.iam.gserviceaccount.com"):
+                continue  # Google's own accounts, other projects'
+            if email not in self.accounts or self.unsettled > 0:
+                if email in self.accounts:
+                    self.unsettled -= 1
+                self.refused.append(email)
+                raise FakeError(400, "INVALID_ARGUMENT", f"Service account {email} does not exist.")
+
     def _create_function(self, request: Recorded, project: str, region: str) -> dict:
         id = request.query.get("functionId", "")
         name = f"projects/{project}/locations/{region}/functions/{id}"
@@ -280,6 +311,8 @@ class FakeGoogleCloud:
             raise FakeError(409, "ALREADY_EXISTS", f"function {name} already exists")
         function = copy.deepcopy(request.body)
         self._check_source(function)
+        account = function.get("serviceConfig", {}).get("serviceAccountEmail")
+        self._check_accounts(project, [account] if account else [])
         function["name"] = name
         function["createTime"] = "2026-01-01T00:00:00Z"
         self._finish(function, project, region, id)
@@ -305,6 +338,9 @@ class FakeGoogleCloud:
         _apply_mask(updated, request.body, mask)
         if "buildConfig.source" in mask:
             self._check_source(updated)
+        if "serviceConfig.serviceAccountEmail" in mask:
+            account = updated.get("serviceConfig", {}).get("serviceAccountEmail")
+            self._check_accounts(project, [account] if account else [])
         self._finish(updated, project, region, id)
         self.functions[function["name"]] = updated
         return self._function_result(project, region, updated)
@@ -336,6 +372,15 @@ class FakeGoogleCloud:
     def _set_policy(self, request: Recorded, project: str, region: str, id: str) -> dict:
         service = self._service(project, region, id)
         policy = copy.deepcopy(request.body["policy"])
+        self._check_accounts(
+            project,
+            [
+                member.split(":", 1)[1]
+                for binding in policy.get("bindings", [])
+                for member in binding.get("members", [])
+                if member.startswith("serviceAccount:")
+            ],
+        )
         policy["etag"] = base64.b64encode(
             hashlib.sha256(json.dumps(policy).encode()).digest()[:8]
         ).decode()
@@ -351,6 +396,7 @@ class FakeGoogleCloud:
             raise FakeError(400, "INVALID_ARGUMENT", f"job name must start with {parent}")
         if job["name"] in self.jobs:
             raise FakeError(409, "ALREADY_EXISTS", f"job {job['name']} already exists")
+        self._check_accounts(project, [_job_account(job)])
         job["state"] = "ENABLED"
         job["userUpdateTime"] = "2026-01-01T00:00:00Z"
         self.jobs[job["name"]] = job
@@ -369,12 +415,48 @@ class FakeGoogleCloud:
     def _update_job(self, request: Recorded, project: str, region: str, id: str) -> dict:
         job = copy.deepcopy(self._get_job(request, project, region, id))
         _apply_mask(job, request.body, request.query.get("updateMask", ""))
+        self._check_accounts(project, [_job_account(job)])
         self.jobs[job["name"]] = job
         return job
 
     def _delete_job(self, request: Recorded, project: str, region: str, id: str) -> dict:
         job = self._get_job(request, project, region, id)
         del self.jobs[job["name"]]
+        return {}
+
+    # -- IAM v1 service accounts --------------------------------------------------------
+
+    def _get_account(self, request: Recorded, project: str, email: str) -> dict:
+        email = unquote(email)
+        if email not in self.accounts or self.accounts[email]["projectId"] != project:
+            raise _not_found(f"service account projects/{project}/serviceAccounts/{email}")
+        return self.accounts[email]
+
+    def _create_account(self, request: Recorded, project: str) -> dict:
+        account_id = request.body.get("accountId", "")
+        if not (6 <= len(account_id) <= 30 and ACCOUNT_ID.match(account_id)):
+            raise FakeError(400, "INVALID_ARGUMENT", f"invalid account id {account_id!r}")
+        details = request.body.get("serviceAccount", {})
+        if len(details.get("displayName", "")) > 100:
+            raise FakeError(400, "INVALID_ARGUMENT", "displayName is longer than 100")
+        if len(details.get("description", "")) > 256:
+            raise FakeError(400, "INVALID_ARGUMENT", "description is longer than 256")
+        email = f"{account_id}@{project}.iam.gserviceaccount.com"
+        if email in self.accounts:
+            raise FakeError(409, "ALREADY_EXISTS", f"service account {email} already exists")
+        self.accounts[email] = {
+            "name": f"projects/{project}/serviceAccounts/{email}",
+            "projectId": project,
+            "uniqueId": str(100000000000000000000 + next(self._counter)),
+            "email": email,
+            "displayName": details.get("displayName", ""),
+            "description": details.get("description", ""),
+        }
+        return self.accounts[email]
+
+    def _delete_account(self, request: Recorded, project: str, email: str) -> dict:
+        account = self._get_account(request, project, email)
+        del self.accounts[account["email"]]
         return {}
 
     # -- a function's URL -------------------------------------------------------------
@@ -385,3 +467,7 @@ class FakeGoogleCloud:
         if not request.headers.get("authorization", "").startswith("Bearer "):
             raise FakeError(401, "UNAUTHENTICATED", "no identity token")
         return {"run_id": "fake-run", "status": "succeeded", "predictions": request.body}
+
+
+def _job_account(job: dict[str, Any]) -> str:
+    return str(job.get("httpTarget", {}).get("oidcToken", {}).get("serviceAccountEmail", ""))

@@ -1,16 +1,20 @@
 """The GCP provider against a loopback fake of Google's control planes.
 
 These are contract tests (hence ``test_contract_...``): no emulator exists for
-Cloud Functions, Cloud Scheduler or Cloud Run's IAM, so the official client
-libraries talk REST to tests/gcp_fake.py, which keeps the resources and records
-every request. The resources are read back through the same official clients
-and asserted field by field; the recorded requests show what was uploaded and
-changed. Building and running the uploaded source is tested in
-test_gcp_runtime.py (functions-framework in a fresh venv).
+Cloud Functions, Cloud Scheduler, Cloud Run's IAM or IAM's service accounts,
+so the official client libraries (and the IAM REST API) talk to
+tests/gcp_fake.py, which keeps the resources and records every request. The
+resources are read back through the same official clients and asserted field
+by field; the recorded requests show what was uploaded and changed. Bucket
+IAM policies go to gcp-storage-emulator, which keeps them (it does not
+enforce them), and are read back through its JSON API. Building and running
+the uploaded source is tested in test_gcp_runtime.py (functions-framework in
+a fresh venv).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from gcp_emulators import GcsEmulator, gcs_emulator
 from gcp_fake import DEFAULT_SERVICE_ACCOUNT, FakeGoogleCloud
 from google.api_core import exceptions as google_exceptions
 from google.auth.credentials import AnonymousCredentials
@@ -26,22 +31,40 @@ from google.cloud import functions_v2, run_v2, scheduler_v1
 import deployer
 from deployer import ConfigError, Cron, Every, Http, ProviderError, TriggerError
 from deployer.bundle import python_version
-from deployer.providers.base import ADD_TRIGGER, CREATE, REMOVE_TRIGGER, UPDATE_CODE
+from deployer.providers.base import (
+    ADD_TRIGGER,
+    CREATE,
+    DELETE,
+    REMOVE_TRIGGER,
+    UPDATE_CODE,
+    UPDATE_CONFIG,
+)
 from deployer.providers.gcp import (
     ENDPOINT_VARIABLES,
     IDENTITY_TOKEN,
+    STORAGE_ENDPOINT,
     GcpProvider,
     decode_hash,
     encode_hash,
 )
 from deployer.providers.gcp_source import gcp_runtime, source_zip
 
+# Fixtures defined in gcp_emulators: importing them is how pytest finds them here.
+EMULATOR_FIXTURES = (gcs_emulator,)
+
 PROJECT = "demo-project"
 REGION = "europe-west1"
 LOCATION = f"projects/{PROJECT}/locations/{REGION}"
 FUNCTION = f"{LOCATION}/functions/scores"
-OUTPUT = "gs://acme-predictions/runs"
-INPUTS = "gs://acme-features/latest.parquet"
+OUTPUT_BUCKET, INPUTS_BUCKET = "acme-predictions", "acme-features"
+OUTPUT = f"gs://{OUTPUT_BUCKET}/runs"
+INPUTS = f"gs://{INPUTS_BUCKET}/latest.parquet"
+# The accounts deployer makes for "scores" in REGION: ids of at most 30
+# characters from a hash of region and name (function names take up to 40).
+_DIGEST = hashlib.sha256(f"{REGION}/scores".encode()).hexdigest()[:20]
+FUNCTION_ACCOUNT = f"dpl-fn-{_DIGEST}@{PROJECT}.iam.gserviceaccount.com"
+SCHEDULER_ACCOUNT = f"dpl-sch-{_DIGEST}@{PROJECT}.iam.gserviceaccount.com"
+ACCOUNT_ID = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])$")
 TOKEN = "test-identity-token"
 DAILY = Cron("0 6 * * *", tz="Europe/Berlin")
 # Label keys and values as Google accepts them.
@@ -85,13 +108,27 @@ def no_real_google(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture
+def buckets(gcs_emulator: GcsEmulator) -> GcsEmulator:
+    """The output and inputs buckets, in the emulator, with nobody granted anything."""
+    for bucket in (OUTPUT_BUCKET, INPUTS_BUCKET):
+        gcs_emulator.create_bucket(bucket, exist_ok=True)
+        gcs_emulator.set_iam_policy(bucket, {"bindings": []})
+    return gcs_emulator
+
+
+@pytest.fixture
 def fake(
-    fake_google_cloud: FakeGoogleCloud, deployer_home: Path, monkeypatch: pytest.MonkeyPatch
+    fake_google_cloud: FakeGoogleCloud,
+    buckets: GcsEmulator,
+    deployer_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> FakeGoogleCloud:
-    """An empty fake, every control plane pointed at it, project and region set."""
+    """An empty fake, every control plane pointed at it (Cloud Storage at the
+    emulator), project and region set."""
     fake_google_cloud.reset()
     for variable in ENDPOINT_VARIABLES:
         monkeypatch.setenv(variable, fake_google_cloud.endpoint)
+    monkeypatch.setenv(STORAGE_ENDPOINT, buckets.endpoint)
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
     monkeypatch.setenv("GOOGLE_CLOUD_REGION", REGION)
     monkeypatch.setenv(IDENTITY_TOKEN, TOKEN)
@@ -155,13 +192,45 @@ def calls(fake: FakeGoogleCloud) -> list[str]:
     return [request.call for request in fake.requests]
 
 
+def add_account(fake: FakeGoogleCloud, email: str, description: str) -> None:
+    """An account someone else made (deployer did not)."""
+    fake.accounts[email] = {
+        "name": f"projects/{PROJECT}/serviceAccounts/{email}",
+        "projectId": PROJECT,
+        "email": email,
+        "displayName": "",
+        "description": description,
+    }
+
+
+def bindings(buckets: GcsEmulator, bucket: str) -> dict[str, list[str]]:
+    """Role -> members of a bucket's IAM policy, as the emulator keeps it."""
+    return {
+        binding["role"]: sorted(binding["members"])
+        for binding in buckets.iam_policy(bucket).get("bindings", [])
+    }
+
+
+def environment(fake: FakeGoogleCloud) -> dict[str, str]:
+    return dict(get_function(fake).service_config.environment_variables)
+
+
 # --- first deploy: the resources, exactly ------------------------------------------
 
 
 def test_contract_first_deploy_creates_the_function_from_the_uploaded_source(
     fake: FakeGoogleCloud,
 ) -> None:
-    assert plan(triggers=[DAILY, Http()]).kinds() == [CREATE, ADD_TRIGGER, ADD_TRIGGER]
+    assert plan(triggers=[DAILY, Http()]).kinds() == [
+        CREATE,  # the function's service account
+        CREATE,  # the scheduler's
+        UPDATE_CONFIG,  # the function's account on the output bucket
+        UPDATE_CONFIG,  # and on the inputs bucket
+        CREATE,  # the function
+        UPDATE_CONFIG,  # the scheduler's account may invoke it
+        ADD_TRIGGER,
+        ADD_TRIGGER,
+    ]
     assert fake.calls(method="POST") == []  # planning only reads
     deployment = deploy(triggers=[DAILY, Http()])
     bundle = built_bundle(triggers=[DAILY, Http()])
@@ -185,10 +254,16 @@ def test_contract_first_deploy_creates_the_function_from_the_uploaded_source(
         "DEPLOYER_NAME": "scores",
         "DEPLOYER_OUTPUT": OUTPUT,
         "DEPLOYER_INPUTS": INPUTS,
+        # What the runtime checks a scheduled run's token against; never a
+        # certificate URL (DEPLOYER_GCP_CERTS_URL is a test hook).
+        "DEPLOYER_SCHEDULER_ACCOUNT": SCHEDULER_ACCOUNT,
+        "DEPLOYER_SCHEDULER_AUDIENCE": function.url,
+        "DEPLOYER_HTTP_ACCESS": "authenticated",
     }
     assert service.ingress_settings == functions_v2.ServiceConfig.IngressSettings.ALLOW_ALL
     assert service.all_traffic_on_latest_revision is True
-    assert service.service_account_email == DEFAULT_SERVICE_ACCOUNT  # Google's default
+    # Its own account, never Google's default (the project's compute account).
+    assert service.service_account_email == FUNCTION_ACCOUNT != DEFAULT_SERVICE_ACCOUNT
 
     assert dict(function.labels) == {
         "deployer-name": "scores",
@@ -216,12 +291,20 @@ def test_contract_schedule_is_a_scheduler_job_posting_to_the_url_with_oidc(
     assert target.uri == function.url
     assert target.http_method == scheduler_v1.HttpMethod.POST
     assert target.body == b""  # the runtime reads Scheduler's own X-CloudScheduler-* headers
-    assert target.oidc_token.service_account_email == DEFAULT_SERVICE_ACCOUNT
+    assert target.oidc_token.service_account_email == SCHEDULER_ACCOUNT
     assert target.oidc_token.audience == function.url
+    # The runtime is told the same account and audience, so only this job's
+    # token makes a scheduled run.
+    assert function.service_config.environment_variables["DEPLOYER_SCHEDULER_ACCOUNT"] == (
+        target.oidc_token.service_account_email
+    )
+    assert function.service_config.environment_variables["DEPLOYER_SCHEDULER_AUDIENCE"] == (
+        target.oidc_token.audience
+    )
     assert job.attempt_deadline.total_seconds() == 600  # Scheduler waits as long as a run may take
     assert job.retry_config.retry_count == 2  # a failed run (HTTP 500) is retried
     # The scheduler's identity may invoke the function; nobody else was let in.
-    assert invokers(fake, function) == {f"serviceAccount:{DEFAULT_SERVICE_ACCOUNT}"}
+    assert invokers(fake, function) == {f"serviceAccount:{SCHEDULER_ACCOUNT}"}
 
 
 def test_contract_every_becomes_a_utc_cron_job(fake: FakeGoogleCloud) -> None:
@@ -245,6 +328,8 @@ def test_contract_public_http_grants_all_users_and_taking_it_back_revokes(
     function = get_function(fake)
     assert "allUsers" in invokers(fake, function)
     assert function.labels["deployer-http"] == "public"
+    # On a public function nobody checked a token before the runtime sees it.
+    assert environment(fake)["DEPLOYER_HTTP_ACCESS"] == "public"
 
     fake.requests.clear()
     assert plan(triggers=[Http()]).kinds() == [ADD_TRIGGER, REMOVE_TRIGGER]
@@ -252,10 +337,186 @@ def test_contract_public_http_grants_all_users_and_taking_it_back_revokes(
     function = get_function(fake)
     assert "allUsers" not in invokers(fake, function)
     assert function.labels["deployer-http"] == "authenticated"
+    assert environment(fake)["DEPLOYER_HTTP_ACCESS"] == "authenticated"
     # Who may call it is not the code: nothing was uploaded or rebuilt.
     assert fake.calls(contains="generateUploadUrl") == []
     [patch] = fake.calls(method="PATCH")
-    assert patch.query["updateMask"] == "labels"
+    assert set(patch.query["updateMask"].split(",")) == {
+        "labels",
+        "serviceConfig.environmentVariables",
+    }
+    # allUsers went before the runtime was told every caller is authenticated.
+    [revoke] = fake.calls(contains=":setIamPolicy")
+    assert fake.requests.index(revoke) < fake.requests.index(patch)
+
+    fake.requests.clear()
+    deploy(triggers=[Http(public=True)])
+    [patch] = fake.calls(method="PATCH")
+    [grant] = fake.calls(contains=":setIamPolicy")
+    # and the other way round: the runtime stops believing first.
+    assert fake.requests.index(patch) < fake.requests.index(grant)
+    assert environment(fake)["DEPLOYER_HTTP_ACCESS"] == "public"
+
+
+# --- identities: the function's and the scheduler's own service accounts -----------
+
+
+def test_contract_first_deploy_makes_an_account_for_the_function_and_one_for_the_scheduler(
+    fake: FakeGoogleCloud, buckets: GcsEmulator
+) -> None:
+    deploy(triggers=[DAILY, Http()])
+    assert set(fake.accounts) == {FUNCTION_ACCOUNT, SCHEDULER_ACCOUNT}
+    creates = fake.calls(method="POST", contains="/serviceAccounts")
+    assert [request.path for request in creates] == [f"/v1/projects/{PROJECT}/serviceAccounts"] * 2
+    for request, email, role in zip(
+        creates, (FUNCTION_ACCOUNT, SCHEDULER_ACCOUNT), ("function", "scheduler"), strict=True
+    ):
+        account_id = request.body["accountId"]
+        assert email.startswith(f"{account_id}@")
+        assert 6 <= len(account_id) <= 30 and ACCOUNT_ID.match(account_id)
+        # The description says which deployer function owns it: how deployer
+        # tells its accounts from someone else's.
+        description = request.body["serviceAccount"]["description"]
+        assert description.startswith(f"deployer:{role}:{REGION}/scores ")
+        assert "scores" in request.body["serviceAccount"]["displayName"]
+    # Both exist before anything names them.
+    first_use = min(
+        fake.requests.index(request)
+        for request in fake.requests
+        if request.method in ("POST", "PATCH") and "/serviceAccounts" not in request.path
+    )
+    assert max(fake.requests.index(request) for request in creates) < first_use
+
+    function = get_function(fake)
+    assert function.service_config.service_account_email == FUNCTION_ACCOUNT
+    [job] = jobs(fake)
+    assert job.http_target.oidc_token.service_account_email == SCHEDULER_ACCOUNT
+    # The scheduler's account may invoke this function's Cloud Run service, and
+    # that is all it is granted here.
+    [setting] = fake.calls(contains=":setIamPolicy")
+    assert setting.path == f"/v2/{LOCATION}/services/scores:setIamPolicy"
+    assert setting.body["policy"]["bindings"] == [
+        {"role": "roles/run.invoker", "members": [f"serviceAccount:{SCHEDULER_ACCOUNT}"]}
+    ]
+    # The function's account: objects of its output bucket (and the bucket's
+    # metadata, which pyarrow reads), read-only on its inputs bucket.
+    member = f"serviceAccount:{FUNCTION_ACCOUNT}"
+    assert bindings(buckets, OUTPUT_BUCKET) == {
+        "roles/storage.bucketViewer": [member],
+        "roles/storage.objectAdmin": [member],
+    }
+    assert bindings(buckets, INPUTS_BUCKET) == {"roles/storage.objectViewer": [member]}
+    # The function's URL exists once it is created: the runtime learns the
+    # audience in a configuration-only update, without a second upload.
+    [create] = fake.calls(method="POST", contains="/functions")[1:]  # after generateUploadUrl
+    assert "DEPLOYER_SCHEDULER_AUDIENCE" not in create.body["serviceConfig"]["environmentVariables"]
+    [patch] = fake.calls(method="PATCH")
+    assert patch.query["updateMask"] == "serviceConfig.environmentVariables"
+    assert len(fake.calls(method="PUT")) == 1
+    assert environment(fake)["DEPLOYER_SCHEDULER_AUDIENCE"] == function.url
+
+
+def test_contract_the_plan_lists_the_identity_steps(fake: FakeGoogleCloud) -> None:
+    computed = plan(triggers=[DAILY])
+    lines = [str(action) for action in computed.actions]
+    assert lines[:4] == [
+        f"create: service account {FUNCTION_ACCOUNT}: scores runs as it",
+        f"create: service account {SCHEDULER_ACCOUNT}: Cloud Scheduler calls scores as it",
+        f"update config: grant roles/storage.objectAdmin, roles/storage.bucketViewer on "
+        f"gs://{OUTPUT_BUCKET} to {FUNCTION_ACCOUNT}",
+        f"update config: grant roles/storage.objectViewer on gs://{INPUTS_BUCKET} to "
+        f"{FUNCTION_ACCOUNT}",
+    ]
+    assert lines[5] == f"update config: grant roles/run.invoker on scores to {SCHEDULER_ACCOUNT}"
+    assert {request.method for request in fake.requests} == {"GET"}
+    assert fake.accounts == {}
+
+
+def test_contract_an_account_deployer_did_not_make_is_refused_before_any_upload(
+    fake: FakeGoogleCloud, buckets: GcsEmulator
+) -> None:
+    add_account(fake, SCHEDULER_ACCOUNT, "the billing team's exporter")
+    with pytest.raises(ProviderError) as raised:
+        deploy(triggers=[DAILY])
+    message = str(raised.value)
+    assert SCHEDULER_ACCOUNT in message and "was not made by deployer" in message
+    assert f"gcloud iam service-accounts delete {SCHEDULER_ACCOUNT}" in message
+    assert {request.method for request in fake.requests} == {"GET"}  # nothing made or uploaded
+    assert fake.uploads == {} and set(fake.accounts) == {SCHEDULER_ACCOUNT}
+    assert bindings(buckets, OUTPUT_BUCKET) == {}
+
+    # An account made by deployer for another function is not this one's either.
+    fake.accounts.clear()
+    add_account(fake, FUNCTION_ACCOUNT, f"deployer:function:{REGION}/scores-v2 made by deployer")
+    with pytest.raises(ProviderError, match="provider_options=\\{'service_account'"):
+        plan(triggers=[Http()])
+
+
+def test_contract_removing_every_schedule_revokes_the_schedulers_invoker(
+    fake: FakeGoogleCloud,
+) -> None:
+    deploy(triggers=[DAILY, Http()])
+    computed = plan(triggers=[Http()])
+    assert f"update config: revoke roles/run.invoker on scores from {SCHEDULER_ACCOUNT}" in [
+        str(action) for action in computed.actions
+    ]
+    deploy(triggers=[Http()])
+    assert invokers(fake, get_function(fake)) == set()
+    assert jobs(fake) == []
+
+
+def test_contract_a_function_deployed_before_it_had_accounts_gets_them_without_a_rebuild(
+    fake: FakeGoogleCloud,
+) -> None:
+    deploy(triggers=[DAILY])
+    # As deployer left it before: the default compute account, scheduled with
+    # it, and no scheduler settings in the environment.
+    function = fake.functions[FUNCTION]
+    function["serviceConfig"]["serviceAccountEmail"] = DEFAULT_SERVICE_ACCOUNT
+    for key in (
+        "DEPLOYER_SCHEDULER_ACCOUNT",
+        "DEPLOYER_SCHEDULER_AUDIENCE",
+        "DEPLOYER_HTTP_ACCESS",
+    ):
+        del function["serviceConfig"]["environmentVariables"][key]
+    [job_name] = fake.jobs
+    fake.jobs[job_name]["httpTarget"]["oidcToken"]["serviceAccountEmail"] = DEFAULT_SERVICE_ACCOUNT
+    fake.accounts.clear()
+    fake.policies.clear()
+    fake.requests.clear()
+
+    lines = [str(action) for action in plan(triggers=[DAILY]).actions]
+    assert f"create: service account {FUNCTION_ACCOUNT}: scores runs as it" in lines
+    assert (
+        f"update config: service account: {DEFAULT_SERVICE_ACCOUNT!r} -> {FUNCTION_ACCOUNT!r}"
+    ) in lines
+    assert f"update config: scheduler account: None -> {SCHEDULER_ACCOUNT!r}" in lines
+    assert any(
+        line.startswith("update config: schedule ")
+        and line.endswith(f" calls as {SCHEDULER_ACCOUNT} (was {DEFAULT_SERVICE_ACCOUNT})")
+        for line in lines
+    )
+    deploy(triggers=[DAILY])
+    assert fake.calls(contains="generateUploadUrl") == []  # no rebuild
+    function = get_function(fake)
+    assert function.service_config.service_account_email == FUNCTION_ACCOUNT
+    assert environment(fake)["DEPLOYER_SCHEDULER_ACCOUNT"] == SCHEDULER_ACCOUNT
+    assert environment(fake)["DEPLOYER_SCHEDULER_AUDIENCE"] == function.url
+    [job] = jobs(fake)
+    assert job.http_target.oidc_token.service_account_email == SCHEDULER_ACCOUNT
+    assert plan(triggers=[DAILY]).changes_nothing
+
+
+def test_contract_an_account_iam_does_not_know_yet_is_tried_again(fake: FakeGoogleCloud) -> None:
+    # IAM refuses a just-made account for a moment; the deploy waits it out.
+    fake.unsettled = 2
+    deploy(triggers=[DAILY])
+    # The function's creation was refused twice for its brand-new account, then went through.
+    assert fake.refused == [FUNCTION_ACCOUNT, FUNCTION_ACCOUNT]
+    creates = [request for request in fake.calls(method="POST") if "functionId" in request.query]
+    assert len(creates) == 3
+    assert get_function(fake).service_config.service_account_email == FUNCTION_ACCOUNT
+    assert invokers(fake, get_function(fake)) == {f"serviceAccount:{SCHEDULER_ACCOUNT}"}
 
 
 # --- redeploys ---------------------------------------------------------------------
@@ -299,6 +560,7 @@ def test_contract_code_only_change_uploads_once_and_patches_the_function_once(
         "serviceConfig.environmentVariables",
         "serviceConfig.ingressSettings",
         "serviceConfig.allTrafficOnLatestRevision",
+        "serviceConfig.serviceAccountEmail",
         "labels",
         "description",
     }
@@ -370,16 +632,23 @@ def test_contract_function_not_made_by_deployer_is_left_alone(fake: FakeGoogleCl
     assert GcpProvider().get("scores") is None
 
 
-def test_contract_service_account_option_runs_and_schedules_the_function(
-    fake: FakeGoogleCloud,
+def test_contract_service_account_option_is_what_the_function_runs_as(
+    fake: FakeGoogleCloud, buckets: GcsEmulator
 ) -> None:
     account = "scores-runner@demo-project.iam.gserviceaccount.com"
+    add_account(fake, account, "the team's own")
     deploy(triggers=[DAILY], provider_options={"service_account": account})
     function = get_function(fake)
     assert function.service_config.service_account_email == account
+    # Cloud Scheduler still calls as deployer's scheduler account, nothing else.
     [job] = jobs(fake)
-    assert job.http_target.oidc_token.service_account_email == account
-    assert invokers(fake, function) == {f"serviceAccount:{account}"}
+    assert job.http_target.oidc_token.service_account_email == SCHEDULER_ACCOUNT
+    assert invokers(fake, function) == {f"serviceAccount:{SCHEDULER_ACCOUNT}"}
+    # No account of deployer's for the function, and the user's is granted nothing.
+    assert set(fake.accounts) == {account, SCHEDULER_ACCOUNT}
+    for bucket in (OUTPUT_BUCKET, INPUTS_BUCKET):
+        assert bindings(buckets, bucket) == {}
+    assert fake.accounts[account]["description"] == "the team's own"  # untouched
 
 
 def test_contract_project_and_region_options_win_over_the_environment(
@@ -423,19 +692,55 @@ def test_contract_invoke_posts_the_records_with_an_identity_token(
     assert predictions.to_dict("records") == [{"x": 1}, {"x": 2}]
 
 
-def test_contract_delete_removes_the_function_and_its_jobs(fake: FakeGoogleCloud) -> None:
+def test_contract_delete_removes_the_function_its_jobs_and_its_accounts(
+    fake: FakeGoogleCloud, buckets: GcsEmulator
+) -> None:
     deployment = deploy(triggers=[DAILY, Every(hours=1), Http()])
+    member = f"serviceAccount:{FUNCTION_ACCOUNT}"
+    assert member in buckets.members(OUTPUT_BUCKET, "roles/storage.objectAdmin")
     fake.requests.clear()
+    delete_plan = GcpProvider().plan_delete("scores")
+    assert delete_plan.kinds() == [DELETE, *[REMOVE_TRIGGER] * 3, DELETE, DELETE]
+    assert [action.description for action in delete_plan.actions[4:]] == [
+        f"service account {FUNCTION_ACCOUNT} (the function's)",
+        f"service account {SCHEDULER_ACCOUNT} (the scheduler's)",
+    ]
     deployment.delete(quiet=True)
     with pytest.raises(google_exceptions.NotFound):
         get_function(fake)
     assert jobs(fake) == []
     deletes = [request.path for request in fake.calls(method="DELETE")]
-    assert len(deletes) == 3 and deletes[-1] == f"/v2/{FUNCTION}"  # jobs first
-    # Outputs are in Cloud Storage, which delete never calls.
+    # Jobs first, then the accounts it ran and was called as, the function last
+    # (while it exists, a delete that failed halfway can be run again).
+    assert len(deletes) == 5 and deletes[-1] == f"/v2/{FUNCTION}"
+    assert all(path.startswith(f"/v1/{LOCATION}/jobs/") for path in deletes[:2])
+    assert sorted(deletes[2:4]) == sorted(
+        f"/v1/projects/{PROJECT}/serviceAccounts/{email}"
+        for email in (FUNCTION_ACCOUNT, SCHEDULER_ACCOUNT)
+    )
+    assert fake.accounts == {}
+    # What the function's account was granted on its buckets went first.
+    for bucket in (OUTPUT_BUCKET, INPUTS_BUCKET):
+        assert member not in str(buckets.iam_policy(bucket))
+    # Outputs are in Cloud Storage, which delete never removes.
     assert all(request.path.startswith(("/v1/", "/v2/")) for request in fake.requests)
     with pytest.raises(ConfigError, match="no function named 'scores'"):
         deployer.delete("scores", provider="gcp", quiet=True)
+
+
+def test_contract_delete_leaves_alone_an_account_deployer_did_not_make(
+    fake: FakeGoogleCloud,
+) -> None:
+    account = "scores-runner@demo-project.iam.gserviceaccount.com"
+    add_account(fake, account, "the team's own")
+    deployment = deploy(triggers=[DAILY], provider_options={"service_account": account})
+    # Someone reuses the scheduler account's id for something of their own.
+    fake.accounts[SCHEDULER_ACCOUNT]["description"] = "taken over by hand"
+    deployment.delete(quiet=True)
+    assert set(fake.accounts) == {account, SCHEDULER_ACCOUNT}
+    assert fake.calls(method="DELETE", contains="/serviceAccounts") == []
+    with pytest.raises(google_exceptions.NotFound):
+        get_function(fake)
 
 
 def test_logs_name_the_gcloud_command_to_use(fake: FakeGoogleCloud) -> None:
