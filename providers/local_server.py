@@ -392,22 +392,6 @@ class LocalServer:
         self._lock.release()
 
 
-def _http_answer(name: str, invocation: local.Invocation) -> dict[str, Any]:
-    """The body an HTTP caller gets: a failed run's error type, never its message."""
-    body = invocation.body
-    if invocation.http_status < 500:
-        return body
-    error = body.get("error") or {}
-    return {
-        "run_id": body.get("run_id"),
-        "status": body.get("status", "failed"),
-        "error": {
-            "type": error.get("type"),
-            "message": f"the run failed; its owner sees why with `deployer runs {name}`",
-        },
-    }
-
-
 def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -535,7 +519,7 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
             invocation = server.dispatch(name, message)
             if invocation is None:
                 return self._error(404, "NotFound", f"{name} was deleted")
-            self._send(invocation.http_status, _http_answer(name, invocation))
+            self._send(*core.for_http_caller(invocation.http_status, invocation.body, name))
 
         def _read_body(self) -> bytes | None:
             """The body, or None after answering a request whose body cannot be read."""

@@ -123,7 +123,9 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             )
         except core.PayloadError as error:
             return _http_reply(400, core.bad_request(error))
-        return _http_reply(*core.response_body(result))
+        # A function URL's caller is not necessarily the owner: no error message.
+        status, body = core.response_body(result)
+        return _http_reply(*core.for_http_caller(status, body, loaded.manifest["name"]))
     request = event.get("deployer", {})
     trigger = request.get("trigger", "manual")
     if trigger == "schedule":

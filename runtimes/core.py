@@ -651,11 +651,12 @@ def commit_record(output: str, record: dict[str, Any]) -> None:
 
 
 def response_body(result: RunResult) -> tuple[int, dict[str, Any]]:
-    """The HTTP status and JSON body every provider's HTTP entry returns.
+    """The status and JSON body of a run, for its owner (a direct or manual invoke).
 
     A failed run is a 500 naming the error type and message — never the
     traceback, which stays in run.json for the owner. A run whose checks
     failed still returns its predictions (200) with ``status: check_failed``.
+    HTTP triggers answer :func:`for_http_caller` of this instead.
     """
     if result.status == "failed":
         error = result.record.get("error", {})
@@ -673,4 +674,23 @@ def response_body(result: RunResult) -> tuple[int, dict[str, Any]]:
         "predictions": predictions,
         "checks": result.record.get("checks", {}),
         "metrics": result.metrics.get("user", {}),
+    }
+
+
+def for_http_caller(status: int, body: dict[str, Any], name: str) -> tuple[int, dict[str, Any]]:
+    """What an HTTP trigger's caller sees of a run: a failed run's error type and
+    run id, never its message, which may quote the data, a path or a secret.
+
+    The owner reads the message in the run record (``deployer runs``).
+    """
+    if status < 500:
+        return status, body
+    error = body.get("error") or {}
+    return status, {
+        "run_id": body.get("run_id"),
+        "status": body.get("status", "failed"),
+        "error": {
+            "type": error.get("type"),
+            "message": f"the run failed; its owner sees why with `deployer runs {name}`",
+        },
     }

@@ -274,12 +274,18 @@ def test_function_url_failure_is_a_500_without_traceback_and_the_failed_run_keep
     assert "Traceback" not in reply["body"]
     body = json.loads(reply["body"])
     assert body["status"] == "failed"
-    assert body["error"] == {"type": "ValueError", "message": "no model for region 'north'"}
+    # A function URL's caller gets the type and the run, not the message.
+    assert body["error"]["type"] == "ValueError"
+    assert "north" not in reply["body"]
     run_json = f"predictions/{NAME}/runs/{body['run_id']}/run.json"
     stored = boto3.client("s3").get_object(Bucket=s3_bucket, Key=run_json)["Body"].read()
     record = json.loads(stored)
     assert record["status"] == "failed" and record["trigger"] == "http"
-    assert record["error"]["type"] == "ValueError"
+    assert record["error"] == {
+        "type": "ValueError",
+        "message": "no model for region 'north'",
+        "traceback": record["error"]["traceback"],
+    }
     assert record["error"]["traceback"].startswith("Traceback (most recent call last)")
     assert "in broken" in record["error"]["traceback"]
     assert deployer.read_runs(NAME, output=output_url(s3_bucket)).error_type.tolist() == [
