@@ -74,7 +74,13 @@ def check_memory(memory_mb: object) -> int:
 
 
 def check_cloud_spec(
-    spec: DeploySpec, *, scheme: str, runs_on: str, store: str, max_timeout_seconds: int
+    spec: DeploySpec,
+    *,
+    scheme: str,
+    runs_on: str,
+    store: str,
+    max_timeout_seconds: int,
+    max_memory_mb: int,
 ) -> None:
     """A cloud function reads and writes its own cloud's store, within its time limit.
 
@@ -96,4 +102,9 @@ def check_cloud_spec(
         raise ConfigError(
             f"timeout {spec.timeout_seconds} s is over the {max_timeout_seconds} s "
             f"{runs_on} may run: use timeout={max_timeout_seconds} or less"
+        )
+    if spec.memory_mb > max_memory_mb:
+        raise ConfigError(
+            f"memory {spec.memory_mb} MB is over the {max_memory_mb} MB {runs_on} may have: "
+            f"use memory={max_memory_mb} or less"
         )

@@ -77,7 +77,7 @@ if TYPE_CHECKING:
 
 ALIAS = "live"
 HANDLER = "deployer_runtime.aws.handler"
-MEMORY_MB = 1024
+MAX_MEMORY_MB = 10240
 MAX_TIMEOUT_SECONDS = 900
 TAG_PREFIX = "deployer:"
 # Lambda's Python runtimes already have these; shipping them again only costs size.
@@ -240,7 +240,7 @@ def _config_hash(spec: DeploySpec, mode: str) -> str:
         "output": spec.output,
         "inputs": spec.inputs,
         "timeout": spec.timeout_seconds,
-        "memory": MEMORY_MB,
+        "memory": spec.memory_mb,
         "mode": mode,
     }
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
@@ -331,6 +331,7 @@ class AwsProvider:
             runs_on="a Lambda function",
             store="S3",
             max_timeout_seconds=MAX_TIMEOUT_SECONDS,
+            max_memory_mb=MAX_MEMORY_MB,
         )
         self.target(python_version())
         for trigger in spec.triggers:
@@ -667,6 +668,11 @@ class AwsProvider:
             ):
                 if tags.get(key, "") != value:
                     actions.append(Action(UPDATE_CONFIG, f"{key}: {tags.get(key)!r} -> {value!r}"))
+            memory_mb = function["Configuration"].get("MemorySize")
+            if memory_mb != spec.memory_mb:
+                actions.append(
+                    Action(UPDATE_CONFIG, f"memory: {memory_mb} MB -> {spec.memory_mb} MB")
+                )
             current_role = function["Configuration"].get("Role", "")
             if _role_name_of(current_role) != _role_name(spec.name).lower():
                 # A plain step, not a RoleStep: the function's configuration changes.
@@ -968,7 +974,7 @@ class AwsProvider:
             "Handler": HANDLER,
             "Runtime": self.target(bundle.manifest["python"]).runtime,
             "Timeout": spec.timeout_seconds,
-            "MemorySize": MEMORY_MB,
+            "MemorySize": spec.memory_mb,
             "Layers": layers,
             "Environment": {"Variables": environment},
             "EphemeralStorage": {"Size": ephemeral_mb},

@@ -108,7 +108,7 @@ if TYPE_CHECKING:
     from deployer.console import Reporter
     from deployer.spec import DeploySpec
 
-MEMORY = "1Gi"
+MAX_MEMORY_MB = 32768
 # Cloud Functions (2nd gen) lets an HTTP function run for up to 60 minutes.
 MAX_TIMEOUT_SECONDS = 3600
 # Cloud Scheduler waits for an HTTP target between 15 s and 30 min per attempt.
@@ -205,6 +205,12 @@ def decode_hash(label: str) -> str:
         return base64.b32decode(padded).hex()
     except (binascii.Error, ValueError):
         return ""
+
+
+def _memory(memory_mb: int) -> str:
+    """Cloud Run's memory quantity: whole GiB as "2Gi" (what deploys before
+    memory= read back as), else MiB."""
+    return f"{memory_mb // 1024}Gi" if memory_mb % 1024 == 0 else f"{memory_mb}Mi"
 
 
 def _job_prefix(name: str) -> str:
@@ -653,6 +659,7 @@ class GcpProvider:
             runs_on="an HTTP Cloud Function",
             store="Cloud Storage",
             max_timeout_seconds=MAX_TIMEOUT_SECONDS,
+            max_memory_mb=MAX_MEMORY_MB,
         )
         gcp_runtime(python_version())
         for trigger in spec.triggers:
@@ -901,9 +908,10 @@ class GcpProvider:
                     UPDATE_CONFIG, f"timeout: {service.timeout_seconds} -> {spec.timeout_seconds} s"
                 )
             )
-        if service.available_memory != MEMORY:
+        memory = _memory(spec.memory_mb)
+        if service.available_memory != memory:
             actions.append(
-                Action(UPDATE_CONFIG, f"memory: {service.available_memory!r} -> {MEMORY!r}")
+                Action(UPDATE_CONFIG, f"memory: {service.available_memory!r} -> {memory!r}")
             )
         # Who the function is and whom it believes to be the scheduler: applied
         # without a rebuild. (Whether every caller is authenticated follows the
@@ -1019,7 +1027,7 @@ class GcpProvider:
         url: str | None,
     ) -> functions_v2.Function:
         service_config = functions_v2.ServiceConfig(
-            available_memory=MEMORY,
+            available_memory=_memory(spec.memory_mb),
             timeout_seconds=spec.timeout_seconds,
             environment_variables=self._wanted_environment(
                 spec, list(bundle.manifest["triggers"]), url

@@ -731,3 +731,20 @@ def test_old_role_another_function_runs_as_is_kept_until_nothing_does(
     deploy(predict, output, name="x", triggers=[DAILY])
     with pytest.raises(boto3.client("iam").exceptions.NoSuchEntityException):
         boto3.client("iam").get_role(RoleName="deployer-x-scheduler")
+
+
+def test_memory_is_the_functions_memory_size_and_a_change_is_config_only(output: str) -> None:
+    deploy(predict, output, triggers=[Http()])
+    configuration = lambda_client().get_function_configuration(FunctionName="scores")
+    assert configuration["MemorySize"] == 1024
+    more = plan(predict, output, triggers=[Http()], memory=2048)
+    assert UPDATE_CODE not in more.kinds() and not more.changes_nothing
+    deploy(predict, output, triggers=[Http()], memory=2048)
+    configuration = lambda_client().get_function_configuration(FunctionName="scores")
+    assert configuration["MemorySize"] == 2048
+
+
+def test_memory_over_lambdas_limit_is_refused_before_anything_is_created(output: str) -> None:
+    with pytest.raises(ConfigError, match="10240"):
+        deploy(predict, output, memory=16384)
+    assert nothing_created()

@@ -816,3 +816,13 @@ def test_labels_round_trip_a_full_sha256() -> None:
     assert len(label) == 52 and LABEL_VALUE.match(label)
     assert decode_hash(label) == digest
     assert decode_hash("not-a-hash!") == ""
+
+
+def test_contract_memory_maps_to_the_services_available_memory(fake: FakeGoogleCloud) -> None:
+    deploy(memory=2048)
+    assert get_function(fake).service_config.available_memory == "2Gi"
+    assert any("memory: '2Gi' -> '1536Mi'" in str(action) for action in plan(memory=1536).actions)
+    deploy(memory=1536)
+    assert get_function(fake).service_config.available_memory == "1536Mi"
+    with pytest.raises(ConfigError, match="32768"):
+        deploy(memory=40000)
