@@ -7,6 +7,7 @@ tiny cloud:
     local/bundles/{bundle_sha}/   unpacked bundles, immutable once written
     local/logs/{name}.log         the functions' stderr, rotated at LOG_MAX_BYTES
     local/serve.lock              held by the one `deployer serve` of this home
+    local/spool/{name}/{run_id}.json  run records the store refused (read_runs shows them)
     store/                        the default output store
 
 Nothing under ``local/`` is trusted because of where it sits: a function name

@@ -665,3 +665,35 @@ def test_a_bundle_changed_after_build_is_a_500_and_the_log_keeps_the_traceback(
     assert log.count("Traceback (most recent call last)") == 2
     assert "BundleIntegrityError" in log
     assert gcs_emulator.keys(gcs_bucket) == []
+
+
+def slow_score(frame: pd.DataFrame) -> pd.DataFrame:
+    import time
+
+    time.sleep(4)
+    return frame.assign(score=1.0)
+
+
+def test_a_run_past_its_timeout_is_recorded_as_failed_before_the_deadline(
+    start_function: StartFunction, gcs_bucket: str, gcs_emulator: GcsEmulator
+) -> None:
+    import threading
+    import time
+
+    replies: list[Reply] = []
+    with start_function(slow_score, timeout=2) as function:
+        caller = threading.Thread(target=lambda: replies.append(function.post_json([{"x": 1}])))
+        caller.start()
+        # Cloud Functions would stop the request at 2 s; before that, the run
+        # wrote its own record of the timeout.
+        record: dict[str, Any] = {}
+        deadline = time.monotonic() + 3.5
+        while not record and time.monotonic() < deadline:
+            records = [key for key in gcs_emulator.keys(gcs_bucket) if key.endswith("/run.json")]
+            if records:
+                record = json.loads(gcs_emulator.get(gcs_bucket, records[0]))
+            time.sleep(0.05)
+        caller.join(timeout=30)
+    assert caller.is_alive() is False and replies  # here nothing stopped it: it finished
+    assert record["status"] == "failed" and record["error"]["type"] == "Timeout"
+    assert "2 s timeout" in record["error"]["message"]
