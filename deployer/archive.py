@@ -14,6 +14,7 @@ the archive (or a large shared library) in memory.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import shutil
@@ -125,6 +126,21 @@ def _sorted_unique(entries: Iterable[tuple[str, Source]]) -> list[tuple[str, Sou
                 "so rename one of them"
             )
     return ordered
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, read in chunks (artifacts reach hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as content:
+        for block in iter(lambda: content.read(CHUNK_BYTES), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
+    with _replacing(path) as temporary:
+        temporary.write_bytes(data)
 
 
 @contextmanager

@@ -18,13 +18,12 @@ costs no more than before.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from deployer.archive import write_atomically
 from deployer.errors import StoreError
 from deployer.runtimes import storage
 
@@ -73,29 +72,34 @@ def spool_run(record: dict[str, Any], *, output: str) -> Path:
     store's history only.
     """
     name, run_id = record["name"], record["run_id"]
-    for part in (name, run_id):
-        if not part or part.startswith(".") or Path(part).name != part:
-            raise StoreError(f"cannot spool a run record named {name!r}/{run_id!r}")
+    if not (_plain_file_name(name) and _plain_file_name(run_id)):
+        raise StoreError(f"cannot spool a run record named {name!r}/{run_id!r}")
     path = spool_dir(name) / f"{run_id}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    temporary.write_bytes(storage.json_bytes({**record, "output": output}))
-    os.replace(temporary, path)
+    write_atomically(path, storage.json_bytes({**record, "output": output}))
     return path
+
+
+def _plain_file_name(part: object) -> bool:
+    """A name that stays one file in its folder: no separator, not hidden, not empty."""
+    return (
+        isinstance(part, str)
+        and bool(part)
+        and not part.startswith(".")
+        and (Path(part).name == part)
+    )
 
 
 def _location_key(url: str) -> str:
     """One spelling per store location, so that spooled runs match the store asked for."""
+    path = storage.local_path(url)
+    if path is not None:
+        return "file://" + path
     parsed = urlparse(url)
-    scheme = parsed.scheme if len(parsed.scheme) > 1 else ""
-    if scheme in ("", "file"):
-        path = parsed.path if scheme == "file" else url
-        return "file://" + os.path.abspath(os.path.expanduser(path))
-    return f"{scheme}://{parsed.netloc}{parsed.path}".rstrip("/")
+    return f"{parsed.scheme}://{parsed.netloc}{parsed.path}".rstrip("/")
 
 
 def _spooled_runs(name: str, output: str) -> dict[str, dict[str, Any]]:
-    if not name or name.startswith(".") or Path(name).name != name:
+    if not _plain_file_name(name):
         return {}
     directory = spool_dir(name)
     if not directory.is_dir():

@@ -42,6 +42,7 @@ from urllib.parse import unquote, urlparse
 import boto3  # imported at module load: a missing extra is reported by the registry
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
 
+from deployer.archive import sha256_file
 from deployer.cache import cache_root
 from deployer.errors import ConfigError, ProviderError
 from deployer.providers.aws_artifacts import (
@@ -244,14 +245,6 @@ def _config_hash(spec: DeploySpec, mode: str) -> str:
         "mode": mode,
     }
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as artifact:
-        for block in iter(lambda: artifact.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class AwsProvider:
@@ -754,7 +747,7 @@ class AwsProvider:
                 with reporter.status("packing slim archive"):
                     slim_archive(dependencies, path)
             mode = "slim"
-        return Packaged(dependencies, mode, path, _sha256_file(path))
+        return Packaged(dependencies, mode, path, sha256_file(path))
 
     # -- apply ---------------------------------------------------------------
 

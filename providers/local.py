@@ -26,6 +26,7 @@ importable there, exactly as in the cloud.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
 import os
@@ -42,6 +43,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deployer.archive import sha256_file, write_atomically
 from deployer.cache import cache_root, locked
 from deployer.errors import ConfigError, ProviderError
 from deployer.providers.base import (
@@ -57,7 +59,7 @@ from deployer.providers.base import (
     trigger_changes,
 )
 from deployer.runtimes import core, storage
-from deployer.spec import NAME_PATTERN, NAME_RULE
+from deployer.spec import NAME_PATTERN, NAME_RULE, check_name
 
 if TYPE_CHECKING:
     from deployer.bundle import Bundle
@@ -95,26 +97,9 @@ def _functions_dir() -> Path:
 
 
 def log_path(name: str) -> Path:
-    return home() / "local" / "logs" / f"{check_entry_name(name)}.log"
-
-
-def check_entry_name(name: str) -> str:
-    """``name`` if it is a valid function name, else ConfigError.
-
-    Every path under ``local/`` built from a name goes through here first, so a
-    name like ``../../x/evil`` never reaches the filesystem.
-    """
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise ConfigError(f"invalid function name {name!r}: use {NAME_RULE}")
-    return name
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Readers see the old file or the new one, never a mix: rename is atomic."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    # Every path under local/ built from a name is checked with deploy's own
+    # rule first, so a name like ``../../x/evil`` never reaches the filesystem.
+    return home() / "local" / "logs" / f"{check_name(name)}.log"
 
 
 def environment_path(deps_hash: str) -> Path:
@@ -222,9 +207,9 @@ class EntryError(ConfigError):
 def _load_entry(path: Path) -> dict[str, Any]:
     try:
         entry = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        if isinstance(error, FileNotFoundError):
-            raise
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as error:  # unreadable, not UTF-8, not JSON
         raise EntryError(
             f"{path} is not a deployment entry ({error}): redeploy the function or delete the file"
         ) from None
@@ -238,7 +223,7 @@ def _load_entry(path: Path) -> dict[str, Any]:
 
 def read_entry(name: str) -> dict[str, Any] | None:
     """The entry of ``name``, None if it is not deployed; EntryError if unreadable."""
-    path = _functions_dir() / f"{check_entry_name(name)}.json"
+    path = _functions_dir() / f"{check_name(name)}.json"
     try:
         return _load_entry(path)
     except FileNotFoundError:
@@ -283,11 +268,7 @@ def tree_digest(directory: Path) -> str:
             if path.is_symlink():
                 listing.append((relative, f"symlink:{os.readlink(path)}"))
                 continue
-            digest = hashlib.sha256()
-            with open(path, "rb") as content:
-                for block in iter(lambda: content.read(1 << 20), b""):
-                    digest.update(block)
-            listing.append((relative, digest.hexdigest()))
+            listing.append((relative, sha256_file(path)))
     return _listing_digest(listing)
 
 
@@ -470,8 +451,7 @@ class Worker:
                     continue
                 chunk = os.read(stdout.fileno(), 65536)
                 if not chunk:
-                    process = self.process
-                    code = process.wait()
+                    code = self.process.wait()
                     self.stop()
                     kind, cause = _exit_cause(code, self.entry.get("memory_mb"))
                     raise WorkerError(
@@ -712,7 +692,7 @@ class LocalProvider:
             "tree_sha": tree_sha,
             "deployed_at": storage.utc_now().isoformat(),
         }
-        _write_atomically(
+        write_atomically(
             _functions_dir() / f"{plan.name}.json",
             json.dumps(entry, indent=2, sort_keys=True).encode(),
         )
@@ -793,12 +773,9 @@ def _unpack(bundle: Bundle, bundle_dir: Path, tree_sha: str) -> None:
     bundle.extract(staging)
     if bundle_dir.exists():
         retired = bundle_dir.with_name(f".retired-{uuid.uuid4().hex}")
-        try:
+        with contextlib.suppress(OSError):
             os.replace(bundle_dir, retired)
-        except OSError:
-            retired = None  # type: ignore[assignment]
-        if retired is not None:
-            shutil.rmtree(retired, ignore_errors=True)
+        shutil.rmtree(retired, ignore_errors=True)
     try:
         os.replace(staging, bundle_dir)
     except OSError:  # a concurrent deploy of the same bundle got there first

@@ -86,9 +86,9 @@ def filesystem(url: str) -> tuple[pafs.FileSystem, str]:
     check_location(url)
     parsed = urlparse(url)
     scheme = parsed.scheme if len(parsed.scheme) > 1 else ""
-    if scheme in ("", "file"):
-        path = parsed.path if scheme == "file" else url
-        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
+    path = local_path(url)
+    if path is not None:
+        return pafs.LocalFileSystem(), path
     bucket_path = (parsed.netloc + parsed.path).rstrip("/")
     if scheme == "s3":
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
@@ -135,6 +135,16 @@ def filesystem(url: str) -> tuple[pafs.FileSystem, str]:
         azure_options["blob_storage_authority"] = endpoint_url.netloc
         azure_options["blob_storage_scheme"] = endpoint_url.scheme
     return pafs.AzureFileSystem(**azure_options), (container + parsed.path).rstrip("/")
+
+
+def local_path(url: str) -> str | None:
+    """The absolute path a plain path or ``file://`` URL names; None for an object store."""
+    parsed = urlparse(url)
+    scheme = parsed.scheme if len(parsed.scheme) > 1 else ""  # "C:" is a drive, not a scheme
+    if scheme not in ("", "file"):
+        return None
+    path = parsed.path if scheme == "file" else url
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def join(*parts: str) -> str:
