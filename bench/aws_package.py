@@ -43,7 +43,7 @@ from model import make_predict, train  # noqa: E402
 
 import deployer  # noqa: E402
 from deployer.console import Reporter  # noqa: E402
-from deployer.providers.aws_artifacts import (  # noqa: E402
+from deployer.providers.aws.lambda_package import (  # noqa: E402
     LAYER_LIMIT_BYTES,
     METADATA_FILE,
     Dependencies,

@@ -39,7 +39,7 @@ from gcp_emulators import (  # noqa: E402
 from model import make_predict, train  # noqa: E402
 
 import deployer  # noqa: E402
-from deployer.providers.gcp_source import ENTRY_POINT, source_zip  # noqa: E402
+from deployer.providers.gcp.source import ENTRY_POINT, source_zip  # noqa: E402
 
 
 def milliseconds(samples: list[float]) -> str:

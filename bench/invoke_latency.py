@@ -21,7 +21,7 @@ from model import make_predict, train  # noqa: E402
 
 import deployer  # noqa: E402
 from deployer import Http  # noqa: E402
-from deployer.providers.local_server import LocalServer  # noqa: E402
+from deployer.providers.local.server import LocalServer  # noqa: E402
 
 
 def percentiles(samples: list[float]) -> str:

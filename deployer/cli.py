@@ -427,7 +427,7 @@ def delete(name: str, provider: str, provider_option: tuple[str, ...]) -> None:
 )
 def serve(port: int | None, max_body: int) -> None:
     """Run local schedules and serve HTTP triggers on 127.0.0.1 (foreground)."""
-    from deployer.providers.local_server import LocalServer
+    from deployer.providers.local.server import LocalServer
 
     LocalServer(
         port=port, log=lambda line: click.echo(line, err=True), max_body_bytes=max_body * 2**20

@@ -13,10 +13,10 @@ if TYPE_CHECKING:
 
 # name -> (module:class, the extra that brings its SDK, or None)
 PROVIDERS: dict[str, tuple[str, str | None]] = {
-    "local": ("deployer.providers.local:LocalProvider", None),
-    "aws": ("deployer.providers.aws:AwsProvider", "aws"),
-    "gcp": ("deployer.providers.gcp:GcpProvider", "gcp"),
-    "azure": ("deployer.providers.azure:AzureProvider", "azure"),
+    "local": ("deployer.providers.local.provider:LocalProvider", None),
+    "aws": ("deployer.providers.aws.provider:AwsProvider", "aws"),
+    "gcp": ("deployer.providers.gcp.provider:GcpProvider", "gcp"),
+    "azure": ("deployer.providers.azure.provider:AzureProvider", "azure"),
 }
 
 

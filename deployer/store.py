@@ -38,7 +38,7 @@ UNKNOWN_TIMEOUT_SECONDS = 3600
 
 
 def _default_output() -> str:
-    from deployer.providers.local import home
+    from deployer.providers.local.provider import home
 
     return str(home() / "store")
 
@@ -60,7 +60,7 @@ def _as_utc(moment: datetime | str) -> datetime:
 
 def spool_dir(name: str) -> Path:
     """Where the local provider keeps run records its store refused."""
-    from deployer.providers.local import home
+    from deployer.providers.local.provider import home
 
     return home() / "local" / "spool" / name
 

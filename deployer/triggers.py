@@ -3,8 +3,10 @@
 A schedule means the same instants wherever it is deployed. `Cron` is standard 5-field unix
 cron in an IANA time zone; `Every` fires on multiples of its interval counted from the Unix
 epoch in UTC (so `Every(minutes=15)` fires at :00, :15, :30 and :45, whenever it was deployed).
-Each `to_*` function translates a schedule into one provider's syntax, or raises `TriggerError`
-when that provider cannot fire at exactly the same instants; it never approximates.
+Each provider's `target.py` translates a schedule into its own syntax with the public pieces
+here (`parse_cron` and `CronSpec`, `unix_fields`, `every_cron_fields`, `require_steady_clock`
+and the shared errors), or raises `TriggerError` when it cannot fire at exactly the same
+instants; it never approximates.
 
 Semantics decided here (tests/test_triggers.py checks them against croniter and against
 independent evaluators of each provider's syntax):
@@ -45,10 +47,6 @@ _DAY = 24 * _HOUR
 
 _DayRule = Literal["every-day", "day-of-month", "day-of-week", "either"]
 
-_AWS = "AWS EventBridge Scheduler"
-_GCP = "GCP Cloud Scheduler"
-_AZURE = "Azure Functions (NCRONTAB timer)"
-
 
 @dataclass(frozen=True)
 class Cron:
@@ -72,7 +70,7 @@ class Cron:
                 f"Cron({self.expr!r}): tz must be a string such as 'Europe/Berlin', "
                 f"got {self.tz!r} ({type(self.tz).__name__})"
             )
-        _parse_cron(self.expr)
+        parse_cron(self.expr)
         _zone(self.tz, owner=f"Cron({self.expr!r}, tz={self.tz!r})")
 
 
@@ -139,7 +137,7 @@ _TRIGGER_TYPES = (Cron, Every, Http)
 
 
 @dataclass(frozen=True)
-class _Field:
+class CronField:
     name: str
     low: int
     high: int
@@ -160,14 +158,14 @@ _DAY_NAMES = {
 }
 
 _FIELDS = (
-    _Field("minute", 0, 59, {}, "0-59", "'0,30' or '*/15'"),
-    _Field("hour", 0, 23, {}, "0-23", "'6' or '9-17'"),
-    _Field("day-of-month", 1, 31, {}, "1-31", "'1' or '1,15'"),
-    _Field("month", 1, 12, _MONTH_NAMES, "1-12 or JAN-DEC", "'1' or 'JAN-MAR'"),
+    CronField("minute", 0, 59, {}, "0-59", "'0,30' or '*/15'"),
+    CronField("hour", 0, 23, {}, "0-23", "'6' or '9-17'"),
+    CronField("day-of-month", 1, 31, {}, "1-31", "'1' or '1,15'"),
+    CronField("month", 1, 12, _MONTH_NAMES, "1-12 or JAN-DEC", "'1' or 'JAN-MAR'"),
     # 7 is accepted as a second Sunday, as in Vixie cron; values are stored as 0-6
-    _Field("day-of-week", 0, 7, _DAY_NAMES, "0-7 or SUN-SAT (0 and 7 are Sunday)", "'MON-FRI'"),
+    CronField("day-of-week", 0, 7, _DAY_NAMES, "0-7 or SUN-SAT (0 and 7 are Sunday)", "'MON-FRI'"),
 )
-_MINUTE_FIELD, _HOUR_FIELD, _DAY_OF_MONTH_FIELD, _MONTH_FIELD, _DAY_OF_WEEK_FIELD = _FIELDS
+MINUTE_FIELD, HOUR_FIELD, _DAY_OF_MONTH_FIELD, MONTH_FIELD, _DAY_OF_WEEK_FIELD = _FIELDS
 
 _SYNTAX = "'*', a number, a range 'a-b', a step '*/n', 'a-b/n' or 'a/n', or a comma list of these"
 
@@ -195,7 +193,7 @@ _LONGEST_MONTH = {
 
 
 @dataclass(frozen=True)
-class _CronSpec:
+class CronSpec:
     """A parsed cron expression: the values each field matches, and how the day fields combine."""
 
     minutes: frozenset[int]
@@ -217,14 +215,14 @@ class _CronSpec:
         return day_of_month_matches and day_of_week_matches
 
 
-def _cron_error(expr: str, field: _Field, text: str, problem: str, fix: str) -> TriggerError:
+def _cron_error(expr: str, field: CronField, text: str, problem: str, fix: str) -> TriggerError:
     return TriggerError(
         f"Cron({expr!r}): {field.name} {text!r} {problem}. The {field.name} field takes "
         f"{field.allowed}, written as {_SYNTAX}; {fix}"
     )
 
 
-def _parse_value(expr: str, field: _Field, text: str, item: str) -> int:
+def _parse_value(expr: str, field: CronField, text: str, item: str) -> int:
     if text.isdigit():
         value = int(text)
     elif text in field.names:
@@ -245,7 +243,7 @@ def _parse_value(expr: str, field: _Field, text: str, item: str) -> int:
     return value
 
 
-def _parse_item(expr: str, field: _Field, item: str) -> set[int]:
+def _parse_item(expr: str, field: CronField, item: str) -> set[int]:
     lowered = item.lower()
     if "?" in lowered:
         raise _cron_error(
@@ -328,7 +326,7 @@ def _parse_item(expr: str, field: _Field, item: str) -> set[int]:
     return values
 
 
-def _parse_field(expr: str, field: _Field, text: str) -> tuple[frozenset[int], bool]:
+def _parse_field(expr: str, field: CronField, text: str) -> tuple[frozenset[int], bool]:
     """The values `text` matches, and whether it restricts the field (is anything but '*')."""
     if text == "*":
         top = 6 if field is _DAY_OF_WEEK_FIELD else field.high
@@ -344,7 +342,7 @@ def _parse_field(expr: str, field: _Field, text: str) -> tuple[frozenset[int], b
 
 
 @lru_cache(maxsize=512)
-def _parse_cron(expr: str) -> _CronSpec:
+def parse_cron(expr: str) -> CronSpec:
     text = expr.strip()
     if text.startswith("@"):
         if text.lower() not in _MACROS:
@@ -402,7 +400,7 @@ def _parse_cron(expr: str) -> _CronSpec:
             f"the days in day-of-month {parts[2]!r}. Pick days that exist in those months "
             "(February has 28 or 29 days; April, June, September and November have 30)"
         )
-    return _CronSpec(minutes, hours, days_of_month, months, days_of_week, day_rule)
+    return CronSpec(minutes, hours, days_of_month, months, days_of_week, day_rule)
 
 
 def _zone(tz: str, *, owner: str) -> ZoneInfo:
@@ -421,7 +419,7 @@ def _zone(tz: str, *, owner: str) -> ZoneInfo:
 # --- formatting cron -------------------------------------------------------------------------
 
 
-def _format_list(values: Iterable[int]) -> str:
+def format_list(values: Iterable[int]) -> str:
     """Sorted values as a comma list, with runs of three or more written as ranges."""
     ordered = sorted(values)
     pieces: list[str] = []
@@ -438,7 +436,7 @@ def _format_list(values: Iterable[int]) -> str:
     return ",".join(pieces)
 
 
-def _format_time_field(values: frozenset[int], field: _Field, *, allow_step: bool) -> str:
+def format_time_field(values: frozenset[int], field: CronField, *, allow_step: bool) -> str:
     full = frozenset(range(field.low, field.high + 1))
     if values == full:
         return "*"
@@ -447,31 +445,31 @@ def _format_time_field(values: frozenset[int], field: _Field, *, allow_step: boo
         step = ordered[1] - ordered[0]
         if values == frozenset(range(field.low, field.high + 1, step)):
             return f"*/{step}"
-    return _format_list(ordered)
+    return format_list(ordered)
 
 
-def _unix_fields(spec: _CronSpec) -> list[str]:
+def unix_fields(spec: CronSpec) -> list[str]:
     """The spec as 5 plain unix fields: only '*', '*/n' (minute and hour), lists and ranges.
 
     Day fields are never written with '*/n', because whether a starred day field counts as
     restricted is exactly where cron implementations disagree.
     """
     if spec.day_rule == "either":
-        day_of_month = _format_list(spec.days_of_month)
-        day_of_week = _format_list(spec.days_of_week)
+        day_of_month = format_list(spec.days_of_month)
+        day_of_week = format_list(spec.days_of_week)
     else:
-        day_of_month = "*" if spec.day_rule != "day-of-month" else _format_list(spec.days_of_month)
-        day_of_week = "*" if spec.day_rule != "day-of-week" else _format_list(spec.days_of_week)
+        day_of_month = "*" if spec.day_rule != "day-of-month" else format_list(spec.days_of_month)
+        day_of_week = "*" if spec.day_rule != "day-of-week" else format_list(spec.days_of_week)
     return [
-        _format_time_field(spec.minutes, _MINUTE_FIELD, allow_step=True),
-        _format_time_field(spec.hours, _HOUR_FIELD, allow_step=True),
+        format_time_field(spec.minutes, MINUTE_FIELD, allow_step=True),
+        format_time_field(spec.hours, HOUR_FIELD, allow_step=True),
         day_of_month,
-        _format_time_field(spec.months, _MONTH_FIELD, allow_step=False),
+        format_time_field(spec.months, MONTH_FIELD, allow_step=False),
         day_of_week,
     ]
 
 
-def _either_error(provider: str, cron: Cron) -> TriggerError:
+def either_error(provider: str, cron: Cron) -> TriggerError:
     fields = cron.expr.split() if not cron.expr.strip().startswith("@") else []
     split = ""
     if len(fields) == 5:
@@ -538,8 +536,8 @@ def _clock_changes(tz: str) -> tuple[_ClockChange, ...]:
     return tuple(changes)
 
 
-def _require_steady_clock(provider: str, cron: Cron, behaviour: str) -> None:
-    spec = _parse_cron(cron.expr)
+def require_steady_clock(provider: str, cron: Cron, behaviour: str) -> None:
+    spec = parse_cron(cron.expr)
     for change in _clock_changes(cron.tz):
         wall_time = change.start
         while wall_time < change.end:
@@ -566,7 +564,7 @@ _CRON_INTERVALS = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60, 120, 180, 240, 360,
 _WEEK_MINUTES = 7 * 24 * 60
 
 
-def _every_cron_fields(every: Every) -> list[str] | None:
+def every_cron_fields(every: Every) -> list[str] | None:
     total_minutes = every.seconds // _MINUTE
     if total_minutes < 60 and 60 % total_minutes == 0:
         return ["*" if total_minutes == 1 else f"*/{total_minutes}", "*", "*", "*", "*"]
@@ -585,7 +583,7 @@ def _every_name(total_minutes: int) -> str:
     return describe(Every(minutes=minutes_of_day % 60, hours=minutes_of_day // 60, days=days))
 
 
-def _every_error(provider: str, every: Every) -> TriggerError:
+def every_error(provider: str, every: Every) -> TriggerError:
     total_minutes = every.seconds // _MINUTE
     workable = (*_CRON_INTERVALS, _WEEK_MINUTES)
     shorter = max((minutes for minutes in workable if minutes < total_minutes), default=None)
@@ -593,7 +591,7 @@ def _every_error(provider: str, every: Every) -> TriggerError:
     suggestions = []
     for minutes in (shorter, longer):
         if minutes is not None:
-            fields = _every_cron_fields(Every(minutes=minutes))
+            fields = every_cron_fields(Every(minutes=minutes))
             assert fields is not None
             suggestions.append(f"{_every_name(minutes)} (Cron({' '.join(fields)!r}))")
     return TriggerError(
@@ -607,7 +605,7 @@ def _every_error(provider: str, every: Every) -> TriggerError:
 # --- public functions ------------------------------------------------------------------------
 
 
-def _require_schedule(schedule: object, provider: str) -> None:
+def require_schedule(schedule: object, provider: str) -> None:
     if isinstance(schedule, Http):
         raise TriggerError(f"{describe(schedule)} has no schedule to translate for {provider}")
     if not isinstance(schedule, (Cron, Every)):
@@ -666,102 +664,13 @@ def validate_triggers(triggers: object) -> tuple[Trigger, ...]:
 def _identity(trigger: Trigger) -> tuple[object, ...]:
     """Equal for triggers that fire at the same instants."""
     if isinstance(trigger, Cron):
-        return ("cron", " ".join(_unix_fields(_parse_cron(trigger.expr))), trigger.tz)
+        return ("cron", " ".join(unix_fields(parse_cron(trigger.expr))), trigger.tz)
     if isinstance(trigger, Every):
-        fields = _every_cron_fields(trigger)
+        fields = every_cron_fields(trigger)
         if fields is not None:
             return ("cron", " ".join(fields), "UTC")
         return ("every", trigger.seconds)
     return ("http",)
-
-
-def to_eventbridge(schedule: Schedule) -> tuple[str, str]:
-    """AWS EventBridge Scheduler (ScheduleExpression, ScheduleExpressionTimezone).
-
-    Cron becomes `cron(min hour dom month dow year)` with one day field `?` and days of week
-    1-7 = SUN-SAT. Every becomes `rate(n unit)`; a rate counts from the schedule's StartDate,
-    so the caller sets StartDate to `next_fire_times(schedule, now, 1)[0]` to keep Every's
-    epoch-aligned fire times.
-
-    >>> to_eventbridge(Cron("0 6 * * MON-FRI"))
-    ('cron(0 6 ? * 2-6 *)', 'UTC')
-    """
-    _require_schedule(schedule, _AWS)
-    if isinstance(schedule, Every):
-        total_minutes = schedule.seconds // _MINUTE
-        if total_minutes % 1440 == 0:
-            value, unit = total_minutes // 1440, "day"
-        elif total_minutes % 60 == 0:
-            value, unit = total_minutes // 60, "hour"
-        else:
-            value, unit = total_minutes, "minute"
-        # AWS rejects "rate(5 minute)" and "rate(1 minutes)": the unit agrees with the value
-        return f"rate({value} {unit}{'' if value == 1 else 's'})", "UTC"
-    spec = _parse_cron(schedule.expr)
-    if spec.day_rule == "either":
-        raise _either_error(_AWS, schedule)
-    _require_steady_clock(
-        _AWS, schedule, "skips a run at a skipped time and runs a repeated time once"
-    )
-    if spec.day_rule == "day-of-week":
-        day_of_month = "?"
-        # EventBridge numbers days 1-7 from Sunday; unix numbers them 0-6 from Sunday
-        day_of_week = _format_list(day + 1 for day in spec.days_of_week)
-    else:
-        day_of_month = "*" if spec.day_rule == "every-day" else _format_list(spec.days_of_month)
-        day_of_week = "?"
-    # EventBridge's '/' reads differently from cron's in places its docs leave open; lists don't
-    minute = _format_time_field(spec.minutes, _MINUTE_FIELD, allow_step=False)
-    hour = _format_time_field(spec.hours, _HOUR_FIELD, allow_step=False)
-    month = _format_time_field(spec.months, _MONTH_FIELD, allow_step=False)
-    return f"cron({minute} {hour} {day_of_month} {month} {day_of_week} *)", schedule.tz
-
-
-def to_cloud_scheduler(schedule: Schedule) -> tuple[str, str]:
-    """GCP Cloud Scheduler (schedule, time_zone): unix cron, written in its plainest form.
-
-    >>> to_cloud_scheduler(Every(minutes=15))
-    ('*/15 * * * *', 'UTC')
-    """
-    _require_schedule(schedule, _GCP)
-    if isinstance(schedule, Every):
-        fields = _every_cron_fields(schedule)
-        if fields is None:
-            raise _every_error(_GCP, schedule)
-        return " ".join(fields), "UTC"
-    _require_steady_clock(
-        _GCP, schedule, "does not document what it does there (its docs recommend UTC)"
-    )
-    # Cloud Scheduler ORs the day fields when neither is '*', as unix cron does (its docs)
-    return " ".join(_unix_fields(_parse_cron(schedule.expr))), schedule.tz
-
-
-def to_ncrontab(schedule: Schedule) -> tuple[str, str]:
-    """Azure Functions timer: 6-field NCRONTAB `{second} {minute} {hour} {day} {month} {dow}`.
-
-    The time zone is an IANA name; Azure applies it through the app setting WEBSITE_TIME_ZONE
-    (Windows plans want the Windows zone id, so the provider maps it).
-
-    >>> to_ncrontab(Cron("30 9 * * 1-5", tz="Europe/Berlin"))
-    ('0 30 9 * * 1-5', 'Europe/Berlin')
-    """
-    _require_schedule(schedule, _AZURE)
-    if isinstance(schedule, Every):
-        fields = _every_cron_fields(schedule)
-        if fields is None:
-            raise _every_error(_AZURE, schedule)
-        return "0 " + " ".join(fields), "UTC"
-    # NCrontab checks the day of week after the day of month, so restricting both means both
-    # must match (CrontabSchedule.TryGetNextOccurrence), unlike unix cron's either
-    if _parse_cron(schedule.expr).day_rule == "either":
-        raise _either_error(_AZURE, schedule)
-    _require_steady_clock(
-        _AZURE,
-        schedule,
-        "shifts a skipped time by the offset change and runs a fixed-time schedule once in a "
-        "repeated hour (WebJobs CronSchedule)",
-    )
-    return "0 " + " ".join(_unix_fields(_parse_cron(schedule.expr))), schedule.tz
 
 
 def next_fire_times(schedule: Schedule, after: datetime, count: int) -> list[datetime]:
@@ -771,7 +680,7 @@ def next_fire_times(schedule: Schedule, after: datetime, count: int) -> list[dat
     >>> [time.isoformat() for time in next_fire_times(Every(hours=1), after, 2)]
     ['2024-01-01T07:00:00+00:00', '2024-01-01T08:00:00+00:00']
     """
-    _require_schedule(schedule, "next_fire_times")
+    require_schedule(schedule, "next_fire_times")
     if not isinstance(after, datetime) or after.tzinfo is None or after.utcoffset() is None:
         raise TriggerError(
             f"next_fire_times: after must be a timezone-aware datetime, got {after!r}; "
@@ -787,7 +696,7 @@ def next_fire_times(schedule: Schedule, after: datetime, count: int) -> list[dat
 
     zone = _zone(schedule.tz, owner=describe(schedule))
     # croniter evaluates our plain form, so its own readings of 'a-a', 'a/n' never leak in
-    iterator = croniter(" ".join(_unix_fields(_parse_cron(schedule.expr))), after.astimezone(zone))
+    iterator = croniter(" ".join(unix_fields(parse_cron(schedule.expr))), after.astimezone(zone))
     return [iterator.get_next(datetime).astimezone(timezone.utc) for _ in range(count)]
 
 

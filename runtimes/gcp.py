@@ -84,7 +84,7 @@ SERVERLESS_AUTHORIZATION_HEADER = "X-Serverless-Authorization"
 AUTHORIZATION_HEADER = "Authorization"
 JSON_HEADERS = {"Content-Type": "application/json"}
 
-# Set by deployer on the function's service config (providers/gcp.py).
+# Set by deployer on the function's service config (providers/gcp/provider.py).
 SCHEDULER_ACCOUNT_VARIABLE = "DEPLOYER_SCHEDULER_ACCOUNT"
 SCHEDULER_AUDIENCE_VARIABLE = "DEPLOYER_SCHEDULER_AUDIENCE"
 HTTP_ACCESS_VARIABLE = "DEPLOYER_HTTP_ACCESS"  # "authenticated" | "public"

@@ -71,7 +71,7 @@ print(deployment.invoke(test.head(5)))
 deployment.invoke()
 
 # 4c. Over HTTP, through the local server, as a client would call it.
-from deployer.providers.local_server import LocalServer  # noqa: E402
+from deployer.providers.local.server import LocalServer  # noqa: E402
 
 server = LocalServer(port=0, log=lambda line: None)
 server.start()

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 import deployer
 from deployer import ConfigError, Cron, Http, ProviderError, RequirementsError, TriggerError
-from deployer.providers import aws as aws_provider
-from deployer.providers.aws import (
+from deployer.providers.aws import provider as aws_provider
+from deployer.providers.aws.provider import (
     ALIAS,
     AwsProvider,
     _legacy_role_names,

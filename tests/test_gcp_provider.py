@@ -39,7 +39,7 @@ from deployer.providers.base import (
     UPDATE_CODE,
     UPDATE_CONFIG,
 )
-from deployer.providers.gcp import (
+from deployer.providers.gcp.provider import (
     ENDPOINT_VARIABLES,
     IDENTITY_TOKEN,
     STORAGE_ENDPOINT,
@@ -47,7 +47,7 @@ from deployer.providers.gcp import (
     decode_hash,
     encode_hash,
 )
-from deployer.providers.gcp_source import gcp_runtime, source_zip
+from deployer.providers.gcp.source import gcp_runtime, source_zip
 
 # Fixtures defined in gcp_emulators: importing them is how pytest finds them here.
 EMULATOR_FIXTURES = (gcs_emulator,)

@@ -1,7 +1,7 @@
 """The Cloud Functions entry (runtimes/gcp.py) served by Google's functions-framework.
 
 Each scenario builds a real bundle, turns it into the source zip Cloud
-Functions receives (providers/gcp_source.py), unpacks it into a source
+Functions receives (providers/gcp/source.py), unpacks it into a source
 directory, installs its requirements.txt into a fresh venv with uv (what Cloud
 Build does) and starts ``functions-framework --target handle`` from that venv
 in the source directory. Runs land in gcp-storage-emulator, where
@@ -50,7 +50,7 @@ from gcp_emulators import (
 import deployer
 from deployer.api import Built
 from deployer.errors import ProviderError
-from deployer.providers.gcp_source import (
+from deployer.providers.gcp.source import (
     ENTRY_POINT,
     FUNCTIONS_FRAMEWORK,
     GCP_RUNTIMES,
@@ -69,7 +69,7 @@ EMULATOR_FIXTURES = (gcs_emulator, gcs_bucket, google_certificates)
 
 NAME = "scores"
 JOB = "projects/acme/locations/europe-west1/jobs/deployer-scores-0"
-# What deployer puts in the function's environment (providers/gcp.py).
+# What deployer puts in the function's environment (providers/gcp/provider.py).
 SCHEDULER_ACCOUNT = "dpl-sch-0123456789abcdef0123@acme.iam.gserviceaccount.com"
 AUDIENCE = "https://europe-west1-acme.cloudfunctions.net/scores"
 METRICS = {"mean_score": lambda out: out.score.mean()}

@@ -12,7 +12,6 @@ import pytest
 import deployer
 from deployer import Cron, Every, Http, RunError, api
 from deployer.cache import cache_root
-from deployer.providers import local
 from deployer.providers.base import (
     ADD_TRIGGER,
     CREATE,
@@ -20,6 +19,7 @@ from deployer.providers.base import (
     REMOVE_TRIGGER,
     UPDATE_CODE,
 )
+from deployer.providers.local import provider as local
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 import deployer
 from deployer import api, cli, store
-from deployer.providers import local
+from deployer.providers.local import provider as local
 
 pytestmark = pytest.mark.slow
 

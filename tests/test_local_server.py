@@ -15,7 +15,7 @@ import pytest
 
 import deployer
 from deployer import Every, Http
-from deployer.providers.local_server import LocalServer
+from deployer.providers.local.server import LocalServer
 
 pytestmark = pytest.mark.slow
 

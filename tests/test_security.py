@@ -22,8 +22,8 @@ import pytest
 import deployer
 from deployer import Every, Http
 from deployer.errors import ConfigError
-from deployer.providers import local
-from deployer.providers.local_server import LocalServer, token_path
+from deployer.providers.local import provider as local
+from deployer.providers.local.server import LocalServer, token_path
 
 pytestmark = pytest.mark.slow
 

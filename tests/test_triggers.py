@@ -23,6 +23,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from deployer.errors import TriggerError
+from deployer.providers.aws.target import to_eventbridge
+from deployer.providers.azure.target import to_ncrontab
+from deployer.providers.gcp.target import to_cloud_scheduler
 from deployer.triggers import (
     Cron,
     Every,
@@ -30,9 +33,6 @@ from deployer.triggers import (
     Trigger,
     describe,
     next_fire_times,
-    to_cloud_scheduler,
-    to_eventbridge,
-    to_ncrontab,
     trigger_from_dict,
     trigger_to_dict,
     validate_triggers,

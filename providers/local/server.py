@@ -42,7 +42,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from deployer.errors import ConfigError
-from deployer.providers import local
+from deployer.providers.local import provider as local
 from deployer.runtimes import core, storage
 from deployer.spec import NAME_PATTERN
 from deployer.triggers import Cron, Every, next_fire_times, trigger_from_dict

@@ -1,6 +1,6 @@
 """Lambda's dependency artifacts: wheels for Lambda's platform, stripped, precompiled, archived.
 
-The pipeline's packaging stage for AWS, without any AWS call (``providers/aws.py``
+The pipeline's packaging stage for AWS, without any AWS call (``providers/aws/provider.py``
 uploads what this builds):
 
     lambda_target("3.11")      which Lambda runtime, glibc and wheel tags

@@ -45,7 +45,7 @@ from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
 from deployer.archive import sha256_file
 from deployer.cache import cache_root
 from deployer.errors import ConfigError, ProviderError
-from deployer.providers.aws_artifacts import (
+from deployer.providers.aws.lambda_package import (
     DIRECT_UPLOAD_LIMIT_BYTES,
     LAYER_LIMIT_BYTES,
     Dependencies,
@@ -55,6 +55,7 @@ from deployer.providers.aws_artifacts import (
     layer_zip,
     slim_archive,
 )
+from deployer.providers.aws.target import to_eventbridge
 from deployer.providers.base import (
     CREATE,
     DELETE,
@@ -69,7 +70,7 @@ from deployer.providers.base import (
     trigger_changes,
 )
 from deployer.spec import check_cloud_spec
-from deployer.triggers import Cron, Every, describe, to_eventbridge, trigger_from_dict
+from deployer.triggers import Cron, Every, describe, trigger_from_dict
 
 if TYPE_CHECKING:
     from deployer.bundle import Bundle

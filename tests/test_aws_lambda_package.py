@@ -29,8 +29,8 @@ import pytest
 from deployer import archive
 from deployer.console import Reporter
 from deployer.errors import BundleError, ProviderError, RequirementsError
-from deployer.providers import aws_artifacts
-from deployer.providers.aws_artifacts import (
+from deployer.providers.aws import lambda_package
+from deployer.providers.aws.lambda_package import (
     Dependencies,
     LambdaTarget,
     install_dependencies,
@@ -134,7 +134,7 @@ def test_target_python_other_than_this_interpreter_is_refused_before_installing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     other = "3.12" if LOCAL_PYTHON != "3.12" else "3.11"
-    monkeypatch.setattr(aws_artifacts.subprocess, "run", _no_subprocess)
+    monkeypatch.setattr(lambda_package.subprocess, "run", _no_subprocess)
     with pytest.raises(ProviderError, match=f"Python {other} environment"):
         install_dependencies(
             ["cloudpickle==3.1.1"],
@@ -303,7 +303,7 @@ def test_strip_removes_build_files_and_tests_but_keeps_what_imports_need(tmp_pat
         },
     )
     reporter = RecordingReporter()
-    removed = aws_artifacts._strip(python_dir, lambda_target("3.11"), reporter)
+    removed = lambda_package._strip(python_dir, lambda_target("3.11"), reporter)
     left = sorted(path.relative_to(python_dir).as_posix() for path in python_dir.rglob("*"))
     assert left == [
         "codegen",
@@ -335,7 +335,7 @@ def test_import_check_names_the_module_a_strip_broke(tmp_path: Path) -> None:
         },
     )
     with pytest.raises(ProviderError) as raised:
-        aws_artifacts._verify_imports(python_dir, RecordingReporter())
+        lambda_package._verify_imports(python_dir, RecordingReporter())
     assert "mathlib (ModuleNotFoundError: No module named 'mathlib.tests'" in str(raised.value)
 
 
@@ -344,7 +344,7 @@ def test_import_check_only_notes_an_optional_package_nobody_required(tmp_path: P
     _distribution(python_dir, "plotting", {"plotting/__init__.py": "import matplotlib_zzz\n"})
     _distribution(python_dir, "fine", {"fine.py": "import json\nVALUE = 1\n"})
     reporter = RecordingReporter()
-    aws_artifacts._verify_imports(python_dir, reporter)
+    lambda_package._verify_imports(python_dir, reporter)
     assert any(
         "plotting does not import without matplotlib_zzz" in line for line in reporter.messages
     )
@@ -356,7 +356,7 @@ def test_import_check_sees_only_the_tree_and_the_standard_library(tmp_path: Path
     # pytest is installed here, but not in the tree: the check must not find it.
     _distribution(python_dir, "usespytest", {"usespytest.py": "import pytest\n"})
     reporter = RecordingReporter()
-    aws_artifacts._verify_imports(python_dir, reporter)
+    lambda_package._verify_imports(python_dir, reporter)
     assert any("usespytest does not import without pytest" in line for line in reporter.messages)
 
 
@@ -524,7 +524,7 @@ def test_layer_zip_and_slim_archive_are_byte_identical_across_installs(
 def test_same_deps_hash_again_returns_the_cache_without_running_anything(
     small_install: Installed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(aws_artifacts.subprocess, "run", _no_subprocess)
+    monkeypatch.setattr(lambda_package.subprocess, "run", _no_subprocess)
     again = _install(small_install.cache_dir, SMALL_SET, "small-set")
     assert again.dependencies == small_install.dependencies
     assert again.reporter.messages == []
@@ -564,7 +564,7 @@ def test_concurrent_installs_of_one_deps_hash_run_pip_once(
             installs.append(command)
         return real_run(command, *args, **kwargs)
 
-    monkeypatch.setattr(aws_artifacts.subprocess, "run", counting_run)
+    monkeypatch.setattr(lambda_package.subprocess, "run", counting_run)
     results: list[Dependencies] = []
     errors: list[BaseException] = []
 

@@ -93,7 +93,8 @@ from deployer.providers.base import (
     describe_trigger,
     trigger_changes,
 )
-from deployer.providers.gcp_source import ENTRY_POINT, gcp_runtime, source_zip
+from deployer.providers.gcp.source import ENTRY_POINT, gcp_runtime, source_zip
+from deployer.providers.gcp.target import to_cloud_scheduler
 from deployer.runtimes.gcp import (
     AUTHENTICATED,
     HTTP_ACCESS_VARIABLE,
@@ -101,7 +102,7 @@ from deployer.runtimes.gcp import (
     SCHEDULER_AUDIENCE_VARIABLE,
 )
 from deployer.spec import check_cloud_spec
-from deployer.triggers import Cron, Every, to_cloud_scheduler, trigger_from_dict
+from deployer.triggers import Cron, Every, trigger_from_dict
 
 if TYPE_CHECKING:
     from deployer.bundle import Bundle

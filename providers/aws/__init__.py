@@ -1,0 +1,2 @@
+"""The AWS provider: Lambda functions (provider.py) with dependencies packaged for
+Lambda's platform (lambda_package.py). Needs ``pip install 'deployer[aws]'``."""
