@@ -43,10 +43,9 @@ from model import make_predict, train  # noqa: E402
 
 import deployer  # noqa: E402
 from deployer.console import Reporter  # noqa: E402
+from deployer.packaging import METADATA_FILE, Dependencies  # noqa: E402
 from deployer.providers.aws.lambda_package import (  # noqa: E402
     LAYER_LIMIT_BYTES,
-    METADATA_FILE,
-    Dependencies,
     LambdaTarget,
     install_dependencies,
     lambda_target,
@@ -114,7 +113,7 @@ def resolve_pins(target: LambdaTarget, scratch: Path) -> list[str]:
     command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed"]
     command += ["--quiet", "--target", str(scratch / "resolve"), "--report", "-"]
     command += ["--only-binary=:all:", "--implementation", "cp"]
-    command += ["--python-version", target.python, "--abi", target.abi]
+    command += ["--python-version", target.python, "--abi", target.platform.abi]
     for tag in target.platform_tags:
         command += ["--platform", tag]
     completed = subprocess.run([*command, *WANTED], capture_output=True, text=True, check=True)
@@ -151,7 +150,7 @@ def run_deployer(
             output=str(scratch / "store"),
         )
         dependencies = install_dependencies(
-            built.bundle.manifest["requirements"],
+            built.bundle.manifest.requirements,
             target,
             deps_hash=built.bundle.deps_hash,
             cache_dir=cache_dir,
@@ -169,7 +168,7 @@ def run_deployer(
             mode=mode,
             zipped=artifact.stat().st_size + len(code),
             unzipped=unzipped,
-            requirements=built.bundle.manifest["requirements"],
+            requirements=built.bundle.manifest.requirements,
         )
 
     cold, _ = timed(lambda: package(0.0))

@@ -13,17 +13,15 @@ import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from deployer import archive
 from deployer.capture import Captured
 from deployer.errors import BundleError
 from deployer.requirements import Requirements
+from deployer.runtimes.manifest import MANIFEST_FILE, CreatedWith, FunctionEntry, Manifest
 from deployer.spec import DeploySpec
 from deployer.triggers import trigger_to_dict
 
-FORMAT_VERSION = 1
-MANIFEST_FILE = "manifest.json"
 FUNCTION_FILE = "function.pkl"
 REQUIREMENTS_FILE = "requirements.txt"
 RUNTIME_PACKAGE = "deployer_runtime"
@@ -32,14 +30,14 @@ RUNTIME_DIR = Path(__file__).resolve().parent / "runtimes"
 
 @dataclass(frozen=True)
 class Bundle:
-    manifest: dict[str, Any]
+    manifest: Manifest
     files: tuple[tuple[str, bytes], ...]  # (posix path, content), sorted by path
     code_hash: str
     deps_hash: str
 
     @property
     def name(self) -> str:
-        return str(self.manifest["name"])
+        return self.manifest.name
 
     @property
     def size(self) -> int:
@@ -126,39 +124,38 @@ def build(
 
     from deployer import __version__
 
-    manifest: dict[str, Any] = {
-        "format": FORMAT_VERSION,
-        "name": spec.name,
-        "python": python,
-        "platform": platform,
-        "function": {
-            "file": FUNCTION_FILE,
-            "sha256": hashlib.sha256(captured.pickle).hexdigest(),
-            "qualname": captured.qualname,
-            "signature": captured.signature,
-            "takes_input": captured.takes_input,
-            "requires_input": captured.requires_input,
-            "input_kind": captured.input_kind,
-        },
-        "source": captured.source,
-        "requirements": requirement_lines,
-        "local_modules": [module.path for module in captured.local_modules],
-        "inputs": spec.inputs,
-        "output": spec.output,
-        "triggers": [trigger_to_dict(trigger) for trigger in spec.triggers],
-        "timeout_seconds": spec.timeout_seconds,
-        "metrics": list(metric_names),
-        "checks": list(check_names),
-        "code_hash": code_hash,
-        "deps_hash": deps_hash,
-        "created_with": {
-            "deployer": __version__,
-            "cloudpickle": cloudpickle.__version__,
-            "python": python_version(),
-        },
-    }
+    manifest = Manifest(
+        name=spec.name,
+        python=python,
+        platform=platform,
+        function=FunctionEntry(
+            file=FUNCTION_FILE,
+            sha256=hashlib.sha256(captured.pickle).hexdigest(),
+            qualname=captured.qualname,
+            signature=captured.signature,
+            takes_input=captured.takes_input,
+            requires_input=captured.requires_input,
+            input_kind=captured.input_kind,
+        ),
+        source=captured.source,
+        requirements=tuple(requirement_lines),
+        local_modules=tuple(module.path for module in captured.local_modules),
+        inputs=spec.inputs,
+        output=spec.output,
+        triggers=tuple(trigger_to_dict(trigger) for trigger in spec.triggers),
+        timeout_seconds=spec.timeout_seconds,
+        metrics=tuple(metric_names),
+        checks=tuple(check_names),
+        code_hash=code_hash,
+        deps_hash=deps_hash,
+        created_with=CreatedWith(
+            deployer=__version__,
+            cloudpickle=cloudpickle.__version__,
+            python=python_version(),
+        ),
+    )
     files = dict(code_files)
-    files[MANIFEST_FILE] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    files[MANIFEST_FILE] = manifest.to_json()
     files[REQUIREMENTS_FILE] = ("\n".join(requirement_lines) + "\n").encode()
     return Bundle(
         manifest=manifest,

@@ -125,7 +125,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             return _http_reply(400, core.bad_request(error))
         # A function URL's caller is not necessarily the owner: no error message.
         status, body = core.response_body(result)
-        return _http_reply(*core.for_http_caller(status, body, loaded.manifest["name"]))
+        return _http_reply(*core.for_http_caller(status, body, loaded.manifest.name))
     request = event.get("deployer", {})
     trigger = request.get("trigger", "manual")
     if trigger == "schedule":

@@ -19,8 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from . import storage
-
-MANIFEST_FILE = "manifest.json"
+from .manifest import MANIFEST_FILE, Manifest
 
 # What a prediction function may return; anything else is a failed run whose
 # message lists these.
@@ -68,7 +67,7 @@ class PayloadError(Exception):
 class Loaded:
     """A bundle loaded into this process: done once per cold start."""
 
-    manifest: dict[str, Any]
+    manifest: Manifest
     function: Callable[..., Any]
     metrics: dict[str, Callable[[Any], Any]]
     checks: dict[str, Callable[[Any], Any]]
@@ -89,19 +88,20 @@ class RunResult:
 def load(bundle_dir: str) -> Loaded:
     """Read the manifest and unpickle the function, verifying the pickle first.
 
-    The sha256 check runs before unpickling: a pickle executes code when loaded,
-    so a file that is not the one deployed must never be loaded.
+    The manifest is checked first (ManifestError for a format this runtime does
+    not read), then the sha256: a pickle executes code when loaded, so a file
+    that is not the one deployed must never be loaded.
     """
     with open(os.path.join(bundle_dir, MANIFEST_FILE), "rb") as manifest_file:
-        manifest = json.load(manifest_file)
-    function_entry = manifest["function"]
-    with open(os.path.join(bundle_dir, function_entry["file"]), "rb") as pickle_file:
+        manifest = Manifest.from_json(manifest_file.read())
+    function_entry = manifest.function
+    with open(os.path.join(bundle_dir, function_entry.file), "rb") as pickle_file:
         pickled = pickle_file.read()
     digest = hashlib.sha256(pickled).hexdigest()
-    if digest != function_entry["sha256"]:
+    if digest != function_entry.sha256:
         raise BundleIntegrityError(
-            f"{function_entry['file']} has sha256 {digest} but the manifest says "
-            f"{function_entry['sha256']}: the bundle was modified after it was built; redeploy"
+            f"{function_entry.file} has sha256 {digest} but the manifest says "
+            f"{function_entry.sha256}: the bundle was modified after it was built; redeploy"
         )
     import cloudpickle
 
@@ -186,8 +186,8 @@ def run(
     manifest = loaded.manifest
     started = storage.utc_now()
     run_id = run_id or storage.new_run_id(started, fire_time=fire_time, event_id=event_id)
-    output_root = output or manifest["output"]
-    name = manifest["name"]
+    output_root = output or manifest.output
+    name = manifest.name
     if payload is not NO_PAYLOAD:
         function_input = _payload_to_input(payload, manifest)
     else:
@@ -197,13 +197,13 @@ def run(
         "name": name,
         "trigger": trigger,
         "started": started.isoformat(),
-        "code_hash": manifest.get("code_hash"),
+        "code_hash": manifest.code_hash,
         "rows_in": None,
         "rows_out": None,
     }
     if fire_time is not None:
         record["fire_time"] = fire_time.isoformat()
-    timeout_seconds = manifest.get("timeout_seconds")
+    timeout_seconds = manifest.timeout_seconds
     writer = _RunWriter(output_root, name, run_id, started)
     writer.mark_started(record, timeout_seconds)
     watchdog = None if deadline is None else _Watchdog(writer, record, deadline, timeout_seconds)
@@ -448,16 +448,16 @@ def log_not_committed(record: dict[str, Any]) -> None:
     print(json.dumps(line, default=str), file=sys.stderr, flush=True)
 
 
-def _payload_to_input(payload: Any, manifest: dict[str, Any]) -> Any:
-    function_entry = manifest["function"]
-    if not function_entry.get("takes_input", True):
+def _payload_to_input(payload: Any, manifest: Manifest) -> Any:
+    function_entry = manifest.function
+    if not function_entry.takes_input:
         if payload in (None, {}, []):
             return None
         raise PayloadError(
-            f"{function_entry['qualname']}() takes no input but the request has a body; "
+            f"{function_entry.qualname}() takes no input but the request has a body; "
             "send no body, or give the function a parameter"
         )
-    if function_entry.get("input_kind") != "dataframe":
+    if function_entry.input_kind != "dataframe":
         return payload
     import pandas as pd
 
@@ -474,13 +474,13 @@ def _payload_to_input(payload: Any, manifest: dict[str, Any]) -> Any:
         if not any(isinstance(value, (list, dict)) for value in values):
             return pd.DataFrame([payload])
     raise PayloadError(
-        f"{function_entry['qualname']}() takes a DataFrame: send a JSON list of records "
+        f"{function_entry.qualname}() takes a DataFrame: send a JSON list of records "
         '([{"col": 1}, ...]), an object of columns ({"col": [1, 2]}) or one record ({"col": 1})'
     )
 
 
-def _read_inputs(manifest: dict[str, Any]) -> Any:
-    inputs = manifest.get("inputs")
+def _read_inputs(manifest: Manifest) -> Any:
+    inputs = manifest.inputs
     if not inputs:
         return None
     import pyarrow.dataset as dataset
@@ -495,16 +495,16 @@ def _read_inputs(manifest: dict[str, Any]) -> Any:
     return table.to_pandas()
 
 
-def _call(function: Callable[..., Any], function_input: Any, manifest: dict[str, Any]) -> Any:
-    entry = manifest["function"]
+def _call(function: Callable[..., Any], function_input: Any, manifest: Manifest) -> Any:
+    entry = manifest.function
     if function_input is None:
-        if entry.get("requires_input"):
+        if entry.requires_input:
             raise TypeError(
-                f"{entry['qualname']}() needs an input but this run has none: "
+                f"{entry.qualname}() needs an input but this run has none: "
                 "set inputs= when deploying, or send a body"
             )
         return function()
-    if not entry.get("takes_input", True):
+    if not entry.takes_input:
         return function()
     return function(function_input)
 

@@ -330,7 +330,7 @@ def handle(request: Any) -> tuple[str, int, dict[str, str]]:
     try:
         # Cloud Functions stops a request at the function's timeout without a
         # word; the run records its own Timeout just before (core.run's deadline).
-        deadline = arrived + _load().manifest.get("timeout_seconds", 60)
+        deadline = arrived + _load().manifest.timeout_seconds
         if request.headers.get(SCHEDULER_HEADER, "").lower() == "true":
             try:
                 scheduler_claims(request.headers)
@@ -410,7 +410,7 @@ def _prediction(request: Any, deadline: float) -> tuple[str, int, dict[str, str]
         payload = core.parse_body(request.get_data(cache=False))
         loaded = _load()
         if payload is core.NO_PAYLOAD:
-            if loaded.manifest["function"].get("takes_input", True):
+            if loaded.manifest.function.takes_input:
                 return _bad_request(
                     "send the function's input as a JSON body: a request without one does "
                     "not run over the deployed inputs (only Cloud Scheduler's calls do)"
@@ -424,4 +424,4 @@ def _prediction(request: Any, deadline: float) -> tuple[str, int, dict[str, str]
     # The caller may be anyone the function lets in (or anyone, when public):
     # a failed run's message stays in its record.
     status, body = core.response_body(result)
-    return _reply(*core.for_http_caller(status, body, loaded.manifest["name"]))
+    return _reply(*core.for_http_caller(status, body, loaded.manifest.name))

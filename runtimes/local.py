@@ -78,7 +78,7 @@ def main() -> None:
     except Exception as error:
         _reply(channel, {"ready": False, "error": f"{type(error).__name__}: {error}"})
         raise SystemExit(1) from error
-    _reply(channel, {"ready": True, "code_hash": loaded.manifest.get("code_hash")})
+    _reply(channel, {"ready": True, "code_hash": loaded.manifest.code_hash})
     for line in sys.stdin:
         if not line.strip():
             continue

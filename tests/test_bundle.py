@@ -1,4 +1,4 @@
-"""The bundle: manifest v1, hashes, and a zip that is byte-for-byte reproducible."""
+"""The bundle: manifest format 2, hashes, and a zip that is byte-for-byte reproducible."""
 
 from __future__ import annotations
 
@@ -33,19 +33,22 @@ def test_manifest_describes_the_bundle(tmp_path: Path) -> None:
         metrics={"mean": lambda out: out.score.mean()},
     )
     manifest = built.bundle.manifest
-    assert manifest["format"] == 1
-    assert manifest["name"] == "scores"
-    assert manifest["python"] == f"{sys.version_info.major}.{sys.version_info.minor}"
-    function = manifest["function"]
+    assert manifest.format == 2
+    assert manifest.name == "scores"
+    assert manifest.python == f"{sys.version_info.major}.{sys.version_info.minor}"
+    function = manifest.function
     pickled = dict(built.bundle.files)["function.pkl"]
-    assert function["sha256"] == hashlib.sha256(pickled).hexdigest()
-    assert function["qualname"] == "score"
-    assert "frame" in function["signature"]
-    assert "def score" in manifest["source"]
-    assert manifest["triggers"][0]["tz"] == "Europe/Berlin"
-    assert manifest["metrics"] == ["mean"]
-    assert manifest["requirements"] == built.requirements.lines()
-    assert manifest["created_with"]["cloudpickle"]
+    assert function.sha256 == hashlib.sha256(pickled).hexdigest()
+    assert function.qualname == "score"
+    assert "frame" in function.signature
+    assert function.takes_input and function.requires_input
+    assert function.input_kind == "dataframe"
+    assert manifest.source is not None and "def score" in manifest.source
+    assert manifest.triggers[0]["tz"] == "Europe/Berlin"
+    assert manifest.metrics == ("mean",)
+    assert manifest.requirements == tuple(built.requirements.lines())
+    assert manifest.created_with.cloudpickle
+    assert dict(built.bundle.files)["manifest.json"] == manifest.to_json()
     names = [path for path, _ in built.bundle.files]
     assert {
         "manifest.json",
@@ -53,6 +56,7 @@ def test_manifest_describes_the_bundle(tmp_path: Path) -> None:
         "requirements.txt",
         "deployer_runtime/core.py",
         "deployer_runtime/local.py",
+        "deployer_runtime/manifest.py",
     } <= set(names)
 
 

@@ -209,7 +209,7 @@ def test_source_is_the_bundle_plus_main_and_requirements_with_functions_framewor
     # functions-framework serves the entry; google-auth and requests check the
     # scheduler's token (functions-framework brings neither).
     assert files["requirements.txt"].decode().splitlines() == [
-        *bundle.manifest["requirements"],
+        *bundle.manifest.requirements,
         FUNCTIONS_FRAMEWORK,
         GOOGLE_AUTH,
         REQUESTS,

@@ -51,7 +51,7 @@ def test_run_writes_output_metrics_and_run_record(tmp_path: Path) -> None:
     record = json.loads(files["run.json"].read_text())
     assert record["status"] == "succeeded" and record["trigger"] == "manual"
     assert record["rows_in"] == 3 and record["rows_out"] == 3
-    assert record["code_hash"] == loaded.manifest["code_hash"]
+    assert record["code_hash"] == loaded.manifest.code_hash
     assert record["duration_ms"] >= 0
 
 
@@ -356,7 +356,7 @@ def test_every_run_writes_a_started_marker_before_calling_the_function(tmp_path:
         "trigger": "manual",
         "started": result.record["started"],
         "timeout_seconds": 42,
-        "code_hash": loaded.manifest["code_hash"],
+        "code_hash": loaded.manifest.code_hash,
     }
 
 

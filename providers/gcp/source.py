@@ -92,7 +92,7 @@ def requirements_text(bundle: Bundle) -> str:
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    lines = [str(line) for line in bundle.manifest.get("requirements", [])]
+    lines = list(bundle.manifest.requirements)
     pinned = {canonicalize_name(Requirement(line).name) for line in lines}
     # The user may have pinned one of them themselves; theirs wins.
     for requirement in RUNTIME_REQUIREMENTS:

@@ -129,8 +129,8 @@ def ensure_environment(bundle: Bundle, reporter: Reporter) -> tuple[Path, bool]:
         building = environment.with_name(f".{bundle.deps_hash}.{uuid.uuid4().hex}")
         requirements_file = building.with_suffix(".txt")
         requirements_file.parent.mkdir(parents=True, exist_ok=True)
-        requirements_file.write_text("\n".join(bundle.manifest["requirements"]) + "\n")
-        count = len(bundle.manifest["requirements"])
+        requirements_file.write_text("\n".join(bundle.manifest.requirements) + "\n")
+        count = len(bundle.manifest.requirements)
         try:
             with reporter.status(
                 f"creating environment {bundle.deps_hash[:12]} ({count} "
@@ -601,6 +601,10 @@ class LocalProvider:
             spec, output=absolute(spec.output) or spec.output, inputs=absolute(spec.inputs)
         )
 
+    def write_artifacts(self, bundle: Bundle, directory: Path, reporter: Reporter) -> list[Path]:
+        """The bundle zip: what this machine unpacks and runs."""
+        return [bundle.write_zip(directory / f"{bundle.name}-{bundle.code_hash[:12]}.zip")]
+
     def get(self, name: str) -> DeploymentState | None:
         entry = read_entry(name)
         return None if entry is None else _state_from_entry(entry)
@@ -612,14 +616,14 @@ class LocalProvider:
         current = read_entry(spec.name)
         actions: list[Action] = []
         if not environment_python(environment_path(bundle.deps_hash)).exists():
-            count = len(bundle.manifest["requirements"])
+            count = len(bundle.manifest.requirements)
             actions.append(
                 Action(
                     INSTALL_DEPENDENCIES,
                     f"create environment {bundle.deps_hash[:12]} ({count} packages)",
                 )
             )
-        wanted = list(bundle.manifest["triggers"])
+        wanted = list(bundle.manifest.triggers)
         if current is None:
             actions.append(Action(CREATE, f"function {spec.name} ({bundle.code_hash[:12]})"))
             existing: list[dict[str, Any]] = []
@@ -636,13 +640,15 @@ class LocalProvider:
                         f"dependencies {current['deps_hash'][:12]} -> {bundle.deps_hash[:12]}",
                     )
                 )
-            for key in ("output", "inputs", "timeout_seconds"):
-                if current.get(key) != bundle.manifest.get(key):
+            wanted_config = {
+                "output": bundle.manifest.output,
+                "inputs": bundle.manifest.inputs,
+                "timeout_seconds": bundle.manifest.timeout_seconds,
+            }
+            for key, value in wanted_config.items():
+                if current.get(key) != value:
                     actions.append(
-                        Action(
-                            UPDATE_CONFIG,
-                            f"{key}: {current.get(key)!r} -> {bundle.manifest.get(key)!r}",
-                        )
+                        Action(UPDATE_CONFIG, f"{key}: {current.get(key)!r} -> {value!r}")
                     )
             if current.get("memory_mb") != spec.memory_mb:
                 actions.append(
@@ -678,16 +684,16 @@ class LocalProvider:
         entry = {
             "name": plan.name,
             "provider": self.name,
-            "qualname": manifest["function"]["qualname"],
+            "qualname": manifest.function.qualname,
             "code_hash": bundle.code_hash,
             "deps_hash": bundle.deps_hash,
             "bundle_sha": bundle_sha,
             "bundle_dir": str(bundle_dir),
             "python": str(environment_python(environment)),
-            "output": manifest["output"],
-            "inputs": manifest["inputs"],
-            "triggers": manifest["triggers"],
-            "timeout_seconds": manifest["timeout_seconds"],
+            "output": manifest.output,
+            "inputs": manifest.inputs,
+            "triggers": list(manifest.triggers),
+            "timeout_seconds": manifest.timeout_seconds,
             "memory_mb": plan.spec.memory_mb if plan.spec is not None else None,
             "tree_sha": tree_sha,
             "deployed_at": storage.utc_now().isoformat(),
