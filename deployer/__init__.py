@@ -51,10 +51,20 @@ __all__ = [
     "plan",
     "read_outputs",
     "read_runs",
+    "write_artifacts",
 ]
 
 if TYPE_CHECKING:
-    from deployer.api import Deployment, build, delete, deploy, get, list_deployments, plan
+    from deployer.api import (
+        Deployment,
+        build,
+        delete,
+        deploy,
+        get,
+        list_deployments,
+        plan,
+        write_artifacts,
+    )
     from deployer.store import read_outputs, read_runs
 
 _LAZY = {
@@ -67,6 +77,7 @@ _LAZY = {
     "plan": "deployer.api",
     "read_outputs": "deployer.store",
     "read_runs": "deployer.store",
+    "write_artifacts": "deployer.api",
 }
 
 

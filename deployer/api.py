@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deployer.errors import ConfigError, RunError
@@ -158,6 +159,20 @@ def build(
         provider_options=dict(provider_options or {}),
         target=target,
     )
+
+
+def write_artifacts(
+    built: Built, directory: str | Path = ".", *, quiet: bool = False
+) -> list[Path]:
+    """Write what ``built``'s provider deploys (bundle zip, Lambda code zip and layer,
+    GCP source zip) into ``directory``. Needs no credentials and calls no cloud.
+
+    >>> deployer.write_artifacts(deployer.build(predict, name="scores", provider="gcp"), "dist")
+    [PosixPath('dist/scores-3f9a...-source.zip')]
+    """
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    return _target(built).write_artifacts(built.bundle, target, _reporter(quiet))
 
 
 def plan(

@@ -143,6 +143,12 @@ def write_atomically(path: Path, data: bytes) -> None:
         temporary.write_bytes(data)
 
 
+def copy_atomically(source: Path, path: Path) -> None:
+    """Copy ``source`` to ``path``, streamed, so that ``path`` is complete or absent."""
+    with _replacing(path) as temporary:
+        shutil.copyfile(source, temporary)
+
+
 @contextmanager
 def _replacing(path: Path) -> Iterator[Path]:
     """A temporary sibling of ``path`` that replaces it on success and vanishes on failure."""

@@ -191,20 +191,30 @@ def deploy(function: str, dry_run: bool, **options: Any) -> None:
 
 @main.command()
 @deploy_options
-@click.option("--out", "-o", type=click.Path(), help="zip path (default: NAME-CODEHASH.zip)")
-def build(function: str, out: str | None, **options: Any) -> None:
-    """Build the bundle of FUNCTION and write it as a zip; deploys nothing."""
+@click.option(
+    "--out-dir",
+    "-o",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="folder for what the provider deploys",
+)
+def build(function: str, out_dir: str, **options: Any) -> None:
+    """Build what the provider deploys for FUNCTION and write it; needs no credentials."""
     from deployer import api
     from deployer.console import Reporter
 
     built = api.build(_load(function), **_build_options(options))
     bundle = built.bundle
     Reporter().requirements(built.requirements)
-    path = bundle.write_zip(out or f"{bundle.name}-{bundle.code_hash[:12]}.zip")
-    click.echo(f"{path}  ({path.stat().st_size:,} bytes zipped, {bundle.size:,} unzipped)")
+    click.echo(f"bundle ({bundle.size:,} bytes unzipped):")
     for entry_path, content in bundle.files:
         click.echo(f"  {len(content):>10,}  {entry_path}")
     click.echo(f"code_hash {bundle.code_hash}\ndeps_hash {bundle.deps_hash}")
+    click.echo(f"{built.provider} artifacts:")
+    for path in api.write_artifacts(built, out_dir):
+        click.echo(f"  {path.stat().st_size:>12,}  {path}")
 
 
 @main.command(name="list")

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from deployer.bundle import Bundle
     from deployer.console import Reporter
     from deployer.spec import DeploySpec
@@ -110,7 +112,13 @@ class Provider(Protocol):
     preinstalled: frozenset[str]  # distributions the provider's runtime already has
 
     def check(self, spec: DeploySpec) -> DeploySpec:
-        """Provider-specific validation (and defaults) of what the user asked for."""
+        """Provider-specific validation (and defaults) of what the user asked for.
+
+        Pure: no network and no credentials, so that building works offline.
+        Credentials, accounts and regions are checked when planning."""
+
+    def write_artifacts(self, bundle: Bundle, directory: Path, reporter: Reporter) -> list[Path]:
+        """Write what this provider deploys for ``bundle`` into ``directory``; no cloud call."""
 
     def default_output(self) -> str: ...
 

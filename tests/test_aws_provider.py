@@ -11,6 +11,7 @@ import contextlib
 import json
 import re
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -367,8 +368,8 @@ def test_architecture_and_amazon_linux_version_are_part_of_deps_hash(output: str
     options = {"name": "scores", "provider": "aws", "output": output}
     x86 = deployer.build(predict, **options).bundle
     arm = deployer.build(predict, provider_options={"architecture": "arm64"}, **options).bundle
-    assert x86.manifest["platform"] == "manylinux_2_26_x86_64"
-    assert arm.manifest["platform"] == "manylinux_2_26_aarch64"
+    assert x86.manifest.platform == "manylinux_2_26_x86_64"
+    assert arm.manifest.platform == "manylinux_2_26_aarch64"
     assert x86.deps_hash != arm.deps_hash
     assert x86.code_hash == arm.code_hash
 
@@ -748,3 +749,56 @@ def test_memory_over_lambdas_limit_is_refused_before_anything_is_created(output:
     with pytest.raises(ConfigError, match="10240"):
         deploy(predict, output, memory=16384)
     assert nothing_created()
+
+
+def test_build_needs_no_region_or_credentials_and_writes_what_deploy_uploads(
+    deployer_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in (
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+    ):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    built = deployer.build(predict, name="scores", provider="aws", output="s3://acme/runs")
+    code, layer = deployer.write_artifacts(built, tmp_path / "dist", quiet=True)
+    assert code.name == f"scores-{built.bundle.code_hash[:12]}-code.zip"
+    assert code.read_bytes() == built.bundle.zip_bytes()
+    assert layer.name == f"{built.bundle.deps_hash}-layer.zip"
+    with zipfile.ZipFile(layer) as archive:
+        assert any(name.startswith("python/pandas/") for name in archive.namelist())
+    with pytest.raises(ProviderError, match="AWS_REGION"):
+        deployer.deploy(predict, name="scores", provider="aws", output="s3://acme/runs", quiet=True)
+
+
+def test_an_aws_error_is_a_provider_error_naming_the_operation(output: str) -> None:
+    deploy(predict, output, triggers=[Http()])
+    provider = deployer.registry.get_provider("aws")
+    denied = {
+        "Error": {
+            "Code": "AccessDeniedException",
+            "Message": "User: arn:aws:iam::123456789012:user/ci is not authorized to perform: "
+            "lambda:GetFunction",
+        },
+        "ResponseMetadata": {"HTTPStatusCode": 403},
+    }
+    # botocore's own hook answers the call as AWS would refuse it; nothing of
+    # deployer is patched.
+    from botocore.awsrequest import AWSResponse
+
+    refusal = AWSResponse("https://lambda.us-east-1.amazonaws.com", 403, {}, None)
+    provider.session.events.register(
+        "before-call.lambda.GetFunction", lambda **_: (refusal, denied), unique_id="deny"
+    )
+    with pytest.raises(ProviderError) as raised:
+        provider.get("scores")
+    message = str(raised.value)
+    assert "AWS refused GetFunction while reading the function" in message
+    assert "lambda:GetFunction" in message and "lacks that permission" in message

@@ -40,11 +40,13 @@ def run(*arguments: str) -> tuple[int, str]:
 
 
 def test_build_writes_the_zip_and_lists_contents_and_size(model_file: Path) -> None:
-    out = model_file.parent / "bundle.zip"
-    code, output = run("build", f"{model_file}:predict", "--name", "labels", "-o", str(out))
+    out_dir = model_file.parent / "dist"
+    code, output = run("build", f"{model_file}:predict", "--name", "labels", "-o", str(out_dir))
     assert code == 0, output
+    [out] = list(out_dir.iterdir())
+    assert out.name.startswith("labels-") and out.suffix == ".zip"
     assert "function.pkl" in output and "manifest.json" in output
-    assert f"{out.stat().st_size:,} bytes zipped" in output
+    assert f"{out.stat().st_size:>12,}  {out}" in output
     with zipfile.ZipFile(out) as archive:
         manifest = json.loads(archive.read("manifest.json"))
         names = archive.namelist()

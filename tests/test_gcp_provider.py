@@ -826,3 +826,18 @@ def test_contract_memory_maps_to_the_services_available_memory(fake: FakeGoogleC
     assert get_function(fake).service_config.available_memory == "1536Mi"
     with pytest.raises(ConfigError, match="32768"):
         deploy(memory=40000)
+
+
+def test_build_needs_no_project_region_or_credentials_and_writes_the_source_zip(
+    deployer_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in (*ENDPOINT_VARIABLES, "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_REGION"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-credentials.json"))
+    built = deployer.build(predict, name="scores", provider="gcp", output=OUTPUT)
+    [path] = deployer.write_artifacts(built, tmp_path / "dist", quiet=True)
+    assert path == tmp_path / "dist" / f"scores-{built.bundle.code_hash[:12]}-source.zip"
+    assert path.read_bytes() == source_zip(built.bundle)  # what deploy uploads, byte for byte
+    # Deploying is where the missing credentials are named.
+    with pytest.raises(ProviderError, match="no Google Cloud credentials"):
+        deployer.deploy(predict, name="scores", provider="gcp", output=OUTPUT, quiet=True)

@@ -28,21 +28,22 @@ their ``deployer:name`` tag names this function and nothing else runs as them.
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 import boto3  # imported at module load: a missing extra is reported by the registry
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
 
-from deployer.archive import sha256_file
+from deployer.archive import copy_atomically, sha256_file
 from deployer.cache import cache_root
 from deployer.errors import ConfigError, ProviderError
 from deployer.providers.aws.lambda_package import (
@@ -210,6 +211,50 @@ def _foreign_role(role_name: str, name: str, kind: str) -> ProviderError:
     )
 
 
+# What each public method is doing, for the message of an AWS error it meets.
+_DOING = {
+    "get": "reading the function",
+    "list": "listing functions",
+    "plan": "planning the deploy",
+    "apply": "deploying",
+    "invoke": "invoking the function",
+    "logs": "reading the logs",
+    "plan_delete": "planning the delete",
+    "delete": "deleting",
+}
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _reports_aws_errors(method: _Method) -> _Method:
+    """An AWS error in ``method`` becomes one ProviderError naming the operation and the fix."""
+
+    @functools.wraps(method)
+    def reported(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except ClientError as error:
+            details = error.response.get("Error", {})
+            code = details.get("Code", "error")
+            if "AccessDenied" in code or code in ("UnauthorizedOperation", "AccessDeniedException"):
+                fix = (
+                    "the AWS identity you deploy with lacks that permission (the message "
+                    "names the action and resource): grant it, or deploy with another profile"
+                )
+            elif method.__name__ == "apply":
+                fix = (
+                    "nothing half-done is served: the previous version stays live, and "
+                    "deploying again resumes from what exists"
+                )
+            else:
+                fix = "nothing was changed"
+            raise ProviderError(
+                f"AWS refused {error.operation_name} while {_DOING[method.__name__]} "
+                f"({code}: {details.get('Message', '')}): {fix}"
+            ) from error
+
+    return reported  # type: ignore[return-value]
+
+
 @contextmanager
 def _iam_errors(operation: str, role_name: str) -> Iterator[None]:
     """Report a refused or failed IAM call by operation and role, not as a traceback."""
@@ -331,9 +376,25 @@ class AwsProvider:
         for trigger in spec.triggers:
             if isinstance(trigger, (Cron, Every)):
                 to_eventbridge(trigger)  # raises TriggerError if AWS cannot express it
+        # No region or credentials here: building needs neither (plan checks them).
+        return spec
+
+    def write_artifacts(self, bundle: Bundle, directory: Path, reporter: Reporter) -> list[Path]:
+        """The code zip, and the dependency layer or slim archive, as deploy uploads them.
+
+        Installing the dependencies reads the package index; nothing calls AWS.
+        """
+        code = directory / f"{bundle.name}-{bundle.code_hash[:12]}-code.zip"
+        bundle.write_zip(code)
+        packaged = self.package(bundle, reporter, code_bytes=bundle.size)
+        dependencies = directory / packaged.artifact.name
+        copy_atomically(packaged.artifact, dependencies)
+        return [code, dependencies]
+
+    def require_access(self) -> None:
+        """A region and credentials, named when missing, before the first AWS call of a plan."""
         _ = self.region
         self._account()
-        return spec
 
     # -- state ---------------------------------------------------------------
 
@@ -408,12 +469,14 @@ class AwsProvider:
             qualname=tags.get("qualname", ""),
         )
 
+    @_reports_aws_errors
     def get(self, name: str) -> DeploymentState | None:
         function = self._function(name)
         if function is None or "name" not in self._tags(function):
             return None
         return self._state(function)
 
+    @_reports_aws_errors
     def list(self) -> list[DeploymentState]:
         states = []
         paginator = self.client("lambda").get_paginator("list_functions")
@@ -607,7 +670,9 @@ class AwsProvider:
             return str(version["LayerVersionArn"])
         return None
 
+    @_reports_aws_errors
     def plan(self, bundle: Bundle, spec: DeploySpec) -> Plan:
+        self.require_access()
         function = self._function(spec.name)
         actions: list[Action] = []
         if function is not None and "name" not in self._tags(function):
@@ -615,7 +680,7 @@ class AwsProvider:
                 f"a Lambda function named {spec.name!r} exists but was not deployed by "
                 "deployer: choose another name, or delete it yourself"
             )
-        wanted = [trigger for trigger in bundle.manifest["triggers"]]
+        wanted = list(bundle.manifest.triggers)
         wants_schedules = any(trigger["type"] in ("cron", "every") for trigger in wanted)
         # A role deployer does not own stops the plan here, before anything is
         # built, uploaded or changed.
@@ -625,7 +690,7 @@ class AwsProvider:
             spec, bundle.deps_hash
         )
         if not layer_known:
-            count = len(bundle.manifest["requirements"])
+            count = len(bundle.manifest.requirements)
             actions.append(
                 Action(
                     INSTALL_DEPENDENCIES,
@@ -712,9 +777,9 @@ class AwsProvider:
 
     def package(self, bundle: Bundle, reporter: Reporter, *, code_bytes: int) -> Packaged:
         """Install for the Lambda target and choose layer or slim mode by size."""
-        target = self.target(bundle.manifest["python"])
+        target = self.target(bundle.manifest.python)
         dependencies = install_dependencies(
-            bundle.manifest["requirements"],
+            bundle.manifest.requirements,
             target,
             deps_hash=bundle.deps_hash,
             cache_dir=cache_root(),
@@ -752,6 +817,7 @@ class AwsProvider:
 
     # -- apply ---------------------------------------------------------------
 
+    @_reports_aws_errors
     def apply(self, plan: Plan, reporter: Reporter) -> DeploymentState:
         bundle, spec = plan.bundle, plan.spec
         if bundle is None or spec is None:
@@ -771,7 +837,7 @@ class AwsProvider:
         # anything in AWS is created or changed.
         packaged = self.package(bundle, reporter, code_bytes=bundle.size) if needs_code else None
         account = self._account()
-        if any(trigger["type"] in ("cron", "every") for trigger in bundle.manifest["triggers"]):
+        if any(trigger["type"] in ("cron", "every") for trigger in bundle.manifest.triggers):
             # Ours when planned; checked again before anything is uploaded.
             self._owned_role(spec.name, SCHEDULER)
         role_arn = self._ensure_role(spec.name, EXECUTION, self.execution_policy(spec, account))
@@ -817,7 +883,7 @@ class AwsProvider:
             "output": spec.output,
             "inputs": spec.inputs or "",
             "timeout": str(spec.timeout_seconds),
-            "qualname": bundle.manifest["function"]["qualname"][:200],
+            "qualname": bundle.manifest.function.qualname[:200],
         }
         return {f"{TAG_PREFIX}{key}": value for key, value in tags.items()}
 
@@ -966,7 +1032,7 @@ class AwsProvider:
         configuration = {
             "Role": role_arn,
             "Handler": HANDLER,
-            "Runtime": self.target(bundle.manifest["python"]).runtime,
+            "Runtime": self.target(bundle.manifest.python).runtime,
             "Timeout": spec.timeout_seconds,
             "MemorySize": spec.memory_mb,
             "Layers": layers,
@@ -1010,7 +1076,7 @@ class AwsProvider:
         self, spec: DeploySpec, bundle: Bundle, function_arn: str, account: str, reporter: Reporter
     ) -> None:
         alias_arn = f"{function_arn}:{ALIAS}"
-        wanted = bundle.manifest["triggers"]
+        wanted = list(bundle.manifest.triggers)
         scheduler = self.client("scheduler")
         existing = self._schedule_records(spec.name)
         wanted_schedules = {
@@ -1106,6 +1172,7 @@ class AwsProvider:
 
     # -- invoke, logs, delete ------------------------------------------------
 
+    @_reports_aws_errors
     def invoke(
         self, name: str, payload: Any = None, *, timeout_seconds: int | None = None
     ) -> Invocation:
@@ -1129,6 +1196,7 @@ class AwsProvider:
             )
         return Invocation(int(reply.get("http_status", 500)), reply.get("body", {}))
 
+    @_reports_aws_errors
     def logs(self, name: str, *, lines: int = 100) -> str:
         self._require(name)
         logs = self.client("logs")
@@ -1154,6 +1222,7 @@ class AwsProvider:
             )
         return state
 
+    @_reports_aws_errors
     def plan_delete(self, name: str) -> Plan:
         state = self._require(name)
         actions: list[Action] = [Action(DELETE, f"Lambda function {name} and its URL")]
@@ -1165,6 +1234,7 @@ class AwsProvider:
         actions += trigger_changes([], state.triggers)
         return Plan(name, self.name, tuple(actions))
 
+    @_reports_aws_errors
     def delete(self, plan: Plan, reporter: Reporter) -> None:
         name = plan.name
         state = self._require(name)

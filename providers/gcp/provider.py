@@ -64,6 +64,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -80,6 +81,7 @@ from google.cloud.storage import Client as StorageClient
 from google.iam.v1 import policy_pb2
 from google.protobuf import field_mask_pb2
 
+from deployer.archive import write_atomically
 from deployer.errors import ConfigError, ProviderError
 from deployer.providers.base import (
     CREATE,
@@ -666,11 +668,21 @@ class GcpProvider:
         for trigger in spec.triggers:
             if isinstance(trigger, (Cron, Every)):
                 to_cloud_scheduler(trigger)  # TriggerError if Cloud Scheduler cannot express it
+        # No project, region or credentials here: building needs none (plan checks them).
+        return spec
+
+    def write_artifacts(self, bundle: Bundle, directory: Path, reporter: Reporter) -> list[Path]:
+        """The source zip Cloud Build builds the function from, byte for byte."""
+        path = directory / f"{bundle.name}-{bundle.code_hash[:12]}-source.zip"
+        write_atomically(path, source_zip(bundle))
+        return [path]
+
+    def require_access(self) -> None:
+        """Project, region and credentials, named when missing, before the first request."""
         _ = self.project
         _ = self.region
         if not self._overridden():
             self._adc()
-        return spec
 
     # -- state ---------------------------------------------------------------
 
@@ -777,8 +789,9 @@ class GcpProvider:
         return environment
 
     def plan(self, bundle: Bundle, spec: DeploySpec) -> Plan:
+        self.require_access()
         function = self._function(spec.name)
-        wanted = list(bundle.manifest["triggers"])
+        wanted = list(bundle.manifest.triggers)
         if function is not None and NAME_LABEL not in function.labels:
             raise ProviderError(
                 f"a Cloud Function named {spec.name!r} exists in {self.location} but was not "
@@ -792,7 +805,7 @@ class GcpProvider:
                 Action(
                     CREATE,
                     f"Cloud Function {spec.name} in {self.region} ({bundle.code_hash[:12]}; "
-                    f"Cloud Build installs {len(bundle.manifest['requirements'])} packages)",
+                    f"Cloud Build installs {len(bundle.manifest.requirements)} packages)",
                 )
             )
             existing: list[dict[str, Any]] = []
@@ -889,7 +902,7 @@ class GcpProvider:
             if key.startswith("DEPLOYER_")
         }
         wanted_environment = self._wanted_environment(
-            spec, list(bundle.manifest["triggers"]), _url(function)
+            spec, list(bundle.manifest.triggers), _url(function)
         )
         for key, label in (
             (ENVIRONMENT_OUTPUT, "output"),
@@ -949,7 +962,7 @@ class GcpProvider:
         labels[NAME_LABEL] = spec.name
         labels[CODE_HASH_LABEL] = encode_hash(bundle.code_hash)
         labels[DEPS_HASH_LABEL] = encode_hash(bundle.deps_hash)
-        http = _http_trigger(bundle.manifest["triggers"])
+        http = _http_trigger(list(bundle.manifest.triggers))
         if http is not None:
             labels[HTTP_LABEL] = "public" if http.get("public") else "authenticated"
         return labels
@@ -961,7 +974,7 @@ class GcpProvider:
         function = self._function(spec.name)
         if plan.changes_nothing and function is not None:
             return self._state(function)
-        triggers = list(bundle.manifest["triggers"])
+        triggers = list(bundle.manifest.triggers)
         # Access steps are applied below without a rebuild; any other change to
         # the function ships new source.
         rebuild = function is None or any(
@@ -1031,7 +1044,7 @@ class GcpProvider:
             available_memory=_memory(spec.memory_mb),
             timeout_seconds=spec.timeout_seconds,
             environment_variables=self._wanted_environment(
-                spec, list(bundle.manifest["triggers"]), url
+                spec, list(bundle.manifest.triggers), url
             ),
             ingress_settings=functions_v2.ServiceConfig.IngressSettings.ALLOW_ALL,
             # The new revision takes all traffic once it is ready, never before.
@@ -1040,10 +1053,10 @@ class GcpProvider:
         )
         return functions_v2.Function(
             name=self._function_name(spec.name),
-            description=f"{DESCRIPTION_PREFIX}{bundle.manifest['function']['qualname']}"[:4096],
+            description=f"{DESCRIPTION_PREFIX}{bundle.manifest.function.qualname}"[:4096],
             environment=functions_v2.Environment.GEN_2,
             build_config=functions_v2.BuildConfig(
-                runtime=gcp_runtime(bundle.manifest["python"]),
+                runtime=gcp_runtime(bundle.manifest.python),
                 entry_point=ENTRY_POINT,
                 source=functions_v2.Source(storage_source=storage_source),
             ),
