@@ -30,14 +30,18 @@ from deployer.triggers import Cron, Every, Http
 __version__ = "0.1.0"
 
 __all__ = [
+    "Built",
     "BundleError",
     "CaptureError",
     "ConfigError",
     "Cron",
     "Deployment",
+    "DeploymentState",
     "DeployerError",
     "Every",
     "Http",
+    "Invocation",
+    "Plan",
     "ProviderError",
     "RequirementsError",
     "RunError",
@@ -47,28 +51,40 @@ __all__ = [
     "delete",
     "deploy",
     "get",
+    "invoke",
     "list_deployments",
     "plan",
     "read_outputs",
     "read_runs",
+    "register_provider",
     "write_artifacts",
 ]
 
 if TYPE_CHECKING:
     from deployer.api import (
+        Built,
         Deployment,
         build,
         delete,
         deploy,
         get,
+        invoke,
         list_deployments,
         plan,
         write_artifacts,
     )
+    from deployer.providers.base import DeploymentState, Invocation, Plan
+    from deployer.registry import register_provider
     from deployer.store import read_outputs, read_runs
 
 _LAZY = {
+    "Built": "deployer.api",
     "Deployment": "deployer.api",
+    "DeploymentState": "deployer.providers.base",
+    "Invocation": "deployer.providers.base",
+    "Plan": "deployer.providers.base",
+    "invoke": "deployer.api",
+    "register_provider": "deployer.registry",
     "build": "deployer.api",
     "delete": "deployer.api",
     "deploy": "deployer.api",

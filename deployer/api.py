@@ -180,11 +180,36 @@ def plan(
     *,
     name: str,
     provider: str = "local",
+    triggers: Trigger | Sequence[Trigger] = (),
+    inputs: str | None = None,
+    output: str | None = None,
+    metrics: Mapping[str, Callable[[Any], Any]] | None = None,
+    checks: Mapping[str, Callable[[Any], Any]] | None = None,
+    requirements: Sequence[str] = (),
+    timeout: int = DEFAULT_TIMEOUT_SECONDS,
+    memory: int = DEFAULT_MEMORY_MB,
+    provider_options: Mapping[str, Any] | None = None,
     quiet: bool = False,
-    **options: Any,
 ) -> Plan:
-    """What deploy() would change, computed from the provider's state; changes nothing."""
-    built = build(function, name=name, provider=provider, **options)
+    """What deploy() with the same arguments would change, from the provider's state;
+    changes nothing.
+
+    >>> deployer.plan(predict, name="churn-scores", triggers=[Cron("0 6 * * *")]).actions
+    """
+    built = build(
+        function,
+        name=name,
+        provider=provider,
+        triggers=triggers,
+        inputs=inputs,
+        output=output,
+        metrics=metrics,
+        checks=checks,
+        requirements=requirements,
+        timeout=timeout,
+        memory=memory,
+        provider_options=provider_options,
+    )
     return plan_built(built, reporter=_reporter(quiet))
 
 

@@ -1,8 +1,14 @@
-"""Providers by name, imported on first use (like fsspec's known_implementations)."""
+"""Providers by name, imported on first use (like fsspec's known_implementations).
+
+A third party adds a provider with :func:`register_provider`, or by declaring an
+entry point in the group ``deployer.providers`` whose value is ``module:Class``
+(the extra is then the distribution's own business).
+"""
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +16,8 @@ from deployer.errors import ConfigError, ProviderError
 
 if TYPE_CHECKING:
     from deployer.providers.base import Provider
+
+ENTRY_POINT_GROUP = "deployer.providers"
 
 # name -> (module:class, the extra that brings its SDK, or None)
 PROVIDERS: dict[str, tuple[str, str | None]] = {
@@ -20,10 +28,38 @@ PROVIDERS: dict[str, tuple[str, str | None]] = {
 }
 
 
+def register_provider(name: str, target: str, *, extra: str | None = None) -> None:
+    """Make ``provider=name`` use the class at ``target`` ("package.module:Class").
+
+    >>> register_provider("acme", "acme_deployer.provider:AcmeProvider")
+    """
+    module_name, _, class_name = target.partition(":")
+    if not name or not module_name or not class_name:
+        raise ConfigError(
+            f"register_provider({name!r}, {target!r}): give a name and 'package.module:Class'"
+        )
+    PROVIDERS[name] = (target, extra)
+
+
+def _known() -> dict[str, tuple[str, str | None]]:
+    """The built-in providers, and those other distributions declare as entry points."""
+    from importlib.metadata import entry_points
+
+    known = dict(PROVIDERS)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        known.setdefault(entry.name, (entry.value, None))
+    return known
+
+
+def provider_names() -> list[str]:
+    return list(_known())
+
+
 def get_provider(name: str, options: Mapping[str, Any] | None = None) -> Provider:
-    if name not in PROVIDERS:
-        raise ConfigError(f"unknown provider {name!r}: choose one of {', '.join(PROVIDERS)}")
-    target, extra = PROVIDERS[name]
+    known = _known()
+    if name not in known:
+        raise ConfigError(f"unknown provider {name!r}: choose one of {', '.join(known)}")
+    target, extra = known[name]
     module_name, class_name = target.split(":")
     try:
         module = importlib.import_module(module_name)
@@ -35,8 +71,31 @@ def get_provider(name: str, options: Mapping[str, Any] | None = None) -> Provide
         raise ProviderError(
             f"provider {name!r} needs: pip install 'deployer[{extra}]' ({error.name} is missing)"
         ) from None
-    try:
-        provider: Provider = getattr(module, class_name)(**dict(options or {}))
-    except TypeError as error:
-        raise ConfigError(f"provider {name!r} does not take these options ({error})") from None
+    provider_class = getattr(module, class_name)
+    given = dict(options or {})
+    _check_options(name, provider_class, given)
+    provider: Provider = provider_class(**given)
     return provider
+
+
+def _check_options(name: str, provider_class: type, given: Mapping[str, Any]) -> None:
+    """Options the provider's constructor does not take, named before it runs.
+
+    Read from the signature rather than by catching TypeError, which would also
+    hide a TypeError raised inside a provider's constructor.
+    """
+    parameters = inspect.signature(provider_class).parameters
+    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters.values()):
+        return
+    accepted = [
+        parameter_name
+        for parameter_name, parameter in parameters.items()
+        if parameter.kind in (parameter.KEYWORD_ONLY, parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        takes = ", ".join(accepted) if accepted else "no options"
+        raise ConfigError(
+            f"provider {name!r} does not take these options ({', '.join(unknown)}): it takes "
+            f"{takes}"
+        )
