@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 import deployer
 from deployer import ConfigError, Cron, Http, ProviderError, RequirementsError, TriggerError
+from deployer.bundle import python_version
 from deployer.providers.aws import provider as aws_provider
 from deployer.providers.aws.provider import (
     ALIAS,
@@ -117,7 +118,7 @@ def test_first_deploy_creates_function_layer_alias_schedule_url_and_role(output:
 
     function = lambda_client().get_function(FunctionName="scores")
     configuration = function["Configuration"]
-    assert configuration["Runtime"] == "python3.11"
+    assert configuration["Runtime"] == f"python{python_version()}"
     assert configuration["Handler"] == "deployer_runtime.aws.handler"
     assert configuration["Architectures"] == ["x86_64"]
     assert [layer["Arn"].split(":")[-2] for layer in configuration["Layers"]] == [
@@ -215,12 +216,30 @@ def test_failed_apply_leaves_the_previous_version_serving(output: str) -> None:
     first = deploy(predict, output, triggers=[Http()])
     serving = lambda_client().get_alias(FunctionName="scores", Name=ALIAS)["FunctionVersion"]
 
-    def publish_fails(self: AwsProvider, name: str, reporter: Any) -> str:
-        raise ProviderError("simulated: publish_version failed")
+    # AWS refuses PublishVersion (through botocore's own hook, on every client
+    # of this process): nothing of deployer is patched.
+    from botocore.awsrequest import AWSResponse
+
+    refused = {
+        "Error": {"Code": "ServiceException", "Message": "simulated: publish failed"},
+        "ResponseMetadata": {"HTTPStatusCode": 500},
+    }
+    response = AWSResponse("https://lambda.us-east-1.amazonaws.com", 500, {}, None)
+
+    def refuse(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        return response, refused
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(AwsProvider, "_publish", publish_fails)
-        with pytest.raises(ProviderError, match="simulated"):
+        patch.setenv("AWS_MAX_ATTEMPTS", "1")
+        original = boto3.session.Session.client
+
+        def refusing_client(session: Any, service: str, *args: Any, **kwargs: Any) -> Any:
+            client = original(session, service, *args, **kwargs)
+            client.meta.events.register("before-call.lambda.PublishVersion", refuse)
+            return client
+
+        patch.setattr(boto3.session.Session, "client", refusing_client)
+        with pytest.raises(ProviderError, match="AWS refused PublishVersion while deploying"):
             deploy(predict_v2, output, triggers=[Http()])
     assert (
         lambda_client().get_alias(FunctionName="scores", Name=ALIAS)["FunctionVersion"] == serving
@@ -262,6 +281,9 @@ def test_list_and_get_read_the_state_from_aws(output: str) -> None:
     [state] = AwsProvider().list()
     assert state.name == "scores" and state.output == output
     assert [trigger["type"] for trigger in state.triggers] == ["cron"]
+    assert AwsProvider().get("scores") == state
+    assert AwsProvider().get("missing") is None
+    assert deployer.get("scores", provider="aws").code_hash == state.code_hash
 
 
 def test_logs_come_from_cloudwatch(output: str) -> None:

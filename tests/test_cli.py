@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -66,6 +67,9 @@ def test_bad_input_is_one_line_without_traceback(model_file: Path) -> None:
 def test_dry_run_prints_the_plan_and_deploys_nothing(model_file: Path, deployer_home: Path) -> None:
     code, output = run("deploy", f"{model_file}:predict", "--name", "labels", "--http", "--dry-run")
     assert code == 0, output
+    assert re.search(r"create\s+function labels \([0-9a-f]{12}\)", output), output
+    assert re.search(r"add trigger\s+http \(authenticated\)", output), output
+    assert "is deployed" not in output
     assert not (deployer_home / "local" / "functions").exists()
 
 

@@ -72,8 +72,11 @@ def test_invalid_triggers_name_the_field(deployer_home: Path, trigger: Any, frag
 
 
 def test_not_a_trigger_is_refused(deployer_home: Path) -> None:
-    with pytest.raises(TriggerError):
+    with pytest.raises(
+        TriggerError, match=r"triggers\[0\] is '0 6 \* \* \*' \(str\), not a trigger"
+    ):
         deployer.deploy(predict, name="scores", triggers=["0 6 * * *"], quiet=True)
+    assert_nothing_written(deployer_home)
 
 
 def test_schedule_without_inputs_for_a_function_needing_input(deployer_home: Path) -> None:
