@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from deployer.errors import (
     BundleError,
     CaptureError,
+    ConcurrentChange,
     ConfigError,
     DeployerError,
     ProviderError,
@@ -30,15 +31,18 @@ from deployer.triggers import Cron, Every, Http
 __version__ = "0.1.0"
 
 __all__ = [
+    "AwsOptions",
     "Built",
     "BundleError",
     "CaptureError",
+    "ConcurrentChange",
     "ConfigError",
     "Cron",
     "Deployment",
     "DeploymentState",
     "DeployerError",
     "Every",
+    "GcpOptions",
     "Http",
     "Invocation",
     "Plan",
@@ -47,6 +51,7 @@ __all__ = [
     "RunError",
     "StoreError",
     "TriggerError",
+    "apply",
     "build",
     "delete",
     "deploy",
@@ -64,6 +69,7 @@ if TYPE_CHECKING:
     from deployer.api import (
         Built,
         Deployment,
+        apply,
         build,
         delete,
         deploy,
@@ -73,11 +79,16 @@ if TYPE_CHECKING:
         plan,
         write_artifacts,
     )
+    from deployer.providers.aws.target import AwsOptions
     from deployer.providers.base import DeploymentState, Invocation, Plan
+    from deployer.providers.gcp.target import GcpOptions
     from deployer.registry import register_provider
     from deployer.store import read_outputs, read_runs
 
 _LAZY = {
+    "AwsOptions": "deployer.providers.aws.target",
+    "GcpOptions": "deployer.providers.gcp.target",
+    "apply": "deployer.api",
     "Built": "deployer.api",
     "Deployment": "deployer.api",
     "DeploymentState": "deployer.providers.base",

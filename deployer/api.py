@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deployer.errors import ConfigError, RunError
+from deployer.registry import options_dict
 from deployer.spec import DeploySpec, check_location, check_memory, check_name, check_timeout
 from deployer.triggers import Cron, Every, Trigger, validate_triggers
 
@@ -156,7 +157,7 @@ def build(
         requirements=pinned,
         spec=spec,
         provider=provider,
-        provider_options=dict(provider_options or {}),
+        provider_options=options_dict(provider_options),
         target=target,
     )
 
@@ -271,6 +272,29 @@ def deploy(
     return apply_built(built, reporter=_reporter(quiet))
 
 
+def apply(
+    plan: Plan,
+    *,
+    provider_options: Mapping[str, Any] | Any | None = None,
+    quiet: bool = False,
+) -> Deployment:
+    """Carry out a plan from :func:`plan` exactly: its steps, in order, and nothing else.
+
+    If what the plan was made from changed since (another deploy of the same
+    name ran), nothing is changed and :class:`ConcurrentChange` is raised.
+
+    >>> planned = deployer.plan(predict, name="churn-scores", provider="aws", output=...)
+    >>> print(*planned.steps, sep="\n")   # review it
+    >>> deployer.apply(planned)
+    """
+    from deployer.registry import get_provider
+
+    if plan.bundle is None:
+        raise ConfigError("apply() takes a deploy plan from deployer.plan(), not a delete plan")
+    state = get_provider(plan.provider, provider_options).apply(plan, _reporter(quiet))
+    return _deployment(state, provider_options)
+
+
 def apply_built(built: Built, *, reporter: Reporter) -> Deployment:
     computed = plan_built(built, reporter=reporter)
     state = _target(built).apply(computed, reporter)
@@ -290,7 +314,7 @@ def _deployment(state: Any, provider_options: Mapping[str, Any] | None = None) -
         code_hash=state.code_hash,
         deps_hash=state.deps_hash,
         triggers=state.triggers,
-        provider_options=dict(provider_options or {}),
+        provider_options=options_dict(provider_options),
     )
 
 

@@ -31,6 +31,10 @@ class ProviderError(DeployerError):
     """A provider failed to package, plan, apply, invoke or delete."""
 
 
+class ConcurrentChange(ProviderError):
+    """What a plan was made from changed before it was applied (another deploy ran)."""
+
+
 class RunError(DeployerError):
     """A run of the deployed function failed."""
 

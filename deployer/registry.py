@@ -7,6 +7,7 @@ entry point in the group ``deployer.providers`` whose value is ``module:Class``
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 from collections.abc import Mapping
@@ -55,7 +56,22 @@ def provider_names() -> list[str]:
     return list(_known())
 
 
-def get_provider(name: str, options: Mapping[str, Any] | None = None) -> Provider:
+def options_dict(options: Mapping[str, Any] | Any | None) -> dict[str, Any]:
+    """``provider_options`` as keyword arguments: a dict as given, or a typed options
+    object (AwsOptions, GcpOptions, ...) field by field."""
+    if options is None:
+        return {}
+    if dataclasses.is_dataclass(options) and not isinstance(options, type):
+        return {field.name: getattr(options, field.name) for field in dataclasses.fields(options)}
+    if isinstance(options, Mapping):
+        return dict(options)
+    raise ConfigError(
+        f"provider_options must be a dict or the provider's options object, not "
+        f"{type(options).__name__}"
+    )
+
+
+def get_provider(name: str, options: Mapping[str, Any] | Any | None = None) -> Provider:
     known = _known()
     if name not in known:
         raise ConfigError(f"unknown provider {name!r}: choose one of {', '.join(known)}")
@@ -72,7 +88,11 @@ def get_provider(name: str, options: Mapping[str, Any] | None = None) -> Provide
             f"provider {name!r} needs: pip install 'deployer[{extra}]' ({error.name} is missing)"
         ) from None
     provider_class = getattr(module, class_name)
-    given = dict(options or {})
+    typed = getattr(provider_class, "Options", None)
+    if dataclasses.is_dataclass(options) and not isinstance(options, typed or ()):
+        expected = f"options of type {typed.__name__} or a dict" if typed else "no options"
+        raise ConfigError(f"provider {name!r} takes {expected}, not {type(options).__name__}")
+    given = options_dict(options)
     _check_options(name, provider_class, given)
     provider: Provider = provider_class(**given)
     return provider

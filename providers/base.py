@@ -1,10 +1,23 @@
-"""The small interface every provider implements, and the plain data it returns."""
+"""What every provider shares: the plan's typed steps, the reconciliation that is
+the same everywhere, and the plain data providers return.
+
+A provider implements a few primitives (``deployed``, ``execute``, ``get``,
+``list``, ``invoke``, ``delete``, ...); ``BaseProvider`` turns them into
+plans and applies exactly what a plan says. See README, "Adding a provider".
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+import builtins
+import contextlib
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from deployer.errors import ConcurrentChange, ConfigError, ProviderError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -13,7 +26,7 @@ if TYPE_CHECKING:
     from deployer.console import Reporter
     from deployer.spec import DeploySpec
 
-# Kinds of plan action, in the order they are applied.
+# Kinds of plan step, as printed.
 CREATE = "create"
 INSTALL_DEPENDENCIES = "install dependencies"
 UPDATE_CODE = "update code"
@@ -23,31 +36,92 @@ REMOVE_TRIGGER = "remove trigger"
 DELETE = "delete"
 
 
+# -- steps -------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
-class Action:
-    kind: str
+class Step:
+    """One change a plan makes. Apply executes a plan's steps in order, and only them."""
+
+    kind: ClassVar[str] = ""
     description: str  # one line a person can read
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.description}"
 
 
+# Steps without fields of their own are plain subclasses (the dataclass is Step).
+class InstallDependencies(Step):
+    kind = INSTALL_DEPENDENCIES
+
+
+class CreateFunction(Step):
+    kind = CREATE
+
+
+class UpdateCode(Step):
+    kind = UPDATE_CODE
+
+
+@dataclass(frozen=True)
+class UpdateConfig(Step):
+    """A setting of the function (``setting`` names it: memory, timeout, output...)."""
+
+    kind: ClassVar[str] = UPDATE_CONFIG
+    setting: str = ""
+
+
+@dataclass(frozen=True)
+class TriggerStep(Step):
+    """A step on one trigger, as the manifest records it."""
+
+    trigger: Mapping[str, Any] = field(default_factory=dict)
+
+
+class AddTrigger(TriggerStep):
+    kind = ADD_TRIGGER
+
+
+class RemoveTrigger(TriggerStep):
+    kind = REMOVE_TRIGGER
+
+
+class DeleteFunction(Step):
+    kind = DELETE
+
+
+FUNCTION_STEPS = (CreateFunction, UpdateCode, UpdateConfig)
+
+
 @dataclass(frozen=True)
 class Plan:
-    """What a deploy or delete will change, computed from the provider's own state."""
+    """What a deploy or delete will change, computed from the provider's own state.
+
+    ``observed`` fingerprints the state the plan was made from: applying it
+    after something else changed that state is refused.
+    """
 
     name: str
     provider: str
-    actions: tuple[Action, ...]
+    steps: tuple[Step, ...]
     bundle: Bundle | None = field(default=None, repr=False)
     spec: DeploySpec | None = field(default=None, repr=False)
+    observed: str = field(default="", repr=False)
+
+    @property
+    def actions(self) -> tuple[Step, ...]:
+        """The steps (the name plans had before steps were typed)."""
+        return self.steps
 
     @property
     def changes_nothing(self) -> bool:
-        return not self.actions
+        return not self.steps
 
     def kinds(self) -> list[str]:
-        return [action.kind for action in self.actions]
+        return [step.kind for step in self.steps]
+
+    def of_type(self, *types: type[Step]) -> list[Step]:
+        return [step for step in self.steps if isinstance(step, types)]
 
 
 @dataclass(frozen=True)
@@ -67,6 +141,20 @@ class DeploymentState:
 
 
 @dataclass(frozen=True)
+class Deployed:
+    """What a provider found under a name, in the shape the shared diff compares.
+
+    ``settings`` holds the provider's own rendering of each setting (a Lambda's
+    MemorySize in MB, a Cloud Function's "2Gi"), keyed like ``wanted_settings``.
+    """
+
+    code_hash: str
+    deps_hash: str
+    settings: Mapping[str, Any]
+    triggers: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
 class Invocation:
     """The reply to one invoke: the HTTP-style status and JSON body of the run."""
 
@@ -82,7 +170,10 @@ class Invocation:
         return self.body.get("status")
 
 
-def describe_trigger(trigger: dict[str, Any]) -> str:
+# -- helpers every provider uses ---------------------------------------------
+
+
+def describe_trigger(trigger: Mapping[str, Any]) -> str:
     """One line for a trigger as stored in a manifest or read back from a cloud.
 
     What a cloud holds may have been edited by hand; a plan still prints.
@@ -91,20 +182,70 @@ def describe_trigger(trigger: dict[str, Any]) -> str:
     from deployer.triggers import describe, trigger_from_dict
 
     try:
-        return describe(trigger_from_dict(trigger))
+        return describe(trigger_from_dict(dict(trigger)))
     except TriggerError:
-        return f"unreadable trigger {trigger!r}"
+        return f"unreadable trigger {dict(trigger)!r}"
 
 
 def trigger_changes(
-    wanted: Iterable[dict[str, Any]], existing: Iterable[dict[str, Any]]
-) -> list[Action]:
-    """Reconciliation, as every provider plans it: add what is wanted and missing,
-    remove what is deployed but no longer wanted (a schedule dropped from the call)."""
+    wanted: Iterable[Mapping[str, Any]], existing: Iterable[Mapping[str, Any]]
+) -> list[Step]:
+    """Add what is wanted and missing, remove what is deployed but no longer
+    wanted (a schedule dropped from the call)."""
     wanted, existing = list(wanted), list(existing)
-    added = [Action(ADD_TRIGGER, describe_trigger(t)) for t in wanted if t not in existing]
-    removed = [Action(REMOVE_TRIGGER, describe_trigger(t)) for t in existing if t not in wanted]
+    added: list[Step] = [
+        AddTrigger(describe_trigger(t), trigger=t) for t in wanted if t not in existing
+    ]
+    removed: list[Step] = [
+        RemoveTrigger(describe_trigger(t), trigger=t) for t in existing if t not in wanted
+    ]
     return added + removed
+
+
+def is_schedule(trigger: Mapping[str, Any]) -> bool:
+    return trigger.get("type") in ("cron", "every")
+
+
+def schedule_prefix(name: str) -> str:
+    return f"deployer-{name}-"
+
+
+def schedule_id(name: str, trigger: Mapping[str, Any]) -> str:
+    """The cloud name of one of ``name``'s schedules: stable for the same trigger."""
+    digest = hashlib.sha256(json.dumps(dict(trigger), sort_keys=True).encode()).hexdigest()[:10]
+    return f"{schedule_prefix(name)}{digest}"
+
+
+def is_schedule_of(name: str, schedule_name: str) -> bool:
+    """Exactly ``deployer-{name}-{10 hex}``: the schedules of "scores-v2" are not
+    the schedules of "scores", although they share its prefix."""
+    return (
+        re.fullmatch(rf"{re.escape(schedule_prefix(name))}[0-9a-f]{{10}}", schedule_name)
+        is not None
+    )
+
+
+def split_bucket_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` (or gs://, az://) -> ("bucket", "a/b")."""
+    scheme, _, rest = url.partition("://")
+    bucket, _, key = rest.partition("/")
+    return bucket, key.strip("/")
+
+
+def encode_payload(payload: Any) -> Any:
+    """A payload as plain JSON data: a DataFrame becomes records, timestamps ISO strings."""
+    if hasattr(payload, "to_json") and hasattr(payload, "columns"):
+        return json.loads(payload.to_json(orient="records", date_format="iso"))
+    return payload
+
+
+def fingerprint(state: DeploymentState | None) -> str:
+    """A digest of what is deployed under a name, as ``get`` reports it."""
+    data = None if state is None else asdict(state)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# -- the interface, and the base class that implements most of it -----------
 
 
 class Provider(Protocol):
@@ -142,3 +283,152 @@ class Provider(Protocol):
     def delete(self, plan: Plan, reporter: Reporter) -> None: ...
 
     def logs(self, name: str, *, lines: int = 100) -> str: ...
+
+
+class BaseProvider:
+    """The reconciliation every provider does the same way.
+
+    A subclass says where it deploys (``where``, ``function_noun``), what is
+    deployed (``deployed``, ``get``, ``list``), how it renders settings
+    (``wanted_settings``), adds its own steps around the shared ones in
+    ``plan``, and carries steps out in ``execute`` / ``execute_delete``.
+    """
+
+    name: ClassVar[str]
+    preinstalled: ClassVar[frozenset[str]] = frozenset()
+    function_noun: ClassVar[str] = "function"
+    # The typed form of provider_options (a frozen dataclass whose fields are the
+    # constructor's keyword arguments); None: the provider takes no options.
+    Options: ClassVar[type | None] = None
+
+    # -- primitives a provider implements ---------------------------------
+
+    @property
+    def where(self) -> str:
+        """Where this provider deploys, for messages: "on aws in eu-west-1"."""
+        return f"on {self.name}"
+
+    def get(self, name: str) -> DeploymentState | None:
+        raise NotImplementedError
+
+    def list(self) -> builtins.list[DeploymentState]:
+        raise NotImplementedError
+
+    def deployed(self, name: str) -> Deployed | None:
+        """What is deployed under ``name``; a resource deployer did not make raises."""
+        raise NotImplementedError
+
+    def wanted_settings(self, spec: DeploySpec) -> dict[str, Any]:
+        """The function's settings as this provider renders them (compared to ``deployed``)."""
+        return {
+            "output": spec.output,
+            "inputs": spec.inputs,
+            "timeout": spec.timeout_seconds,
+            "memory": spec.memory_mb,
+        }
+
+    def execute(self, plan: Plan, reporter: Reporter) -> DeploymentState:
+        """Carry out ``plan.steps`` in order, and nothing else."""
+        raise NotImplementedError
+
+    def delete_steps(self, name: str, state: DeploymentState) -> builtins.list[Step]:
+        """Steps of a delete beyond the function and its triggers (roles, accounts)."""
+        return []
+
+    def execute_delete(self, plan: Plan, state: DeploymentState, reporter: Reporter) -> None:
+        raise NotImplementedError
+
+    def require_python(self, python: str) -> None:
+        """Refuse a bundle made on a Python minor version this provider cannot run.
+
+        The function is pickled: it loads only on the version that pickled it."""
+
+    def require_access(self) -> None:
+        """Credentials, account, region: checked when planning, never when building."""
+
+    @contextlib.contextmanager
+    def applying(self, name: str) -> Iterator[None]:
+        """Held while a plan for ``name`` is checked and applied (local: a file lock)."""
+        yield
+
+    # -- shared reconciliation ---------------------------------------------
+
+    def observe(self, name: str) -> str:
+        """The fingerprint of what is deployed under ``name`` now."""
+        return fingerprint(self.get(name))
+
+    def function_steps(
+        self, deployed: Deployed | None, bundle: Bundle, spec: DeploySpec
+    ) -> builtins.list[Step]:
+        """Create, or update the code and each setting that differs."""
+        if deployed is None:
+            return [CreateFunction(f"{self.function_noun} {spec.name} ({bundle.code_hash[:12]})")]
+        steps: list[Step] = []
+        if deployed.code_hash != bundle.code_hash:
+            steps.append(
+                UpdateCode(f"{(deployed.code_hash or '?')[:12]} -> {bundle.code_hash[:12]}")
+            )
+        if deployed.deps_hash != bundle.deps_hash:
+            steps.append(
+                UpdateConfig(
+                    f"dependencies {(deployed.deps_hash or '?')[:12]} -> {bundle.deps_hash[:12]}",
+                    setting="dependencies",
+                )
+            )
+        for setting, value in self.wanted_settings(spec).items():
+            current = deployed.settings.get(setting)
+            if current != value:
+                steps.append(UpdateConfig(f"{setting}: {current!r} -> {value!r}", setting=setting))
+        return steps
+
+    def make_plan(
+        self, bundle: Bundle, spec: DeploySpec, steps: Iterable[Step], observed: str
+    ) -> Plan:
+        return Plan(spec.name, self.name, tuple(steps), bundle=bundle, spec=spec, observed=observed)
+
+    def apply(self, plan: Plan, reporter: Reporter) -> DeploymentState:
+        if plan.bundle is None or plan.spec is None:
+            raise ProviderError("a deploy plan needs its bundle and spec")
+        with self.applying(plan.name):
+            self.require_unchanged(plan)
+            if plan.changes_nothing:
+                state = self.get(plan.name)
+                if state is not None:
+                    return state
+            return self.execute(plan, reporter)
+
+    def require_unchanged(self, plan: Plan) -> None:
+        if not plan.observed:
+            return  # a plan made by hand, without an observation
+        if self.observe(plan.name) != plan.observed:
+            raise ConcurrentChange(
+                f"{plan.name} {self.where} changed after this plan was made (another deploy "
+                "or delete of it ran in between): nothing was changed by this one. Run the "
+                "deploy again to plan from what is there now"
+            )
+
+    def require(self, name: str) -> DeploymentState:
+        """The deployed function ``name``, or an error naming what is deployed."""
+        state = self.get(name)
+        if state is not None:
+            return state
+        names = sorted(other.name for other in self.list())
+        there = f"deployed there: {', '.join(names)}" if names else "nothing is deployed there yet"
+        raise ConfigError(
+            f"no function named {name!r} is deployed {self.where} ({there}): "
+            f"see `deployer list --provider {self.name}`"
+        )
+
+    def plan_delete(self, name: str) -> Plan:
+        state = self.require(name)
+        steps: list[Step] = [DeleteFunction(f"{self.function_noun} {name}")]
+        steps += trigger_changes([], state.triggers)
+        steps += self.delete_steps(name, state)
+        return Plan(name, self.name, tuple(steps), observed=fingerprint(state))
+
+    def delete(self, plan: Plan, reporter: Reporter) -> None:
+        with self.applying(plan.name):
+            state = self.require(plan.name)
+            self.require_unchanged(plan)
+            self.execute_delete(plan, state, reporter)
+        reporter.say(f"deleted {plan.name} (its outputs stay in {state.output})")

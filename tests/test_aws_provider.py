@@ -574,7 +574,7 @@ def test_delete_leaves_roles_deployer_does_not_own(output: str) -> None:
     }
     planned = AwsProvider().plan_delete("scores")
     assert [str(action) for action in planned.actions] == [
-        "delete: Lambda function scores and its URL",
+        "delete: Lambda function scores",
         "delete: IAM role deployer-function.scores",
     ]
     deployment.delete(quiet=True)
@@ -595,7 +595,7 @@ def test_delete_keeps_its_own_role_while_another_function_runs_as_it(output: str
     lambda_client().publish_version(FunctionName="second")
     lambda_client().update_function_configuration(FunctionName="second", Role=second_role)
     assert [str(action) for action in AwsProvider().plan_delete("first").actions] == [
-        "delete: Lambda function first and its URL"
+        "delete: Lambda function first"
     ]
     deployer.get("first", provider="aws").delete(quiet=True)
     assert boto3.client("iam").get_role(RoleName="deployer-function.first")["Role"]["Arn"] == (
@@ -686,7 +686,7 @@ def test_redeploy_moves_a_previous_deployment_to_the_new_roles_and_deletes_the_o
     migration = plan(predict, output, triggers=[DAILY])
     assert [str(action) for action in migration.actions] == [
         "create: IAM role deployer-function.scores (execution role of scores)",
-        "update config: execution role deployer-scores -> deployer-function.scores",
+        "update config: execution role: 'deployer-scores' -> 'deployer-function.scores'",
         "create: IAM role deployer-scheduler.scores (scheduler role of scores)",
         f"update config: schedule {describe(DAILY)}: run as deployer-scheduler.scores "
         "(was deployer-scores-scheduler)",

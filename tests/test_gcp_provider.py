@@ -48,6 +48,7 @@ from deployer.providers.gcp.provider import (
     encode_hash,
 )
 from deployer.providers.gcp.source import gcp_runtime, source_zip
+from deployer.triggers import describe
 
 # Fixtures defined in gcp_emulators: importing them is how pytest finds them here.
 EMULATOR_FIXTURES = (gcs_emulator,)
@@ -579,8 +580,11 @@ def test_contract_code_only_change_uploads_once_and_patches_the_function_once(
 
 def test_contract_config_change_redeploys_with_the_new_timeout(fake: FakeGoogleCloud) -> None:
     deploy(triggers=[DAILY])
-    [change] = plan(triggers=[DAILY], timeout=900).actions
-    assert change.description == "timeout: 300 -> 900 s"
+    # The job's deadline follows the timeout: a step of the plan, not a side effect.
+    assert [str(step) for step in plan(triggers=[DAILY], timeout=900).steps] == [
+        "update config: timeout: 300 -> 900",
+        f"update config: schedule {describe(DAILY)}: attempt deadline 300 s -> 900 s",
+    ]
     deploy(triggers=[DAILY], timeout=900)
     assert get_function(fake).service_config.timeout_seconds == 900
     [job] = jobs(fake)

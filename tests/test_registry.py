@@ -74,3 +74,20 @@ def test_unknown_and_unavailable_providers_are_named() -> None:
         get_provider("azure")
     with pytest.raises(ConfigError, match="'package.module:Class'"):
         register_provider("broken", "no_colon_here")
+
+
+def test_typed_options_are_the_dicts_keys_and_the_wrong_type_is_named() -> None:
+    from deployer import AwsOptions, GcpOptions
+
+    aws = get_provider("aws", AwsOptions(architecture="arm64", slim=True))
+    assert (aws.architecture, aws.slim) == ("arm64", True)  # type: ignore[attr-defined]
+    same = get_provider("aws", {"architecture": "arm64", "slim": True})
+    assert (same.architecture, same.slim) == ("arm64", True)  # type: ignore[attr-defined]
+    gcp = get_provider("gcp", GcpOptions(project="acme-ml", region="europe-west1"))
+    assert gcp.project == "acme-ml" and gcp.region == "europe-west1"  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="takes options of type AwsOptions or a dict, not Gcp"):
+        get_provider("aws", GcpOptions(project="acme-ml"))
+    with pytest.raises(ConfigError, match="'local' takes no options, not AwsOptions"):
+        get_provider("local", AwsOptions())
+    with pytest.raises(ConfigError, match="must be a dict or the provider's options object"):
+        get_provider("aws", ["arm64"])

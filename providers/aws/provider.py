@@ -8,10 +8,12 @@ laptop and one from CI plan against the same truth.
 Every call goes through boto3's standard credential chain and honours
 ``AWS_ENDPOINT_URL``, which is how the tests point it at moto.
 
-Order of apply, chosen so that a failure at any step leaves the previous
-version serving: dependencies (layer or slim archive) -> code -> wait until
-the update is done -> publish a version -> move the ``live`` alias -> tags ->
-triggers. Nothing points at a new version before it is active.
+Apply carries out the plan's steps in the order planned, chosen so that a
+failure at any step leaves the previous version serving: packaging (before
+any call) -> the execution role -> the function in one update (layer or slim
+archive, code and configuration, wait, publish a version, move the ``live``
+alias, tags) -> the scheduler role -> schedules and the URL -> roles of the
+previous naming. Nothing points at a new version before it is active.
 
 IAM roles: each function runs as ``deployer-function.{name}`` and its schedules
 as ``deployer-scheduler.{name}``. Function names cannot contain a dot, so no
@@ -29,16 +31,14 @@ from __future__ import annotations
 
 import builtins
 import functools
-import hashlib
 import json
 import os
-import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote
 
 import boto3  # imported at module load: a missing extra is reported by the registry
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
@@ -56,18 +56,29 @@ from deployer.providers.aws.lambda_package import (
     layer_zip,
     slim_archive,
 )
-from deployer.providers.aws.target import to_eventbridge
+from deployer.providers.aws.target import AwsOptions, to_eventbridge
 from deployer.providers.base import (
     CREATE,
     DELETE,
-    INSTALL_DEPENDENCIES,
-    UPDATE_CODE,
+    FUNCTION_STEPS,
     UPDATE_CONFIG,
-    Action,
+    AddTrigger,
+    BaseProvider,
+    Deployed,
     DeploymentState,
+    InstallDependencies,
     Invocation,
     Plan,
+    RemoveTrigger,
+    Step,
+    TriggerStep,
     describe_trigger,
+    encode_payload,
+    is_schedule,
+    is_schedule_of,
+    schedule_id,
+    schedule_prefix,
+    split_bucket_url,
     trigger_changes,
 )
 from deployer.spec import check_cloud_spec
@@ -96,32 +107,6 @@ class Packaged:
     mode: str  # "layer" | "slim"
     artifact: Path  # the layer zip or the slim tar.gz
     artifact_sha256: str
-
-
-def _split_s3(url: str) -> tuple[str, str]:
-    parsed = urlparse(url)
-    return parsed.netloc, parsed.path.strip("/")
-
-
-def _schedule_prefix(name: str) -> str:
-    return f"deployer-{name}-"
-
-
-_SCHEDULE_NAME = re.compile(r"[0-9a-f]{10}")
-
-
-def _is_schedule_of(name: str, schedule_name: str) -> bool:
-    # The prefix of "scores" also matches "scores-v2"'s schedules: only names of
-    # exactly this function's form are its own.
-    prefix = _schedule_prefix(name)
-    return schedule_name.startswith(prefix) and bool(
-        _SCHEDULE_NAME.fullmatch(schedule_name[len(prefix) :])
-    )
-
-
-def _schedule_name(name: str, trigger: dict[str, Any]) -> str:
-    digest = hashlib.sha256(json.dumps(trigger, sort_keys=True).encode()).hexdigest()[:10]
-    return f"{_schedule_prefix(name)}{digest}"
 
 
 def _trigger_of(schedule: dict[str, Any]) -> dict[str, Any]:
@@ -276,25 +261,35 @@ def _iam_errors(operation: str, role_name: str) -> Iterator[None]:
 
 
 @dataclass(frozen=True)
-class RoleStep(Action):
+class RoleStep(Step):
     """A plan step on one IAM role; apply acts on exactly the role it names."""
 
-    role_name: str
+    role_name: str = ""
+    role_kind: str = EXECUTION
 
 
-def _config_hash(spec: DeploySpec, mode: str) -> str:
-    config = {
-        "output": spec.output,
-        "inputs": spec.inputs,
-        "timeout": spec.timeout_seconds,
-        "memory": spec.memory_mb,
-        "mode": mode,
-    }
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+class CreateRole(RoleStep):
+    kind = CREATE
 
 
-class AwsProvider:
+class UpdateRole(RoleStep):
+    kind = UPDATE_CONFIG
+
+
+class DeleteRole(RoleStep):
+    kind = DELETE
+
+
+class MoveSchedule(TriggerStep):
+    """A kept schedule that runs as another role (the previous naming) moves to ours."""
+
+    kind = UPDATE_CONFIG
+
+
+class AwsProvider(BaseProvider):
     name = "aws"
+    function_noun = "Lambda function"
+    Options = AwsOptions
     preinstalled = LAMBDA_PREINSTALLED
 
     def __init__(self, *, architecture: str = "x86_64", slim: bool = False) -> None:
@@ -420,9 +415,9 @@ class AwsProvider:
         scheduler = self.client("scheduler")
         found = {}
         paginator = scheduler.get_paginator("list_schedules")
-        for page in paginator.paginate(NamePrefix=_schedule_prefix(name)):
+        for page in paginator.paginate(NamePrefix=schedule_prefix(name)):
             for summary in page["Schedules"]:
-                if _is_schedule_of(name, summary["Name"]):
+                if is_schedule_of(name, summary["Name"]):
                     found[summary["Name"]] = scheduler.get_schedule(Name=summary["Name"])
         return found
 
@@ -543,7 +538,7 @@ class AwsProvider:
         for page in scheduler.get_paginator("list_schedules").paginate(NamePrefix="deployer-"):
             for summary in page["Schedules"]:
                 group = summary.get("GroupName") or "default"
-                if group == "default" and _is_schedule_of(excluding, summary["Name"]):
+                if group == "default" and is_schedule_of(excluding, summary["Name"]):
                     continue
                 schedule = scheduler.get_schedule(Name=summary["Name"], GroupName=group)
                 in_use.add(_role_name_of(schedule.get("Target", {}).get("RoleArn", "")))
@@ -577,41 +572,40 @@ class AwsProvider:
         in_use = self._roles_in_use(excluding=name)
         return [role_name for role_name in owned if role_name.lower() not in in_use]
 
-    def _plan_role(
+    def _role_steps(
         self, name: str, kind: str, role: dict[str, Any] | None, policy: dict[str, Any] | None
-    ) -> builtins.list[Action]:
+    ) -> builtins.list[Step]:
         role_name = _role_name(name) if kind == EXECUTION else _scheduler_role_name(name)
         if role is None:
-            return [RoleStep(CREATE, f"IAM role {role_name} ({kind} role of {name})", role_name)]
+            return [CreateRole(f"IAM role {role_name} ({kind} role of {name})", role_name, kind)]
         if self._role_out_of_date(role, kind, policy):
             return [
-                RoleStep(
-                    UPDATE_CONFIG,
+                UpdateRole(
                     f"IAM role {role_name}: reset its trust and permissions to what {name} needs",
                     role_name,
+                    kind,
                 )
             ]
         return []
 
-    def _plan_schedule_roles(
+    def _schedule_moves(
         self, name: str, wanted: builtins.list[dict[str, Any]]
-    ) -> builtins.list[Action]:
+    ) -> builtins.list[Step]:
         """Kept schedules that run as another role (the previous naming) move to ours."""
         role_name = _scheduler_role_name(name)
         records = self._schedule_records(name)
-        steps: builtins.list[Action] = []
+        steps: builtins.list[Step] = []
         for trigger in wanted:
-            record = records.get(_schedule_name(name, trigger))
+            record = records.get(schedule_id(name, trigger))
             if record is None:
                 continue
             current = record.get("Target", {}).get("RoleArn", "")
             if _role_name_of(current) != role_name.lower():
                 steps.append(
-                    RoleStep(
-                        UPDATE_CONFIG,
+                    MoveSchedule(
                         f"schedule {describe_trigger(trigger)}: run as {role_name} "
                         f"(was {current.rsplit('/', 1)[-1] or 'none'})",
-                        role_name,
+                        trigger=trigger,
                     )
                 )
         return steps
@@ -641,26 +635,17 @@ class AwsProvider:
         with _iam_errors("DeleteRole", role_name):
             iam.delete_role(RoleName=role_name)
 
-    def _delete_planned_roles(self, plan: Plan, name: str, reporter: Reporter) -> None:
-        """Delete the roles the plan named, each checked again just before: one that
-        has since changed hands or come into use is kept."""
-        planned = [
-            action.role_name
-            for action in plan.actions
-            if isinstance(action, RoleStep) and action.kind == DELETE
-        ]
-        if not planned:
-            return
-        removable = self._removable_roles(name, planned)
-        for role_name in planned:
-            if role_name in removable:
-                self._delete_role(role_name)
-                reporter.say(f"deleted IAM role {role_name}")
-            else:
-                reporter.say(
-                    f"kept IAM role {role_name}: since the plan it is gone, no longer tagged "
-                    f"for {name}, or something else runs as it"
-                )
+    def _delete_planned_role(self, step: DeleteRole, name: str, reporter: Reporter) -> None:
+        """Delete a role the plan named, checked again just before: one that has
+        since changed hands or come into use is kept."""
+        if self._removable_roles(name, [step.role_name]):
+            self._delete_role(step.role_name)
+            reporter.say(f"deleted IAM role {step.role_name}")
+        else:
+            reporter.say(
+                f"kept IAM role {step.role_name}: since the plan it is gone, no longer tagged "
+                f"for {name}, or something else runs as it"
+            )
 
     # -- plan ----------------------------------------------------------------
 
@@ -671,99 +656,83 @@ class AwsProvider:
         return None
 
     @_reports_aws_errors
-    def plan(self, bundle: Bundle, spec: DeploySpec) -> Plan:
-        self.require_access()
-        function = self._function(spec.name)
-        actions: list[Action] = []
-        if function is not None and "name" not in self._tags(function):
+    def deployed(self, name: str) -> Deployed | None:
+        function = self._function(name)
+        if function is None:
+            return None
+        tags = self._tags(function)
+        if "name" not in tags:
             raise ProviderError(
-                f"a Lambda function named {spec.name!r} exists but was not deployed by "
+                f"a Lambda function named {name!r} exists but was not deployed by "
                 "deployer: choose another name, or delete it yourself"
             )
+        timeout = tags.get("timeout", "")
+        return Deployed(
+            code_hash=tags.get("code_hash", ""),
+            deps_hash=tags.get("deps_hash", ""),
+            settings={
+                "output": tags.get("output", ""),
+                "inputs": tags.get("inputs") or None,
+                "timeout": int(timeout) if timeout.isdigit() else timeout,
+                "memory": function["Configuration"].get("MemorySize"),
+                "execution role": _role_name_of(function["Configuration"].get("Role", "")),
+            },
+            triggers=tuple(self._current_triggers(name)),
+        )
+
+    def wanted_settings(self, spec: DeploySpec) -> dict[str, Any]:
+        # IAM role names are case-insensitive; the ARN's is compared lower-cased.
+        return {**super().wanted_settings(spec), "execution role": _role_name(spec.name).lower()}
+
+    @_reports_aws_errors
+    def require_python(self, python: str) -> None:
+        self.target(python)
+
+    @_reports_aws_errors
+    def plan(self, bundle: Bundle, spec: DeploySpec) -> Plan:
+        self.require_python(bundle.manifest.python)
+        self.require_access()
+        observed = self.observe(spec.name)
+        deployed = self.deployed(spec.name)
         wanted = list(bundle.manifest.triggers)
-        wants_schedules = any(trigger["type"] in ("cron", "every") for trigger in wanted)
+        wants_schedules = any(is_schedule(trigger) for trigger in wanted)
         # A role deployer does not own stops the plan here, before anything is
         # built, uploaded or changed.
         execution_role = self._owned_role(spec.name, EXECUTION)
         scheduler_role = self._owned_role(spec.name, SCHEDULER) if wants_schedules else None
-        layer_known = self._layer_arn(bundle.deps_hash) is not None or self._slim_exists(
+        steps: list[Step] = []
+        if self._layer_arn(bundle.deps_hash) is None and not self._slim_exists(
             spec, bundle.deps_hash
-        )
-        if not layer_known:
+        ):
             count = len(bundle.manifest.requirements)
-            actions.append(
-                Action(
-                    INSTALL_DEPENDENCIES,
-                    f"build and upload dependencies {bundle.deps_hash[:12]} ({count} packages)",
+            steps.append(
+                InstallDependencies(
+                    f"build and upload dependencies {bundle.deps_hash[:12]} ({count} packages)"
                 )
             )
-        actions += self._plan_role(
+        steps += self._role_steps(
             spec.name, EXECUTION, execution_role, self.execution_policy(spec, self._account())
         )
-        if function is None:
-            actions.append(Action(CREATE, f"Lambda function {spec.name} ({bundle.code_hash[:12]})"))
-            existing: list[dict[str, Any]] = []
-        else:
-            tags = self._tags(function)
-            existing = self._current_triggers(spec.name)
-            if tags.get("code_hash") != bundle.code_hash:
-                actions.append(
-                    Action(
-                        UPDATE_CODE, f"{tags.get('code_hash', '?')[:12]} -> {bundle.code_hash[:12]}"
-                    )
-                )
-            if tags.get("deps_hash") != bundle.deps_hash:
-                actions.append(
-                    Action(
-                        UPDATE_CONFIG,
-                        f"dependencies {tags.get('deps_hash', '?')[:12]} -> "
-                        f"{bundle.deps_hash[:12]}",
-                    )
-                )
-            for key, value in (
-                ("output", spec.output),
-                ("inputs", spec.inputs or ""),
-                ("timeout", str(spec.timeout_seconds)),
-            ):
-                if tags.get(key, "") != value:
-                    actions.append(Action(UPDATE_CONFIG, f"{key}: {tags.get(key)!r} -> {value!r}"))
-            memory_mb = function["Configuration"].get("MemorySize")
-            if memory_mb != spec.memory_mb:
-                actions.append(
-                    Action(UPDATE_CONFIG, f"memory: {memory_mb} MB -> {spec.memory_mb} MB")
-                )
-            current_role = function["Configuration"].get("Role", "")
-            if _role_name_of(current_role) != _role_name(spec.name).lower():
-                # A plain step, not a RoleStep: the function's configuration changes.
-                actions.append(
-                    Action(
-                        UPDATE_CONFIG,
-                        f"execution role {current_role.rsplit('/', 1)[-1] or 'none'} -> "
-                        f"{_role_name(spec.name)}",
-                    )
-                )
+        steps += self.function_steps(deployed, bundle, spec)
         if wants_schedules:
-            alias_arn = f"{function['Configuration']['FunctionArn']}:{ALIAS}" if function else None
-            actions += self._plan_role(
-                spec.name,
-                SCHEDULER,
-                scheduler_role,
-                _scheduler_policy(alias_arn) if alias_arn else None,
+            steps += self._role_steps(
+                spec.name, SCHEDULER, scheduler_role, _scheduler_policy(self._alias_arn(spec.name))
             )
-            actions += self._plan_schedule_roles(spec.name, wanted)
-        actions += trigger_changes(wanted, existing)
-        actions += [
-            RoleStep(
-                DELETE, f"IAM role {role_name} (the previous naming, no longer used)", role_name
-            )
+            steps += self._schedule_moves(spec.name, wanted)
+        steps += trigger_changes(wanted, deployed.triggers if deployed else ())
+        steps += [
+            DeleteRole(f"IAM role {role_name} (the previous naming, no longer used)", role_name)
             for role_name in self._removable_roles(spec.name, _legacy_role_names(spec.name))
         ]
-        return Plan(spec.name, self.name, tuple(actions), bundle=bundle, spec=spec)
+        return self.make_plan(bundle, spec, steps, observed)
+
+    def _alias_arn(self, name: str) -> str:
+        return f"arn:aws:lambda:{self.region}:{self._account()}:function:{name}:{ALIAS}"
 
     # -- packaging -----------------------------------------------------------
 
     def _artifact_key(self, spec: DeploySpec, file_name: str) -> tuple[str, str]:
-        bucket, prefix = _split_s3(spec.output)
+        bucket, prefix = split_bucket_url(spec.output)
         key = "/".join(part for part in (prefix, ARTIFACTS_DIRECTORY, file_name) if part)
         return bucket, key
 
@@ -819,61 +788,93 @@ class AwsProvider:
 
     @_reports_aws_errors
     def apply(self, plan: Plan, reporter: Reporter) -> DeploymentState:
+        return super().apply(plan, reporter)
+
+    def execute(self, plan: Plan, reporter: Reporter) -> DeploymentState:
         bundle, spec = plan.bundle, plan.spec
-        if bundle is None or spec is None:
-            raise ProviderError("a deploy plan needs its bundle and spec")
-        if plan.changes_nothing:
-            state = self.get(plan.name)
-            if state is not None:
-                return state
-        code = bundle.zip_bytes()
-        # Steps on roles alone are done without touching the function's code.
-        kinds = {action.kind for action in plan.actions if not isinstance(action, RoleStep)}
-        function = self._function(spec.name)
-        needs_code = function is None or bool(
-            kinds & {UPDATE_CODE, UPDATE_CONFIG, INSTALL_DEPENDENCIES}
-        )
+        assert bundle is not None and spec is not None
         # Packaging runs first: a size or wheel problem stops the deploy before
-        # anything in AWS is created or changed.
-        packaged = self.package(bundle, reporter, code_bytes=bundle.size) if needs_code else None
+        # anything in AWS is created or changed. One Lambda update carries the
+        # code and every setting, so the function steps are done together.
+        # (Dependencies alone: the layer is gone, the function is redeployed with a new one.)
+        function_steps = plan.of_type(*FUNCTION_STEPS) or plan.of_type(InstallDependencies)
+        deploy_at = function_steps[0] if function_steps else None
+        packaged = (
+            self.package(bundle, reporter, code_bytes=bundle.size) if function_steps else None
+        )
         account = self._account()
-        if any(trigger["type"] in ("cron", "every") for trigger in bundle.manifest.triggers):
+        if any(is_schedule(trigger) for trigger in bundle.manifest.triggers):
             # Ours when planned; checked again before anything is uploaded.
             self._owned_role(spec.name, SCHEDULER)
-        role_arn = self._ensure_role(spec.name, EXECUTION, self.execution_policy(spec, account))
+        for step in plan.steps:
+            if isinstance(step, (CreateRole, UpdateRole)):
+                policy = (
+                    self.execution_policy(spec, account)
+                    if step.role_kind == EXECUTION
+                    else _scheduler_policy(self._alias_arn(spec.name))
+                )
+                self._ensure_role(spec.name, step.role_kind, policy)
+                reporter.say(str(step))
+            elif step is deploy_at:
+                assert packaged is not None
+                self._deploy_function(spec, bundle, packaged, reporter)
+            elif isinstance(step, MoveSchedule | AddTrigger) and is_schedule(step.trigger):
+                self._put_schedule(spec.name, step.trigger, reporter)
+            elif isinstance(step, RemoveTrigger) and is_schedule(step.trigger):
+                self._delete_schedule(spec.name, step.trigger, reporter)
+            elif isinstance(step, AddTrigger):
+                self._put_url(spec.name, public=bool(step.trigger.get("public")))
+            elif isinstance(step, RemoveTrigger):
+                self._remove_url(spec.name, step.trigger, bundle.manifest.triggers, reporter)
+            elif isinstance(step, DeleteRole):
+                self._delete_planned_role(step, spec.name, reporter)
+        state = self.get(spec.name)
+        assert state is not None
+        return state
+
+    def _deploy_function(
+        self, spec: DeploySpec, bundle: Bundle, packaged: Packaged, reporter: Reporter
+    ) -> None:
+        """Dependencies, then code and configuration, a new version, the alias, the tags."""
         environment: dict[str, str] = {}
         layers: list[str] = []
         ephemeral_mb = 512
-        if packaged is not None:
-            if packaged.mode == "layer":
-                layers = [self._ensure_layer(bundle.deps_hash, packaged, spec, reporter)]
-            else:
-                bucket, key = self._ensure_slim(bundle.deps_hash, packaged, spec, reporter)
-                environment = {
-                    "DEPLOYER_SLIM_ARCHIVE": f"s3://{bucket}/{key}",
-                    "DEPLOYER_SLIM_SHA256": packaged.artifact_sha256,
-                }
-                # Room in /tmp for the unpacked tree, the archive while it is
-                # unpacked, and the function's own scratch space.
-                needed = (
-                    packaged.dependencies.unzipped_bytes * 1.1 + packaged.artifact.stat().st_size
-                )
-                ephemeral_mb = min(10240, max(512, int(needed / 2**20) + 512))
-            self._upload_code(
-                spec, bundle, code, role_arn, layers, environment, ephemeral_mb, function, reporter
+        if packaged.mode == "layer":
+            layers = [self._ensure_layer(bundle.deps_hash, packaged, spec, reporter)]
+        else:
+            bucket, key = self._ensure_slim(bundle.deps_hash, packaged, spec, reporter)
+            environment = {
+                "DEPLOYER_SLIM_ARCHIVE": f"s3://{bucket}/{key}",
+                "DEPLOYER_SLIM_SHA256": packaged.artifact_sha256,
+            }
+            # Room in /tmp for the unpacked tree, the archive while it is
+            # unpacked, and the function's own scratch space.
+            needed = packaged.dependencies.unzipped_bytes * 1.1 + packaged.artifact.stat().st_size
+            ephemeral_mb = min(10240, max(512, int(needed / 2**20) + 512))
+        role = self._role(_role_name(spec.name))
+        if role is None:
+            raise ProviderError(
+                f"the execution role {_role_name(spec.name)} is gone since the plan was made: "
+                "deploy again"
             )
-            version = self._publish(spec.name, reporter)
-            self._point_alias(spec.name, version)
+        self._upload_code(
+            spec,
+            bundle,
+            bundle.zip_bytes(),
+            str(role["Arn"]),
+            layers,
+            environment,
+            ephemeral_mb,
+            self._function(spec.name),
+            reporter,
+        )
+        version = self._publish(spec.name, reporter)
+        self._point_alias(spec.name, version)
         lambda_client = self.client("lambda")
         function_arn = lambda_client.get_function(FunctionName=spec.name)["Configuration"][
             "FunctionArn"
         ]
         lambda_client.tag_resource(Resource=function_arn, Tags=self._tags_for(bundle, spec))
-        self._reconcile_triggers(spec, bundle, function_arn, account, reporter)
-        self._delete_planned_roles(plan, spec.name, reporter)
-        state = self.get(spec.name)
-        assert state is not None
-        return state
 
     def _tags_for(self, bundle: Bundle, spec: DeploySpec) -> dict[str, str]:
         tags = {
@@ -922,7 +923,7 @@ class AwsProvider:
     def execution_policy(self, spec: DeploySpec, account: str) -> dict[str, Any]:
         """Least privilege: its own logs, read its inputs and its dependency
         archive, write and list only under ``{output}/{name}/``."""
-        bucket, prefix = _split_s3(spec.output)
+        bucket, prefix = split_bucket_url(spec.output)
         runs_prefix = "/".join(part for part in (prefix, spec.name) if part)
         artifacts_bucket, artifacts_key = self._artifact_key(spec, "deps-*")
         statements: list[dict[str, Any]] = [
@@ -951,7 +952,7 @@ class AwsProvider:
             },
         ]
         if spec.inputs:
-            inputs_bucket, inputs_key = _split_s3(spec.inputs)
+            inputs_bucket, inputs_key = split_bucket_url(spec.inputs)
             statements += [
                 {
                     "Effect": "Allow",
@@ -1072,86 +1073,77 @@ class AwsProvider:
                 raise
             lambda_client.create_alias(FunctionName=name, Name=ALIAS, FunctionVersion=version)
 
-    def _reconcile_triggers(
-        self, spec: DeploySpec, bundle: Bundle, function_arn: str, account: str, reporter: Reporter
-    ) -> None:
-        alias_arn = f"{function_arn}:{ALIAS}"
-        wanted = list(bundle.manifest.triggers)
-        scheduler = self.client("scheduler")
-        existing = self._schedule_records(spec.name)
-        wanted_schedules = {
-            _schedule_name(spec.name, trigger): trigger
-            for trigger in wanted
-            if trigger["type"] in ("cron", "every")
-        }
-        for schedule_name in existing.keys() - wanted_schedules.keys():
-            scheduler.delete_schedule(Name=schedule_name)
-            removed = _trigger_of(existing[schedule_name])
-            reporter.say(f"removed schedule {describe_trigger(removed)}")
-        scheduler_role = (
-            self._ensure_role(spec.name, SCHEDULER, _scheduler_policy(alias_arn))
-            if wanted_schedules
-            else ""
-        )
-        for schedule_name, trigger in wanted_schedules.items():
-            schedule = trigger_from_dict(trigger)
-            assert isinstance(schedule, (Cron, Every))
-            expression, time_zone = to_eventbridge(schedule)
-            event = {
-                "deployer": {
-                    "trigger": "schedule",
-                    "schedule": schedule_name,
-                    # Substituted by EventBridge Scheduler at each firing.
-                    "scheduled_time": "<aws.scheduler.scheduled-time>",
-                }
-            }
-            definition: dict[str, Any] = {
-                "Name": schedule_name,
-                "Description": json.dumps(trigger, sort_keys=True),
-                "ScheduleExpression": expression,
-                "ScheduleExpressionTimezone": time_zone,
-                "FlexibleTimeWindow": {"Mode": "OFF"},
-                "Target": {"Arn": alias_arn, "RoleArn": scheduler_role, "Input": json.dumps(event)},
-                "State": "ENABLED",
-            }
-            if schedule_name not in existing:
-                scheduler.create_schedule(**definition)
-                reporter.say(f"added schedule {describe(schedule)}: {expression} ({time_zone})")
-                continue
-            current_role = existing[schedule_name].get("Target", {}).get("RoleArn", "")
-            if _role_name_of(current_role) != _role_name_of(scheduler_role):
-                # Made under the previous role naming: same schedule, our role.
-                scheduler.update_schedule(**definition)
-                reporter.say(
-                    f"schedule {describe(schedule)} now runs as {_role_name_of(scheduler_role)}"
-                )
-        self._reconcile_url(spec, wanted, reporter)
+    def _schedule_named(self, name: str, trigger: Mapping[str, Any]) -> str | None:
+        """The schedule made from ``trigger`` (found by the trigger it records)."""
+        for schedule_name, recorded in self._schedules(name).items():
+            if recorded == dict(trigger):
+                return schedule_name
+        return None
 
-    def _reconcile_url(
-        self, spec: DeploySpec, wanted: builtins.list[dict[str, Any]], reporter: Reporter
-    ) -> None:
+    def _put_schedule(self, name: str, trigger: Mapping[str, Any], reporter: Reporter) -> None:
+        """Create the schedule for ``trigger``, or make an existing one run as our role."""
+        scheduler = self.client("scheduler")
+        schedule_name = self._schedule_named(name, trigger) or schedule_id(name, trigger)
+        schedule = trigger_from_dict(dict(trigger))
+        assert isinstance(schedule, (Cron, Every))
+        expression, time_zone = to_eventbridge(schedule)
+        role = self._owned_role(name, SCHEDULER)
+        if role is None:
+            raise ProviderError(
+                f"the scheduler role {_scheduler_role_name(name)} is gone since the plan was "
+                "made: deploy again"
+            )
+        event = {
+            "deployer": {
+                "trigger": "schedule",
+                "schedule": schedule_name,
+                # Substituted by EventBridge Scheduler at each firing.
+                "scheduled_time": "<aws.scheduler.scheduled-time>",
+            }
+        }
+        definition: dict[str, Any] = {
+            "Name": schedule_name,
+            "Description": json.dumps(dict(trigger), sort_keys=True),
+            "ScheduleExpression": expression,
+            "ScheduleExpressionTimezone": time_zone,
+            "FlexibleTimeWindow": {"Mode": "OFF"},
+            "Target": {
+                "Arn": self._alias_arn(name),
+                "RoleArn": role["Arn"],
+                "Input": json.dumps(event),
+            },
+            "State": "ENABLED",
+        }
+        if schedule_name in self._schedule_records(name):
+            scheduler.update_schedule(**definition)
+            reporter.say(f"schedule {describe(schedule)} now runs as {role['RoleName']}")
+        else:
+            scheduler.create_schedule(**definition)
+            reporter.say(f"added schedule {describe(schedule)}: {expression} ({time_zone})")
+
+    def _delete_schedule(self, name: str, trigger: Mapping[str, Any], reporter: Reporter) -> None:
+        schedule_name = self._schedule_named(name, trigger)
+        if schedule_name is not None:
+            self.client("scheduler").delete_schedule(Name=schedule_name)
+            reporter.say(f"removed schedule {describe_trigger(trigger)}")
+
+    def _put_url(self, name: str, *, public: bool) -> None:
         lambda_client = self.client("lambda")
-        http = [trigger for trigger in wanted if trigger["type"] == "http"]
-        current = self._url(spec.name)
-        if not http:
-            if current is not None:
-                lambda_client.delete_function_url_config(FunctionName=spec.name, Qualifier=ALIAS)
-                reporter.say("removed function URL")
-            return
-        auth_type = "NONE" if http[0].get("public") else "AWS_IAM"
+        auth_type = "NONE" if public else "AWS_IAM"
+        current = self._url(name)
         if current is None:
             lambda_client.create_function_url_config(
-                FunctionName=spec.name, Qualifier=ALIAS, AuthType=auth_type
+                FunctionName=name, Qualifier=ALIAS, AuthType=auth_type
             )
         elif current.get("AuthType") != auth_type:
             lambda_client.update_function_url_config(
-                FunctionName=spec.name, Qualifier=ALIAS, AuthType=auth_type
+                FunctionName=name, Qualifier=ALIAS, AuthType=auth_type
             )
-        if auth_type == "NONE":
+        if public:
             # A public URL also needs a resource policy letting anyone call it.
             try:
                 lambda_client.add_permission(
-                    FunctionName=spec.name,
+                    FunctionName=name,
                     Qualifier=ALIAS,
                     StatementId="deployer-public-url",
                     Action="lambda:InvokeFunctionUrl",
@@ -1161,14 +1153,29 @@ class AwsProvider:
             except ClientError as error:
                 if error.response["Error"]["Code"] != "ResourceConflictException":
                     raise
-        elif current is not None and current.get("AuthType") == "NONE":
+
+    def _remove_url(
+        self,
+        name: str,
+        removed: Mapping[str, Any],
+        wanted: Iterable[Mapping[str, Any]],
+        reporter: Reporter,
+    ) -> None:
+        """Remove the URL, or (when an Http trigger stays, with other access) the
+        public permission the removed one had."""
+        lambda_client = self.client("lambda")
+        stays = any(trigger.get("type") == "http" for trigger in wanted)
+        if removed.get("public"):
             try:
                 lambda_client.remove_permission(
-                    FunctionName=spec.name, Qualifier=ALIAS, StatementId="deployer-public-url"
+                    FunctionName=name, Qualifier=ALIAS, StatementId="deployer-public-url"
                 )
             except ClientError as error:
                 if error.response["Error"]["Code"] != "ResourceNotFoundException":
                     raise
+        if not stays and self._url(name) is not None:
+            lambda_client.delete_function_url_config(FunctionName=name, Qualifier=ALIAS)
+            reporter.say("removed function URL")
 
     # -- invoke, logs, delete ------------------------------------------------
 
@@ -1176,7 +1183,7 @@ class AwsProvider:
     def invoke(
         self, name: str, payload: Any = None, *, timeout_seconds: int | None = None
     ) -> Invocation:
-        self._require(name)
+        self.require(name)
         response = self.client("lambda").invoke(
             FunctionName=name,
             Qualifier=ALIAS,
@@ -1198,7 +1205,7 @@ class AwsProvider:
 
     @_reports_aws_errors
     def logs(self, name: str, *, lines: int = 100) -> str:
-        self._require(name)
+        self.require(name)
         logs = self.client("logs")
         try:
             events = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}", limit=lines)[
@@ -1213,31 +1220,28 @@ class AwsProvider:
             for event in sorted(events, key=lambda event: event["timestamp"])
         )
 
-    def _require(self, name: str) -> DeploymentState:
-        state = self.get(name)
-        if state is None:
-            raise ConfigError(
-                f"no function named {name!r} is deployed on aws in {self.region}: "
-                "see `deployer list --provider aws`"
-            )
-        return state
+    @property
+    def where(self) -> str:
+        return f"on aws in {self.region}"
+
+    def delete_steps(self, name: str, state: DeploymentState) -> builtins.list[Step]:
+        role_names = (_role_name(name), _scheduler_role_name(name), *_legacy_role_names(name))
+        return [
+            DeleteRole(f"IAM role {role_name}", role_name)
+            for role_name in self._removable_roles(name, role_names)
+        ]
 
     @_reports_aws_errors
     def plan_delete(self, name: str) -> Plan:
-        state = self._require(name)
-        actions: list[Action] = [Action(DELETE, f"Lambda function {name} and its URL")]
-        role_names = (_role_name(name), _scheduler_role_name(name), *_legacy_role_names(name))
-        actions += [
-            RoleStep(DELETE, f"IAM role {role_name}", role_name)
-            for role_name in self._removable_roles(name, role_names)
-        ]
-        actions += trigger_changes([], state.triggers)
-        return Plan(name, self.name, tuple(actions))
+        return super().plan_delete(name)
 
     @_reports_aws_errors
     def delete(self, plan: Plan, reporter: Reporter) -> None:
+        super().delete(plan, reporter)
+
+    def execute_delete(self, plan: Plan, state: DeploymentState, reporter: Reporter) -> None:
+        """The function with its URL and every schedule, then the roles the plan named."""
         name = plan.name
-        state = self._require(name)
         lambda_client = self.client("lambda")
         scheduler = self.client("scheduler")
         for schedule_name in self._schedules(name):
@@ -1246,10 +1250,10 @@ class AwsProvider:
             lambda_client.delete_function_url_config(FunctionName=name, Qualifier=ALIAS)
         layers = [layer["Arn"] for layer in self._function(name)["Configuration"].get("Layers", [])]  # type: ignore[index]
         lambda_client.delete_function(FunctionName=name)
-        # Only roles the plan found to be this function's, and nothing else's.
-        self._delete_planned_roles(plan, name, reporter)
+        for step in plan.of_type(DeleteRole):
+            assert isinstance(step, DeleteRole)
+            self._delete_planned_role(step, name, reporter)
         self._delete_unused_layers(layers)
-        reporter.say(f"deleted {name} (its outputs stay in {state.output})")
 
     def _delete_unused_layers(self, layer_arns: builtins.list[str]) -> None:
         """Delete the dependency layers no other deployer function still uses."""
@@ -1271,8 +1275,5 @@ def invoke_event(payload: Any) -> dict[str, Any]:
     """The event a direct invoke sends (see runtimes/aws.py)."""
     request: dict[str, Any] = {"trigger": "manual"}
     if payload is not None:
-        if hasattr(payload, "to_dict") and hasattr(payload, "columns"):
-            # A DataFrame: records, with timestamps as ISO strings.
-            payload = json.loads(payload.to_json(orient="records", date_format="iso"))
-        request["payload"] = payload
+        request["payload"] = encode_payload(payload)
     return {"deployer": request}

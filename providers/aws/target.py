@@ -5,6 +5,8 @@ The Lambda platforms (runtimes, glibc, wheel tags) are in lambda_package.py.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from deployer.triggers import (
     HOUR_FIELD,
     MINUTE_FIELD,
@@ -20,6 +22,21 @@ from deployer.triggers import (
 )
 
 SCHEDULER = "AWS EventBridge Scheduler"
+
+
+@dataclass(frozen=True)
+class AwsOptions:
+    """``provider_options`` of provider "aws" (a dict with these keys works too).
+
+    >>> deployer.deploy(predict, name="scores", provider="aws", output="s3://acme/runs",
+    ...                 provider_options=AwsOptions(architecture="arm64"))
+    """
+
+    architecture: str = "x86_64"
+    """The Lambda architecture: "x86_64" or "arm64" (wheels are installed for it)."""
+    slim: bool = False
+    """Allow dependencies over Lambda's 250 MB: shipped as one archive in S3 that the
+    runtime unpacks into /tmp on a cold start (slower cold starts, any size)."""
 
 
 def to_eventbridge(schedule: Schedule) -> tuple[str, str]:

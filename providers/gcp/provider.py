@@ -38,11 +38,13 @@ control plane's endpoint can be overridden (``DEPLOYER_GCP_FUNCTIONS_ENDPOINT``,
 ``DEPLOYER_GCP_IAM_ENDPOINT``, ``DEPLOYER_GCP_STORAGE_ENDPOINT``); an
 overridden client uses anonymous credentials, a real one never does.
 
-Order of apply, chosen so that a failure at any step leaves the previous
-version serving: make the source zip -> service accounts and bucket
-grants -> upload the source -> create or update the function and wait for the
-operation (Cloud Build installs the requirements; Cloud Functions moves
-traffic only once the new revision is ready) -> IAM -> schedules. The hash
+Apply carries out the plan's steps in the order planned, chosen so that a
+failure at any step leaves the previous version serving: make the source zip
+(before any call) -> service accounts and bucket grants -> (an Http trigger
+that stops being public: revoke allUsers first) -> upload the source, create
+or update the function and wait for the operation (Cloud Build installs the
+requirements; Cloud Functions moves traffic only once the new revision is
+ready) -> identity settings -> invokers -> schedules. The hash
 labels ride on the same update; if the operation fails they are put back, so
 the next plan still sees the old code and offers the update again. A new
 function learns its own URL (the audience of the scheduler's tokens) only once
@@ -57,16 +59,14 @@ import builtins
 import hashlib
 import json
 import os
-import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
+from typing import TYPE_CHECKING, Any, ClassVar
 
 # Imported at module load: a missing extra is reported by the registry.
 import google.auth
@@ -86,17 +86,29 @@ from deployer.errors import ConfigError, ProviderError
 from deployer.providers.base import (
     CREATE,
     DELETE,
-    UPDATE_CODE,
+    FUNCTION_STEPS,
     UPDATE_CONFIG,
-    Action,
+    AddTrigger,
+    BaseProvider,
+    CreateFunction,
+    Deployed,
     DeploymentState,
     Invocation,
     Plan,
+    RemoveTrigger,
+    Step,
+    TriggerStep,
+    UpdateCode,
     describe_trigger,
+    encode_payload,
+    is_schedule,
+    is_schedule_of,
+    schedule_id,
+    split_bucket_url,
     trigger_changes,
 )
 from deployer.providers.gcp.source import ENTRY_POINT, gcp_runtime, source_zip
-from deployer.providers.gcp.target import to_cloud_scheduler
+from deployer.providers.gcp.target import GcpOptions, to_cloud_scheduler
 from deployer.runtimes.gcp import (
     AUTHENTICATED,
     HTTP_ACCESS_VARIABLE,
@@ -216,20 +228,6 @@ def _memory(memory_mb: int) -> str:
     return f"{memory_mb // 1024}Gi" if memory_mb % 1024 == 0 else f"{memory_mb}Mi"
 
 
-def _job_prefix(name: str) -> str:
-    return f"deployer-{name}-"
-
-
-def _job_id(name: str, trigger: dict[str, Any]) -> str:
-    digest = hashlib.sha256(json.dumps(trigger, sort_keys=True).encode()).hexdigest()[:10]
-    return f"{_job_prefix(name)}{digest}"
-
-
-def _is_job_of(job_id: str, name: str) -> bool:
-    # Exactly "deployer-{name}-{10 hex}": the jobs of "scores-v2" are not the jobs of "scores".
-    return re.fullmatch(rf"{re.escape(_job_prefix(name))}[0-9a-f]{{10}}", job_id) is not None
-
-
 def account_id(role: str, region: str, name: str) -> str:
     """The id of the service account deployer makes for function ``name`` in ``region``.
 
@@ -244,11 +242,6 @@ def account_id(role: str, region: str, name: str) -> str:
 def account_marker(role: str, region: str, name: str) -> str:
     """How an account's description says deployer made it, for which function and role."""
     return f"deployer:{role}:{region}/{name}"
-
-
-def _split_gs(url: str) -> tuple[str, str]:
-    parsed = urlparse(url)
-    return parsed.netloc, parsed.path.strip("/")
 
 
 def _http_trigger(triggers: builtins.list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -278,16 +271,43 @@ def invoke_body(payload: Any) -> bytes:
     """
     if payload is None:
         return b""
-    if hasattr(payload, "to_json") and hasattr(payload, "columns"):
-        return str(payload.to_json(orient="records", date_format="iso")).encode()
-    return json.dumps(payload, default=str).encode()
+    return json.dumps(encode_payload(payload), default=str).encode()
 
 
-@dataclass(frozen=True)
-class AccessAction(Action):
+class AccessStep(Step):
     """A plan step about who the function is and who may call it: a service
     account, a grant, the caller checks in the runtime's environment. Applied
     without uploading or rebuilding the function."""
+
+    kind = UPDATE_CONFIG
+
+
+class CreateAccount(AccessStep):
+    kind = CREATE
+
+
+class GrantBucketAccess(AccessStep):
+    """The function's account gets what it needs on its output and inputs buckets."""
+
+
+class SetInvokers(AccessStep):
+    """Who may call the function's Cloud Run service (the scheduler's account, allUsers)."""
+
+
+class UpdateIdentity(AccessStep):
+    """The account the function runs as, or whom its runtime believes to be the scheduler."""
+
+
+class RetargetSchedule(TriggerStep):
+    """A kept Cloud Scheduler job whose URL, caller or deadline no longer fits the function."""
+
+    kind = UPDATE_CONFIG
+
+
+@dataclass(frozen=True)
+class DeleteAccount(Step):
+    kind: ClassVar[str] = DELETE
+    email: str = ""
 
 
 class ServiceAccounts:
@@ -334,10 +354,11 @@ class ServiceAccounts:
         self._call("DELETE", f"projects/{project}/serviceAccounts/{email}")
 
 
-class GcpProvider:
+class GcpProvider(BaseProvider):
     name = "gcp"
+    Options = GcpOptions
     # Cloud Build installs everything requirements.txt lists: nothing is there already.
-    preinstalled: frozenset[str] = frozenset()
+    preinstalled = frozenset[str]()
 
     def __init__(
         self,
@@ -536,10 +557,10 @@ class GcpProvider:
 
     def _bucket_roles(self, spec: DeploySpec) -> dict[str, tuple[str, ...]]:
         """Bucket -> the roles the function's account needs on it."""
-        output_bucket, _ = _split_gs(spec.output)
+        output_bucket, _ = split_bucket_url(spec.output)
         roles: dict[str, tuple[str, ...]] = {output_bucket: OUTPUT_BUCKET_ROLES}
         if spec.inputs:
-            inputs_bucket, _ = _split_gs(spec.inputs)
+            inputs_bucket, _ = split_bucket_url(spec.inputs)
             # The output bucket's objectAdmin already reads.
             roles.setdefault(inputs_bucket, INPUTS_BUCKET_ROLES)
         return roles
@@ -697,7 +718,7 @@ class GcpProvider:
         found = {}
         for job in self.scheduler.list_jobs(parent=self.location):
             job_id = job.name.rsplit("/", 1)[-1]
-            if _is_job_of(job_id, name):
+            if is_schedule_of(name, job_id):
                 found[job_id] = job
         return found
 
@@ -788,168 +809,168 @@ class GcpProvider:
         environment[ENVIRONMENT_HTTP_ACCESS] = "public" if _is_public(triggers) else AUTHENTICATED
         return environment
 
-    def plan(self, bundle: Bundle, spec: DeploySpec) -> Plan:
-        self.require_access()
-        function = self._function(spec.name)
-        wanted = list(bundle.manifest.triggers)
-        if function is not None and NAME_LABEL not in function.labels:
+    @property
+    def where(self) -> str:
+        return f"on gcp in {self.location}"
+
+    def deployed(self, name: str) -> Deployed | None:
+        function = self._function(name)
+        if function is None:
+            return None
+        labels = function.labels
+        if NAME_LABEL not in labels:
             raise ProviderError(
-                f"a Cloud Function named {spec.name!r} exists in {self.location} but was not "
+                f"a Cloud Function named {name!r} exists in {self.location} but was not "
                 "deployed by deployer: choose another name, or delete it yourself"
             )
+        service = function.service_config
+        environment = service.environment_variables
+        return Deployed(
+            code_hash=decode_hash(labels.get(CODE_HASH_LABEL, "")),
+            deps_hash=decode_hash(labels.get(DEPS_HASH_LABEL, "")),
+            settings={
+                "name": environment.get(ENVIRONMENT_NAME),
+                "output": environment.get(ENVIRONMENT_OUTPUT),
+                "inputs": environment.get(ENVIRONMENT_INPUTS),
+                "timeout": service.timeout_seconds,
+                "memory": service.available_memory,
+            },
+            triggers=tuple(self._current_triggers(function)),
+        )
+
+    def wanted_settings(self, spec: DeploySpec) -> dict[str, Any]:
+        return {
+            "name": spec.name,
+            "output": spec.output,
+            "inputs": spec.inputs,
+            "timeout": spec.timeout_seconds,
+            "memory": _memory(spec.memory_mb),
+        }
+
+    def require_python(self, python: str) -> None:
+        gcp_runtime(python)
+
+    def plan(self, bundle: Bundle, spec: DeploySpec) -> Plan:
+        self.require_python(bundle.manifest.python)
+        self.require_access()
+        observed = self.observe(spec.name)
+        deployed = self.deployed(spec.name)
+        function = self._function(spec.name) if deployed is not None else None
+        wanted = list(bundle.manifest.triggers)
         # Identities first, as apply makes them: a foreign account stops the
         # plan here, before anything is uploaded.
-        actions: list[Action] = self._identity_changes(spec, wanted)
+        steps: list[Step] = self._identity_steps(spec, wanted)
+        existing = list(deployed.triggers) if deployed is not None else []
+        http_steps = [
+            step
+            for step in trigger_changes(wanted, existing)
+            if step.trigger.get("type") == "http"  # type: ignore[attr-defined]
+        ]
+        closing = function is not None and not _is_public(wanted) and _is_public(existing)
+        if closing:
+            # allUsers goes before the runtime is told (by a rebuild, say) that
+            # every caller is authenticated, and so believes Cloud Run's check.
+            steps += http_steps
         if function is None:
-            actions.append(
-                Action(
-                    CREATE,
+            steps.append(
+                CreateFunction(
                     f"Cloud Function {spec.name} in {self.region} ({bundle.code_hash[:12]}; "
-                    f"Cloud Build installs {len(bundle.manifest.requirements)} packages)",
+                    f"Cloud Build installs {len(bundle.manifest.requirements)} packages)"
                 )
             )
-            existing: list[dict[str, Any]] = []
+        elif function.state != functions_v2.Function.State.ACTIVE:
+            steps.append(
+                UpdateCode(
+                    f"redeploy {bundle.code_hash[:12]}: the function is "
+                    f"{function.state.name} (a previous deploy did not finish)"
+                )
+            )
         else:
-            existing = self._current_triggers(function)
-            actions += self._function_changes(function, bundle, spec)
-        actions += self._caller_changes(spec, wanted, function)
-        actions += trigger_changes(wanted, existing)
-        return Plan(spec.name, self.name, tuple(actions), bundle=bundle, spec=spec)
+            steps += self.function_steps(deployed, bundle, spec)
+            steps += self._identity_config_steps(function, bundle, spec)
+        steps += self._caller_steps(spec, wanted, function)
+        if not closing:
+            steps += http_steps
+        steps += [step for step in trigger_changes(wanted, existing) if step not in http_steps]
+        return self.make_plan(bundle, spec, steps, observed)
 
-    def _identity_changes(
+    def _identity_steps(
         self, spec: DeploySpec, triggers: builtins.list[dict[str, Any]]
-    ) -> builtins.list[Action]:
-        actions: list[Action] = []
+    ) -> builtins.list[Step]:
+        steps: list[Step] = []
         for role, email, purpose in self._wanted_accounts(spec.name, triggers):
             if self._owned_account(role, spec.name) is None:
-                actions.append(AccessAction(CREATE, f"service account {email}: {purpose}"))
+                steps.append(CreateAccount(f"service account {email}: {purpose}"))
         if not self.service_account:
             email = self._function_account(spec.name)
             for bucket, roles in self._missing_bucket_roles(spec, email).items():
-                actions.append(
-                    AccessAction(
-                        UPDATE_CONFIG, f"grant {', '.join(roles)} on gs://{bucket} to {email}"
-                    )
+                steps.append(
+                    GrantBucketAccess(f"grant {', '.join(roles)} on gs://{bucket} to {email}")
                 )
-        return actions
+        return steps
 
-    def _caller_changes(
+    def _caller_steps(
         self,
         spec: DeploySpec,
         triggers: builtins.list[dict[str, Any]],
         function: functions_v2.Function | None,
-    ) -> builtins.list[Action]:
-        """Cloud Scheduler's account as an invoker, and as the caller of existing jobs."""
-        actions: list[Action] = []
+    ) -> builtins.list[Step]:
+        """Cloud Scheduler's account as an invoker, and kept jobs whose target moved."""
+        steps: list[Step] = []
         scheduler = self._scheduler_account(spec.name)
         member = f"serviceAccount:{scheduler}"
         schedules = _schedule_triggers(triggers)
         invokers = self._invokers(self._policy(function)) if function is not None else set()
         if schedules and member not in invokers:
-            actions.append(
-                AccessAction(UPDATE_CONFIG, f"grant {INVOKER_ROLE} on {spec.name} to {scheduler}")
-            )
+            steps.append(SetInvokers(f"grant {INVOKER_ROLE} on {spec.name} to {scheduler}"))
         elif not schedules and member in invokers:
-            actions.append(
-                AccessAction(
-                    UPDATE_CONFIG, f"revoke {INVOKER_ROLE} on {spec.name} from {scheduler}"
-                )
-            )
-        if function is not None:
-            for job in self._jobs(spec.name).values():
-                caller = job.http_target.oidc_token.service_account_email
-                trigger = self._job_trigger(job)
-                if trigger in schedules and caller != scheduler:
-                    actions.append(
-                        AccessAction(
-                            UPDATE_CONFIG,
-                            f"schedule {describe_trigger(trigger)} calls as {scheduler} "
-                            f"(was {caller or 'nobody'})",
-                        )
+            steps.append(SetInvokers(f"revoke {INVOKER_ROLE} on {spec.name} from {scheduler}"))
+        if function is None:
+            return steps
+        for job in self._jobs(spec.name).values():
+            trigger = self._job_trigger(job)
+            if trigger not in schedules:
+                continue
+            changes = _target_changes(job, self._job(spec, function, trigger))
+            if changes:
+                steps.append(
+                    RetargetSchedule(
+                        f"schedule {describe_trigger(trigger)}: {'; '.join(changes)}",
+                        trigger=trigger,
                     )
-        return actions
+                )
+        return steps
 
-    def _function_changes(
+    def _identity_config_steps(
         self, function: functions_v2.Function, bundle: Bundle, spec: DeploySpec
-    ) -> builtins.list[Action]:
-        actions: list[Action] = []
-        labels = function.labels
-        if function.state != functions_v2.Function.State.ACTIVE:
-            actions.append(
-                Action(
-                    UPDATE_CODE,
-                    f"redeploy {bundle.code_hash[:12]}: the function is "
-                    f"{function.state.name} (a previous deploy did not finish)",
-                )
-            )
-            return actions
-        deployed_code = decode_hash(labels.get(CODE_HASH_LABEL, "")) or "?"
-        deployed_deps = decode_hash(labels.get(DEPS_HASH_LABEL, "")) or "?"
-        if deployed_code != bundle.code_hash:
-            actions.append(Action(UPDATE_CODE, f"{deployed_code[:12]} -> {bundle.code_hash[:12]}"))
-        if deployed_deps != bundle.deps_hash:
-            actions.append(
-                Action(
-                    UPDATE_CONFIG,
-                    f"dependencies {deployed_deps[:12]} -> {bundle.deps_hash[:12]} "
-                    "(Cloud Build installs them)",
-                )
-            )
+    ) -> builtins.list[Step]:
+        """Who the function is and whom it believes to be the scheduler: applied
+        without a rebuild. (Whether every caller is authenticated follows the
+        Http trigger, whose change is a step of its own.)"""
+        steps: list[Step] = []
         service = function.service_config
-        environment = {
-            key: value
-            for key, value in service.environment_variables.items()
-            if key.startswith("DEPLOYER_")
-        }
+        account = self._function_account(spec.name)
+        if service.service_account_email != account:
+            steps.append(
+                UpdateIdentity(
+                    f"service account: {service.service_account_email or None!r} -> {account!r}"
+                )
+            )
+        environment = service.environment_variables
         wanted_environment = self._wanted_environment(
             spec, list(bundle.manifest.triggers), _url(function)
         )
-        for key, label in (
-            (ENVIRONMENT_OUTPUT, "output"),
-            (ENVIRONMENT_INPUTS, "inputs"),
-            (ENVIRONMENT_NAME, "name"),
-        ):
-            if environment.get(key) != wanted_environment.get(key):
-                actions.append(
-                    Action(
-                        UPDATE_CONFIG,
-                        f"{label}: {environment.get(key)!r} -> {wanted_environment.get(key)!r}",
-                    )
-                )
-        if service.timeout_seconds != spec.timeout_seconds:
-            actions.append(
-                Action(
-                    UPDATE_CONFIG, f"timeout: {service.timeout_seconds} -> {spec.timeout_seconds} s"
-                )
-            )
-        memory = _memory(spec.memory_mb)
-        if service.available_memory != memory:
-            actions.append(
-                Action(UPDATE_CONFIG, f"memory: {service.available_memory!r} -> {memory!r}")
-            )
-        # Who the function is and whom it believes to be the scheduler: applied
-        # without a rebuild. (Whether every caller is authenticated follows the
-        # Http trigger, whose change is a line of its own.)
-        account = self._function_account(spec.name)
-        if service.service_account_email != account:
-            actions.append(
-                AccessAction(
-                    UPDATE_CONFIG,
-                    f"service account: {service.service_account_email or None!r} -> {account!r}",
-                )
-            )
         for key, label in (
             (ENVIRONMENT_SCHEDULER_ACCOUNT, "scheduler account"),
             (ENVIRONMENT_SCHEDULER_AUDIENCE, "scheduler audience"),
         ):
             if environment.get(key) != wanted_environment.get(key):
-                actions.append(
-                    AccessAction(
-                        UPDATE_CONFIG,
-                        f"{label}: {environment.get(key)!r} -> {wanted_environment.get(key)!r}",
+                steps.append(
+                    UpdateIdentity(
+                        f"{label}: {environment.get(key)!r} -> {wanted_environment.get(key)!r}"
                     )
                 )
-        return actions
+        return steps
 
     # -- apply ---------------------------------------------------------------
 
@@ -967,47 +988,60 @@ class GcpProvider:
             labels[HTTP_LABEL] = "public" if http.get("public") else "authenticated"
         return labels
 
-    def apply(self, plan: Plan, reporter: Reporter) -> DeploymentState:
+    def execute(self, plan: Plan, reporter: Reporter) -> DeploymentState:
         bundle, spec = plan.bundle, plan.spec
-        if bundle is None or spec is None:
-            raise ProviderError("a deploy plan needs its bundle and spec")
-        function = self._function(spec.name)
-        if plan.changes_nothing and function is not None:
-            return self._state(function)
+        assert bundle is not None and spec is not None
         triggers = list(bundle.manifest.triggers)
-        # Access steps are applied below without a rebuild; any other change to
-        # the function ships new source.
-        rebuild = function is None or any(
-            action.kind in (CREATE, UPDATE_CODE, UPDATE_CONFIG)
-            for action in plan.actions
-            if not isinstance(action, AccessAction)
-        )
-        # A config change ships new source too: the runtime reads output,
-        # inputs and timeout from the manifest inside it. The zip is made
-        # before any request, so a bundle that cannot be shipped (a local
-        # module called main.py) stops the deploy with nothing changed.
-        source = source_zip(bundle) if rebuild else None
-        if any(isinstance(action, AccessAction) for action in plan.actions):
-            self._ensure_access(spec, triggers, reporter)
-        if function is not None and function.service_config.service and not _is_public(triggers):
-            # allUsers goes before the runtime is told that every caller is
-            # authenticated (and so believes Cloud Run's token check).
-            self._reconcile_invokers(function, spec.name, triggers, reporter)
-        current_labels = dict(function.labels) if function is not None else {}
-        labels = self._labels_for(bundle, spec, current_labels)
-        if source is not None:
-            storage_source = self._upload(source, reporter)
-            function = self._deploy_function(
-                spec, bundle, storage_source, labels, function, current_labels, reporter
-            )
-        # Without a rebuild, this is the whole update. After creating, it tells
-        # the runtime the function's URL, which exists only now: the audience
-        # of the scheduler's tokens.
+        # One update of the function carries its code and every setting. A
+        # config change ships new source too: the runtime reads output, inputs
+        # and timeout from the manifest inside it. The zip is made before any
+        # request, so a bundle that cannot be shipped (a local module called
+        # main.py) stops the deploy with nothing changed.
+        function_steps = plan.of_type(*FUNCTION_STEPS)
+        source = source_zip(bundle) if function_steps else None
+        function = self._function(spec.name)
+        accessed = False
+        for step in plan.steps:
+            if isinstance(step, (CreateAccount, GrantBucketAccess)):
+                if not accessed:
+                    self._ensure_access(spec, triggers, reporter)
+                    accessed = True
+            elif function_steps and step is function_steps[0]:
+                assert source is not None
+                current_labels = dict(function.labels) if function is not None else {}
+                labels = self._labels_for(bundle, spec, current_labels)
+                storage_source = self._upload(source, reporter)
+                created = function is None
+                function = self._deploy_function(
+                    spec, bundle, storage_source, labels, function, current_labels, reporter
+                )
+                if created:
+                    # The function's URL exists only now: the audience of the
+                    # scheduler's tokens, told to the runtime.
+                    function = self._update_service(spec, triggers, function, labels, reporter)
+            elif isinstance(step, (AddTrigger, RemoveTrigger)) and not is_schedule(step.trigger):
+                # The runtime believes Cloud Run checked every caller only while
+                # allUsers may not call: closing revokes first, opening tells first.
+                assert function is not None
+                if not _is_public(triggers):
+                    self._reconcile_invokers(function, spec.name, triggers, reporter)
+                labels = self._labels_for(bundle, spec, dict(function.labels))
+                function = self._update_service(spec, triggers, function, labels, reporter)
+                self._reconcile_invokers(function, spec.name, triggers, reporter)
+            elif isinstance(step, SetInvokers):
+                assert function is not None
+                self._reconcile_invokers(function, spec.name, triggers, reporter)
+            elif isinstance(step, UpdateIdentity):
+                assert function is not None
+                labels = self._labels_for(bundle, spec, dict(function.labels))
+                function = self._update_service(spec, triggers, function, labels, reporter)
+            elif isinstance(step, (AddTrigger, RetargetSchedule)):
+                assert function is not None
+                self._put_job(spec, function, dict(step.trigger), reporter)
+            elif isinstance(step, RemoveTrigger):
+                self._delete_job(spec.name, step.trigger, reporter)
         assert function is not None
-        function = self._update_service(spec, triggers, function, labels, reporter)
-        self._reconcile_invokers(function, spec.name, triggers, reporter)
-        self._reconcile_jobs(spec, function, triggers, reporter)
-        return self._state(function)
+        return self._state(self._function(spec.name) or function)
 
     def _upload(self, source: bytes, reporter: Reporter) -> functions_v2.StorageSource:
         """Upload the source zip to a signed URL Cloud Functions hands out."""
@@ -1270,7 +1304,7 @@ class GcpProvider:
         url = _url(function)
         low, high = SCHEDULER_DEADLINE_SECONDS
         return scheduler_v1.Job(
-            name=f"{self.location}/jobs/{_job_id(spec.name, trigger)}",
+            name=f"{self.location}/jobs/{schedule_id(spec.name, trigger)}",
             description=json.dumps(trigger, sort_keys=True),
             schedule=expression,
             time_zone=time_zone,
@@ -1293,52 +1327,57 @@ class GcpProvider:
             retry_config=scheduler_v1.RetryConfig(retry_count=SCHEDULE_RETRIES),
         )
 
-    def _reconcile_jobs(
+    def _job_of(self, name: str, trigger: Mapping[str, Any]) -> scheduler_v1.Job | None:
+        """The job made from ``trigger`` (found by the trigger it records)."""
+        for job in self._jobs(name).values():
+            if self._job_trigger(job) == dict(trigger):
+                return job
+        return None
+
+    def _put_job(
         self,
         spec: DeploySpec,
         function: functions_v2.Function,
-        triggers: builtins.list[dict[str, Any]],
+        trigger: dict[str, Any],
         reporter: Reporter,
     ) -> None:
-        existing = self._jobs(spec.name)
-        wanted = {_job_id(spec.name, trigger): trigger for trigger in _schedule_triggers(triggers)}
-        for job_id in existing.keys() - wanted.keys():
-            with self._google_errors(f"deleting schedule {job_id}"):
-                self.scheduler.delete_job(name=existing[job_id].name)
-            reporter.say(
-                f"removed schedule {describe_trigger(self._job_trigger(existing[job_id]))}"
-            )
-        for job_id, trigger in wanted.items():
-            job = self._job(spec, function, trigger)
-            if job_id not in existing:
-                with self._google_errors(f"creating schedule {job_id}"):
-                    _settling(
-                        partial(self.scheduler.create_job, parent=self.location, job=job),
-                        self._scheduler_account(spec.name),
-                    )
-                reporter.say(
-                    f"added schedule {describe_trigger(trigger)}: {job.schedule} ({job.time_zone})"
+        """Create the job for ``trigger``, or point a kept one at the function again
+        (its URL, caller or deadline moved: a new service account, a longer timeout)."""
+        job = self._job(spec, function, trigger)
+        described = describe_trigger(trigger)
+        existing = self._job_of(spec.name, trigger)
+        if existing is None:
+            with self._google_errors(f"creating schedule {job.name.rsplit('/', 1)[-1]}"):
+                _settling(
+                    partial(self.scheduler.create_job, parent=self.location, job=job),
+                    self._scheduler_account(spec.name),
                 )
-            elif not _same_target(existing[job_id], job):
-                # Same schedule, but the URL, caller or deadline moved (a new
-                # service account, a longer timeout): point it at the function again.
-                with self._google_errors(f"updating schedule {job_id}"):
-                    self.scheduler.update_job(
-                        job=job,
-                        update_mask=field_mask_pb2.FieldMask(
-                            paths=["http_target", "attempt_deadline", "retry_config"]
-                        ),
-                    )
+            reporter.say(f"added schedule {described}: {job.schedule} ({job.time_zone})")
+            return
+        job.name = existing.name
+        with self._google_errors(f"updating schedule {existing.name}"):
+            self.scheduler.update_job(
+                job=job,
+                update_mask=field_mask_pb2.FieldMask(
+                    paths=["http_target", "attempt_deadline", "retry_config"]
+                ),
+            )
+        reporter.say(f"schedule {described} now calls {spec.name} as planned")
+
+    def _delete_job(self, name: str, trigger: Mapping[str, Any], reporter: Reporter) -> None:
+        job = self._job_of(name, trigger)
+        if job is None:
+            return
+        with self._google_errors(f"deleting schedule {job.name}"):
+            self.scheduler.delete_job(name=job.name)
+        reporter.say(f"removed schedule {describe_trigger(trigger)}")
 
     # -- invoke, logs, delete ------------------------------------------------
 
     def _require(self, name: str) -> functions_v2.Function:
+        self.require(name)
         function = self._function(name)
-        if function is None or NAME_LABEL not in function.labels:
-            raise ConfigError(
-                f"no function named {name!r} is deployed on gcp in {self.location}: "
-                "see `deployer list --provider gcp`"
-            )
+        assert function is not None
         return function
 
     def _identity_token(self, audience: str) -> str:
@@ -1430,55 +1469,66 @@ class GcpProvider:
             if self._owned_account(role, name, refuse_foreign=False) is not None
         }
 
-    def plan_delete(self, name: str) -> Plan:
-        function = self._require(name)
-        actions = [Action(DELETE, f"Cloud Function {name} in {self.region}")]
-        actions += trigger_changes([], self._current_triggers(function))
-        actions += [
-            AccessAction(DELETE, f"service account {email} (the {role}'s)")
+    def delete_steps(self, name: str, state: DeploymentState) -> builtins.list[Step]:
+        return [
+            DeleteAccount(f"service account {email} (the {role}'s)", email=email)
             for role, email in self._owned_accounts(name).items()
         ]
-        return Plan(name, self.name, tuple(actions))
 
-    def delete(self, plan: Plan, reporter: Reporter) -> None:
+    def execute_delete(self, plan: Plan, state: DeploymentState, reporter: Reporter) -> None:
         name = plan.name
         function = self._require(name)
         environment = function.service_config.environment_variables
-        output = environment.get(ENVIRONMENT_OUTPUT, "")
-        accounts = self._owned_accounts(name)
         # Schedules first: a job left behind would keep calling a missing URL.
         for job in self._jobs(name).values():
             with self._google_errors(f"deleting schedule {job.name}"):
                 self.scheduler.delete_job(name=job.name)
-        # Then the identities it runs and is called with (what the function's
-        # account was granted on its buckets first), and the function last:
-        # while it exists, a delete that failed halfway can be run again.
-        if FUNCTION_ROLE in accounts:
+        # Then the identities the plan named, each checked again (what the
+        # function's account was granted on its buckets first), and the
+        # function last: while it exists, a delete that failed halfway can be
+        # run again.
+        accounts = self._owned_accounts(name)
+        planned = {step.email for step in plan.of_type(DeleteAccount)}  # type: ignore[attr-defined]
+        if accounts.get(FUNCTION_ROLE) in planned:
             buckets = [
-                _split_gs(environment[key])[0]
+                split_bucket_url(environment[key])[0]
                 for key in (ENVIRONMENT_OUTPUT, ENVIRONMENT_INPUTS)
                 if environment.get(key, "").startswith("gs://")
             ]
             self._revoke_bucket_access(accounts[FUNCTION_ROLE], buckets)
         for email in accounts.values():
-            with self._google_errors(f"deleting service account {email}"):
-                self.service_accounts.delete(self.project, email)
+            if email in planned:
+                with self._google_errors(f"deleting service account {email}"):
+                    self.service_accounts.delete(self.project, email)
         with self._google_errors(f"deleting {name}"):
             operation = self.functions.delete_function(name=function.name)
         # The Cloud Run service and its IAM policy go with the function.
         self._wait(operation, f"deleting {name}", reporter)
-        reporter.say(f"deleted {name} (its outputs stay in {output})")
 
 
-def _same_target(existing: scheduler_v1.Job, wanted: scheduler_v1.Job) -> bool:
-    return (
-        existing.http_target.uri == wanted.http_target.uri
-        and existing.http_target.oidc_token.service_account_email
-        == wanted.http_target.oidc_token.service_account_email
-        and existing.http_target.oidc_token.audience == wanted.http_target.oidc_token.audience
-        and existing.attempt_deadline == wanted.attempt_deadline
-        and existing.retry_config.retry_count == wanted.retry_config.retry_count
-    )
+def _target_changes(existing: scheduler_v1.Job, wanted: scheduler_v1.Job) -> list[str]:
+    """What differs between a job's target and the one deployer would make, in words."""
+    changes = []
+    current, target = existing.http_target, wanted.http_target
+    if current.uri != target.uri:
+        changes.append(f"URL {current.uri or None!r} -> {target.uri!r}")
+    caller = current.oidc_token.service_account_email
+    if caller != target.oidc_token.service_account_email:
+        changes.append(
+            f"calls as {target.oidc_token.service_account_email} (was {caller or 'nobody'})"
+        )
+    if current.oidc_token.audience != target.oidc_token.audience:
+        changes.append(f"token audience -> {target.oidc_token.audience!r}")
+    if existing.attempt_deadline != wanted.attempt_deadline:
+        changes.append(
+            f"attempt deadline {existing.attempt_deadline.total_seconds():.0f} s -> "
+            f"{wanted.attempt_deadline.total_seconds():.0f} s"
+        )
+    if existing.retry_config.retry_count != wanted.retry_config.retry_count:
+        changes.append(
+            f"retries {existing.retry_config.retry_count} -> {wanted.retry_config.retry_count}"
+        )
+    return changes
 
 
 def _settling(call: Callable[[], Any], email: str) -> Any:

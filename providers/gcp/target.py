@@ -5,6 +5,8 @@ The Cloud Functions runtimes are in source.py.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from deployer.triggers import (
     Every,
     Schedule,
@@ -17,6 +19,23 @@ from deployer.triggers import (
 )
 
 SCHEDULER = "GCP Cloud Scheduler"
+
+
+@dataclass(frozen=True)
+class GcpOptions:
+    """``provider_options`` of provider "gcp" (a dict with these keys works too).
+
+    >>> deployer.deploy(predict, name="scores", provider="gcp", output="gs://acme/runs",
+    ...                 provider_options=GcpOptions(project="acme-ml", region="europe-west1"))
+    """
+
+    project: str | None = None
+    """The project (default: GOOGLE_CLOUD_PROJECT, gcloud's, or the credentials')."""
+    region: str | None = None
+    """The region (default: GOOGLE_CLOUD_REGION or gcloud's functions/region)."""
+    service_account: str | None = None
+    """An existing account the function runs as, instead of the one deployer makes
+    (deployer grants it nothing: it must read the inputs and write the output)."""
 
 
 def to_cloud_scheduler(schedule: Schedule) -> tuple[str, str]:

@@ -8,6 +8,7 @@ tiny cloud:
     local/logs/{name}.log         the functions' stderr, rotated at LOG_MAX_BYTES
     local/serve.lock              held by the one `deployer serve` of this home
     local/spool/{name}/{run_id}.json  run records the store refused (read_runs shows them)
+    local/locks/{name}.lock       held while a plan for the name is checked and applied
     store/                        the default output store
 
 Nothing under ``local/`` is trusted because of where it sits: a function name
@@ -38,7 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,15 +48,15 @@ from deployer.archive import sha256_file, write_atomically
 from deployer.cache import cache_root, locked
 from deployer.errors import ConfigError, ProviderError
 from deployer.providers.base import (
-    CREATE,
-    DELETE,
-    INSTALL_DEPENDENCIES,
-    UPDATE_CODE,
-    UPDATE_CONFIG,
-    Action,
+    FUNCTION_STEPS,
+    BaseProvider,
+    Deployed,
     DeploymentState,
+    InstallDependencies,
     Invocation,
     Plan,
+    Step,
+    UpdateCode,
     trigger_changes,
 )
 from deployer.runtimes import core, storage
@@ -579,9 +580,12 @@ def run_request(
     return Invocation(int(reply["http_status"]), reply["body"])
 
 
-class LocalProvider:
+class LocalProvider(BaseProvider):
     name = "local"
-    preinstalled: frozenset[str] = frozenset()
+
+    @property
+    def where(self) -> str:
+        return f"locally (in {home()})"
 
     def default_output(self) -> str:
         return str(home() / "store")
@@ -612,69 +616,80 @@ class LocalProvider:
     def list(self) -> list[DeploymentState]:
         return [_state_from_entry(entry) for entry in list_entries()]
 
+    @contextlib.contextmanager
+    def applying(self, name: str) -> Iterator[None]:
+        # Two deploys of one name: the second checks what it planned from only
+        # after the first has written its entry, and so sees the change.
+        with locked(home() / "local" / "locks" / f"{check_name(name)}.lock"):
+            yield
+
+    def deployed(self, name: str) -> Deployed | None:
+        entry = read_entry(name)
+        if entry is None:
+            return None
+        return Deployed(
+            code_hash=entry["code_hash"],
+            deps_hash=entry["deps_hash"],
+            settings={
+                "output": entry.get("output"),
+                "inputs": entry.get("inputs"),
+                "timeout": entry.get("timeout_seconds"),
+                "memory": entry.get("memory_mb"),
+            },
+            triggers=tuple(entry["triggers"]),
+        )
+
+    def require_python(self, python: str) -> None:
+        running = f"{sys.version_info.major}.{sys.version_info.minor}"
+        if python != running:
+            raise ConfigError(
+                f"this bundle was made on Python {python}, but the local provider runs "
+                f"functions with this machine's Python {running} ({sys.executable}); the "
+                "function is pickled and loads only on the version that pickled it: deploy "
+                f"from Python {running}"
+            )
+
     def plan(self, bundle: Bundle, spec: DeploySpec) -> Plan:
-        current = read_entry(spec.name)
-        actions: list[Action] = []
+        self.require_python(bundle.manifest.python)
+        observed = self.observe(spec.name)
+        steps: list[Step] = []
         if not environment_python(environment_path(bundle.deps_hash)).exists():
             count = len(bundle.manifest.requirements)
-            actions.append(
-                Action(
-                    INSTALL_DEPENDENCIES,
-                    f"create environment {bundle.deps_hash[:12]} ({count} packages)",
+            steps.append(
+                InstallDependencies(
+                    f"create environment {bundle.deps_hash[:12]} ({count} packages)"
                 )
             )
-        wanted = list(bundle.manifest.triggers)
-        if current is None:
-            actions.append(Action(CREATE, f"function {spec.name} ({bundle.code_hash[:12]})"))
-            existing: list[dict[str, Any]] = []
-        else:
-            existing = list(current["triggers"])
-            if current["code_hash"] != bundle.code_hash:
-                actions.append(
-                    Action(UPDATE_CODE, f"{current['code_hash'][:12]} -> {bundle.code_hash[:12]}")
+        deployed = self.deployed(spec.name)
+        steps += self.function_steps(deployed, bundle, spec)
+        entry = read_entry(spec.name)
+        if (
+            entry is not None
+            and entry["code_hash"] == bundle.code_hash
+            and not _bundle_intact(entry)
+        ):
+            steps.append(
+                UpdateCode(
+                    f"restore the unpacked bundle in {entry['bundle_dir']}: "
+                    "its files differ from what was deployed"
                 )
-            if current["deps_hash"] != bundle.deps_hash:
-                actions.append(
-                    Action(
-                        UPDATE_CONFIG,
-                        f"dependencies {current['deps_hash'][:12]} -> {bundle.deps_hash[:12]}",
-                    )
-                )
-            wanted_config = {
-                "output": bundle.manifest.output,
-                "inputs": bundle.manifest.inputs,
-                "timeout_seconds": bundle.manifest.timeout_seconds,
-            }
-            for key, value in wanted_config.items():
-                if current.get(key) != value:
-                    actions.append(
-                        Action(UPDATE_CONFIG, f"{key}: {current.get(key)!r} -> {value!r}")
-                    )
-            if current.get("memory_mb") != spec.memory_mb:
-                actions.append(
-                    Action(
-                        UPDATE_CONFIG,
-                        f"memory: {current.get('memory_mb')!r} MB -> {spec.memory_mb} MB",
-                    )
-                )
-            if current["code_hash"] == bundle.code_hash and not _bundle_intact(current):
-                actions.append(
-                    Action(
-                        UPDATE_CODE,
-                        f"restore the unpacked bundle in {current['bundle_dir']}: "
-                        "its files differ from what was deployed",
-                    )
-                )
-        actions += trigger_changes(wanted, existing)
-        return Plan(spec.name, self.name, tuple(actions), bundle=bundle, spec=spec)
+            )
+        existing = deployed.triggers if deployed is not None else ()
+        steps += trigger_changes(bundle.manifest.triggers, existing)
+        return self.make_plan(bundle, spec, steps, observed)
 
-    def apply(self, plan: Plan, reporter: Reporter) -> DeploymentState:
-        bundle = plan.bundle
-        if bundle is None:
-            raise ProviderError("a deploy plan needs its bundle")
+    def execute(self, plan: Plan, reporter: Reporter) -> DeploymentState:
+        """Locally every change is one new entry: the environment, the unpacked
+        bundle and the entry naming both, its triggers and settings, written at once."""
+        bundle, spec = plan.bundle, plan.spec
+        assert bundle is not None and spec is not None
         current = read_entry(plan.name)
-        if plan.changes_nothing and current is not None:
-            return _state_from_entry(current)
+        if current is not None and not plan.of_type(InstallDependencies, *FUNCTION_STEPS):
+            # Only triggers change: `deployer serve` reads them from the entry;
+            # the unpacked bundle serving now stays.
+            entry = {**current, "triggers": list(bundle.manifest.triggers)}
+            self._write_entry(entry)
+            return _state_from_entry(entry)
         environment, _ = ensure_environment(bundle, reporter)
         bundle_sha = _bundle_sha(bundle)
         bundle_dir = home() / "local" / "bundles" / bundle_sha
@@ -694,15 +709,18 @@ class LocalProvider:
             "inputs": manifest.inputs,
             "triggers": list(manifest.triggers),
             "timeout_seconds": manifest.timeout_seconds,
-            "memory_mb": plan.spec.memory_mb if plan.spec is not None else None,
+            "memory_mb": spec.memory_mb,
             "tree_sha": tree_sha,
             "deployed_at": storage.utc_now().isoformat(),
         }
+        self._write_entry(entry)
+        return _state_from_entry(entry)
+
+    def _write_entry(self, entry: dict[str, Any]) -> None:
         write_atomically(
-            _functions_dir() / f"{plan.name}.json",
+            _functions_dir() / f"{entry['name']}.json",
             json.dumps(entry, indent=2, sort_keys=True).encode(),
         )
-        return _state_from_entry(entry)
 
     def invoke(
         self,
@@ -730,19 +748,12 @@ class LocalProvider:
             finally:
                 worker.stop()
 
-    def plan_delete(self, name: str) -> Plan:
-        entry = self._entry(name)
-        actions = [Action(DELETE, f"function {name}")]
-        actions += trigger_changes([], entry["triggers"])
-        return Plan(name, self.name, tuple(actions))
-
-    def delete(self, plan: Plan, reporter: Reporter) -> None:
+    def execute_delete(self, plan: Plan, state: DeploymentState, reporter: Reporter) -> None:
         entry = self._entry(plan.name)
         (_functions_dir() / f"{plan.name}.json").unlink(missing_ok=True)
         still_used = {other["bundle_sha"] for other in list_entries()}
         if entry["bundle_sha"] not in still_used:
             shutil.rmtree(entry["bundle_dir"], ignore_errors=True)
-        reporter.say(f"deleted {plan.name} (its outputs stay in {entry['output']})")
 
     def logs(self, name: str, *, lines: int = 100) -> str:
         self._entry(name)
@@ -754,9 +765,8 @@ class LocalProvider:
     def _entry(self, name: str) -> dict[str, Any]:
         entry = read_entry(name)
         if entry is None:
-            raise ConfigError(
-                f"no function named {name!r} is deployed locally (in {home()}): see `deployer list`"
-            )
+            self.require(name)  # raises, naming what is deployed
+            raise AssertionError(name)
         return entry
 
 
