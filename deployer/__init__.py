@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 from deployer.errors import (
     BundleError,
     CaptureError,
+    CheckFailed,
     ConcurrentChange,
     ConfigError,
     DeployerError,
     ProviderError,
+    QualityWarning,
     RequirementsError,
     RunError,
     StoreError,
@@ -35,18 +37,23 @@ __all__ = [
     "Built",
     "BundleError",
     "CaptureError",
+    "Check",
+    "CheckFailed",
     "ConcurrentChange",
     "ConfigError",
     "Cron",
     "Deployment",
     "DeploymentState",
     "DeployerError",
+    "Drift",
     "Every",
     "GcpOptions",
     "Http",
     "Invocation",
+    "Metric",
     "Plan",
     "ProviderError",
+    "QualityWarning",
     "RequirementsError",
     "RunError",
     "StoreError",
@@ -60,8 +67,10 @@ __all__ = [
     "list_deployments",
     "plan",
     "read_outputs",
+    "read_quality",
     "read_runs",
     "register_provider",
+    "set_reference",
     "write_artifacts",
 ]
 
@@ -82,10 +91,16 @@ if TYPE_CHECKING:
     from deployer.providers.aws.target import AwsOptions
     from deployer.providers.base import DeploymentState, Invocation, Plan
     from deployer.providers.gcp.target import GcpOptions
+    from deployer.quality import Check, Drift, Metric, read_quality, set_reference
     from deployer.registry import register_provider
     from deployer.store import read_outputs, read_runs
 
 _LAZY = {
+    "Check": "deployer.quality",
+    "Drift": "deployer.quality",
+    "Metric": "deployer.quality",
+    "read_quality": "deployer.quality",
+    "set_reference": "deployer.quality",
     "AwsOptions": "deployer.providers.aws.target",
     "GcpOptions": "deployer.providers.gcp.target",
     "apply": "deployer.api",

@@ -11,7 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deployer.errors import ConfigError, RunError
+from deployer.errors import CheckFailed, ConfigError, QualityWarning, RunError
+from deployer.quality import (
+    Check,
+    Drift,
+    Metric,
+    check_alerts,
+    quality_config,
+    reference_json,
+    reference_profile,
+)
 from deployer.registry import options_dict
 from deployer.spec import DeploySpec, check_location, check_memory, check_name, check_timeout
 from deployer.triggers import Cron, Every, Trigger, validate_triggers
@@ -82,6 +91,12 @@ class Deployment:
 
         return read_outputs(self.name, output=self.output, last=last)
 
+    def quality(self, *, last: int | None = None) -> pd.DataFrame:
+        """Drift scores, verdicts and schema changes per run and column (read_quality)."""
+        from deployer.quality import read_quality
+
+        return read_quality(self.name, output=self.output, last=last)
+
     def logs(self, *, lines: int = 100) -> str:
         from deployer.registry import get_provider
 
@@ -107,12 +122,15 @@ def build(
     triggers: Trigger | Sequence[Trigger] = (),
     inputs: str | None = None,
     output: str | None = None,
-    metrics: Mapping[str, Callable[[Any], Any]] | None = None,
-    checks: Mapping[str, Callable[[Any], Any]] | None = None,
+    metrics: Mapping[str, Callable[[Any], Any] | Metric] | None = None,
+    checks: Mapping[str, Callable[[Any], Any] | Check] | None = None,
     requirements: Sequence[str] = (),
     timeout: int = DEFAULT_TIMEOUT_SECONDS,
     memory: int = DEFAULT_MEMORY_MB,
     provider_options: Mapping[str, Any] | None = None,
+    reference: Any = None,
+    drift: Drift | None = None,
+    alerts: Sequence[str] = (),
 ) -> Built:
     """Capture, pin and bundle ``function`` without touching any provider.
 
@@ -134,9 +152,15 @@ def build(
         triggers=checked_triggers,
         timeout_seconds=check_timeout(timeout),
         memory_mb=check_memory(memory),
+        alerts=check_alerts(alerts),
     )
     spec = target.check(spec)
-    captured = capture(function, metrics=metrics, checks=checks)
+    quality = quality_config(metrics, checks, drift, alerts=spec.alerts)
+    reference_bytes = None
+    profile = reference_profile(reference)
+    if profile is not None:
+        reference_bytes = reference_json(profile)
+    captured = capture(function, metrics=quality.metric_functions, checks=quality.check_functions)
     scheduled = any(isinstance(trigger, (Cron, Every)) for trigger in spec.triggers)
     if scheduled and captured.requires_input and spec.inputs is None:
         raise ConfigError(
@@ -149,8 +173,10 @@ def build(
         pinned,
         spec,
         platform=target.platform(python_version()),
-        metric_names=tuple(metrics or {}),
-        check_names=tuple(checks or {}),
+        metric_names=tuple(quality.metric_functions),
+        check_names=tuple(quality.check_functions),
+        quality=quality.settings,
+        reference=reference_bytes,
     )
     return Built(
         bundle=bundle,
@@ -184,12 +210,15 @@ def plan(
     triggers: Trigger | Sequence[Trigger] = (),
     inputs: str | None = None,
     output: str | None = None,
-    metrics: Mapping[str, Callable[[Any], Any]] | None = None,
-    checks: Mapping[str, Callable[[Any], Any]] | None = None,
+    metrics: Mapping[str, Callable[[Any], Any] | Metric] | None = None,
+    checks: Mapping[str, Callable[[Any], Any] | Check] | None = None,
     requirements: Sequence[str] = (),
     timeout: int = DEFAULT_TIMEOUT_SECONDS,
     memory: int = DEFAULT_MEMORY_MB,
     provider_options: Mapping[str, Any] | None = None,
+    reference: Any = None,
+    drift: Drift | None = None,
+    alerts: Sequence[str] = (),
     quiet: bool = False,
 ) -> Plan:
     """What deploy() with the same arguments would change, from the provider's state;
@@ -210,6 +239,9 @@ def plan(
         timeout=timeout,
         memory=memory,
         provider_options=provider_options,
+        reference=reference,
+        drift=drift,
+        alerts=alerts,
     )
     return plan_built(built, reporter=_reporter(quiet))
 
@@ -238,12 +270,15 @@ def deploy(
     triggers: Trigger | Sequence[Trigger] = (),
     inputs: str | None = None,
     output: str | None = None,
-    metrics: Mapping[str, Callable[[Any], Any]] | None = None,
-    checks: Mapping[str, Callable[[Any], Any]] | None = None,
+    metrics: Mapping[str, Callable[[Any], Any] | Metric] | None = None,
+    checks: Mapping[str, Callable[[Any], Any] | Check] | None = None,
     requirements: Sequence[str] = (),
     timeout: int = DEFAULT_TIMEOUT_SECONDS,
     memory: int = DEFAULT_MEMORY_MB,
     provider_options: Mapping[str, Any] | None = None,
+    reference: Any = None,
+    drift: Drift | None = None,
+    alerts: Sequence[str] = (),
     quiet: bool = False,
 ) -> Deployment:
     """Deploy ``function`` as a scheduled and/or HTTP-triggered function.
@@ -268,6 +303,9 @@ def deploy(
         timeout=timeout,
         memory=memory,
         provider_options=provider_options,
+        reference=reference,
+        drift=drift,
+        alerts=alerts,
     )
     return apply_built(built, reporter=_reporter(quiet))
 
@@ -377,8 +415,24 @@ def _predictions(invocation: Invocation) -> Any:
             "(the traceback is in the run record: deployer.read_runs(...) / `deployer runs`)"
         )
     predictions = body.get("predictions")
-    if predictions is None:
-        return None
-    import pandas as pd
+    frame = None
+    if predictions is not None:
+        import pandas as pd
 
-    return pd.DataFrame.from_records(predictions)
+        frame = pd.DataFrame.from_records(predictions)
+    reasons = list(body.get("quality") or [])
+    where = f"see `deployer runs {body.get('name', '')} {body.get('run_id')}`".replace("  ", " ")
+    if body.get("status") == "check_failed":
+        raise CheckFailed(
+            f"run {body.get('run_id')} failed its checks: {'; '.join(reasons)} ({where}); "
+            "its predictions are on this error's .predictions",
+            predictions=frame,
+            reasons=reasons,
+        )
+    if body.get("status") == "warned":
+        import warnings
+
+        warnings.warn(
+            f"run {body.get('run_id')} warned: {'; '.join(reasons)}", QualityWarning, stacklevel=3
+        )
+    return frame

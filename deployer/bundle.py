@@ -13,18 +13,22 @@ import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from deployer import archive
 from deployer.capture import Captured
 from deployer.errors import BundleError
 from deployer.requirements import Requirements
 from deployer.runtimes.manifest import MANIFEST_FILE, CreatedWith, FunctionEntry, Manifest
+from deployer.runtimes.quality import REFERENCE_FILE
 from deployer.spec import DeploySpec
 from deployer.triggers import trigger_to_dict
 
 FUNCTION_FILE = "function.pkl"
 REQUIREMENTS_FILE = "requirements.txt"
 RUNTIME_PACKAGE = "deployer_runtime"
+# Where the quality settings enter code_hash (not a file of the bundle).
+QUALITY_KEY = "<quality settings>"
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtimes"
 
 
@@ -94,9 +98,13 @@ def build(
     *,
     metric_names: tuple[str, ...] = (),
     check_names: tuple[str, ...] = (),
+    quality: dict[str, Any] | None = None,
+    reference: bytes | None = None,
     python: str | None = None,
     platform: str | None = None,
 ) -> Bundle:
+    """``quality``: the settings runtimes/quality.py reads; ``reference``: the
+    deploy-time reference profile (reference.json). Both are part of code_hash."""
     python = python or python_version()
     platform = platform or sysconfig.get_platform().replace("-", "_").replace(".", "_")
     code_files: dict[str, bytes] = {FUNCTION_FILE: captured.pickle, **runtime_files()}
@@ -105,13 +113,20 @@ def build(
         if (
             path.is_absolute()
             or ".." in path.parts
-            or path.parts[0] in (RUNTIME_PACKAGE, FUNCTION_FILE, MANIFEST_FILE, REQUIREMENTS_FILE)
+            or path.parts[0]
+            in (RUNTIME_PACKAGE, FUNCTION_FILE, MANIFEST_FILE, REQUIREMENTS_FILE, REFERENCE_FILE)
         ):
             raise BundleError(
                 f"local module {module.name!r} would be written to {module.path!r}, which "
                 "clashes with the bundle's own files: rename the module"
             )
         code_files[str(path)] = module.source
+    quality = dict(quality or {})
+    if reference is not None:
+        code_files[REFERENCE_FILE] = reference
+        quality["reference"] = REFERENCE_FILE
+    else:
+        quality["reference"] = None
     requirement_lines = requirements.lines()
     deps_hash = hashlib.sha256(
         json.dumps(
@@ -119,7 +134,9 @@ def build(
             sort_keys=True,
         ).encode()
     ).hexdigest()
-    code_hash = _digest(code_files)
+    # Bounds, severities and thresholds change what a run reports: they are code.
+    quality_bytes = json.dumps(quality, sort_keys=True).encode()
+    code_hash = _digest({**code_files, QUALITY_KEY: quality_bytes})
     import cloudpickle
 
     from deployer import __version__
@@ -146,6 +163,7 @@ def build(
         timeout_seconds=spec.timeout_seconds,
         metrics=tuple(metric_names),
         checks=tuple(check_names),
+        quality=quality,
         code_hash=code_hash,
         deps_hash=deps_hash,
         created_with=CreatedWith(

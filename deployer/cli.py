@@ -88,6 +88,11 @@ def _frame_out(frame: Any, as_json: bool, title: str) -> None:
     Console().print(table)
 
 
+# Exit codes: 1 the run failed, 2 a mistake deployer explains (bad input,
+# configuration), 3 the run succeeded but failed a check of severity "error".
+EXIT_CHECK_FAILED = 3
+
+
 class DeployerGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -129,6 +134,14 @@ def deploy_options(command: Any) -> Any:
         click.option("--output", help="where runs are written (default: provider's store)"),
         click.option("--metrics", help="MODULE:ATTR of a dict of name -> callable(output)"),
         click.option("--checks", help="MODULE:ATTR of a dict of name -> callable(output)"),
+        click.option(
+            "--reference", help="Parquet/CSV the model was trained on: the drift reference"
+        ),
+        click.option(
+            "--alert",
+            multiple=True,
+            help="webhook URL POSTed when a run fails, warns or drifts (repeatable; a secret)",
+        ),
         click.option("--requirement", "-r", multiple=True, help="extra or overriding pin"),
         click.option("--timeout", default=300, show_default=True, help="seconds per run"),
         click.option("--memory", default=1024, show_default=True, help="MB one run may use"),
@@ -159,6 +172,8 @@ def _build_options(options: dict[str, Any]) -> dict[str, Any]:
         "timeout": options["timeout"],
         "memory": options["memory"],
         "provider_options": _provider_options(options["provider_option"]),
+        "reference": options["reference"],
+        "alerts": list(options["alert"]),
     }
 
 
@@ -275,6 +290,10 @@ def invoke(
     else:
         body = invocation.body
         click.echo(f"run {body.get('run_id')}: {body.get('status')}")
+        for reason in body.get("quality") or []:
+            click.secho(
+                f"  {reason}", fg="red" if body.get("status") == "check_failed" else "yellow"
+            )
         if body.get("error"):
             click.secho(f"{body['error'].get('type')}: {body['error'].get('message')}", fg="red")
         predictions = body.get("predictions")
@@ -287,6 +306,8 @@ def invoke(
             )
     if invocation.http_status >= 400:
         sys.exit(1)
+    if invocation.body.get("status") == "check_failed":
+        sys.exit(EXIT_CHECK_FAILED)
 
 
 def _read_data(data: str) -> Any:
@@ -386,6 +407,9 @@ def _blank_if_missing(value: Any) -> Any:
 
 @main.command()
 @_read_options
+@click.option(
+    "--include-failed-checks", is_flag=True, help="also the predictions of check_failed runs"
+)
 def outputs(
     name: str,
     output: str | None,
@@ -394,14 +418,70 @@ def outputs(
     last: int | None,
     since: str | None,
     as_json: bool,
+    include_failed_checks: bool,
 ) -> None:
-    """Predictions of NAME's committed runs."""
+    """Predictions of NAME's committed runs (not of runs that failed a check, unless asked)."""
     from deployer.store import read_outputs
 
     frame = read_outputs(
-        name, output=_output_for(name, output, provider, provider_option), last=last, since=since
+        name,
+        output=_output_for(name, output, provider, provider_option),
+        last=last,
+        since=since,
+        include_failed_checks=include_failed_checks,
     )
     _frame_out(frame, as_json, f"outputs of {name} ({len(frame)} rows)")
+
+
+@main.command()
+@_read_options
+@click.option("--all", "show_all", is_flag=True, help="every column, not only flagged ones")
+def quality(
+    name: str,
+    output: str | None,
+    provider: str,
+    provider_option: tuple[str, ...],
+    last: int | None,
+    since: str | None,
+    as_json: bool,
+    show_all: bool,
+) -> None:
+    """Drift and schema changes of NAME's recent runs (default: the last 10), per column."""
+    from deployer.quality import read_quality
+
+    if since is not None:
+        raise click.BadParameter(
+            "quality reads the last N runs: use --last N", param_hint="--since"
+        )
+    frame = read_quality(
+        name, output=_output_for(name, output, provider, provider_option), last=last or 10
+    )
+    if not show_all:
+        frame = frame[frame.verdict.isin(["warn", "drift"]) | frame.schema_change.notna()]
+    if frame.empty and not as_json:
+        click.echo(f"no drift or schema change in the last {last or 10} runs of {name}")
+        return
+    if not as_json:
+        frame = frame.assign(
+            js=frame.js.map(lambda value: "" if value != value else f"{value:.3f}"),
+            psi=frame.psi.map(lambda value: "" if value != value else f"{value:.3f}"),
+        ).drop(columns=["null_fraction", "drifted"])
+    _frame_out(frame, as_json, f"quality of {name}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--run", "run_id", required=True, help="the run whose data is the reference")
+@click.option("--output", help="the store NAME writes to (default: its provider's)")
+@provider_choice
+def reference(
+    name: str, run_id: str, output: str | None, provider: str, provider_option: tuple[str, ...]
+) -> None:
+    """Make run RUN_ID's input and output the reference NAME's runs are compared with."""
+    from deployer.quality import set_reference
+
+    set_reference(name, run_id, output=_output_for(name, output, provider, provider_option))
+    click.echo(f"{name}: drift is now measured against run {run_id}")
 
 
 @main.command()

@@ -39,5 +39,22 @@ class RunError(DeployerError):
     """A run of the deployed function failed."""
 
 
+class CheckFailed(RunError):
+    """The run succeeded but failed a check or bound of severity "error".
+
+    Its predictions are in ``predictions`` (a DataFrame, or None); what failed is
+    in ``reasons``.
+    """
+
+    def __init__(self, message: str, *, predictions: object, reasons: list[str]) -> None:
+        super().__init__(message)
+        self.predictions = predictions
+        self.reasons = reasons
+
+
+class QualityWarning(UserWarning):
+    """The run warned: a warning-severity check or bound, drift or a schema change."""
+
+
 class StoreError(DeployerError):
     """Runs or outputs cannot be read from the object store."""

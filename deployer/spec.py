@@ -26,6 +26,10 @@ class DeploySpec:
     # What one run may use. Locally it caps the worker's heap; the clouds get
     # it as their memory setting (Lambda's default is 1024 MB too).
     memory_mb: int = 1024
+    # Webhook URLs POSTed when a run fails, fails a check, warns, drifts or
+    # changes schema. Secrets: they reach the function through its environment
+    # (DEPLOYER_ALERTS), never the bundle; code_hash holds only their digest.
+    alerts: tuple[str, ...] = ()
 
 
 def check_name(name: object) -> str:

@@ -331,8 +331,12 @@ def read_outputs(
     output: str | None = None,
     last: int | None = None,
     since: datetime | str | None = None,
+    include_failed_checks: bool = False,
 ) -> pd.DataFrame:
     """The predictions of committed runs, concatenated, with a ``run_id`` column.
+
+    Runs that failed a check of severity "error" are left out unless
+    ``include_failed_checks``.
 
     >>> deployer.read_outputs("churn-scores", output="s3://acme/predictions", last=1)
     """
@@ -343,6 +347,8 @@ def read_outputs(
     frames = []
     for record in committed_runs(name, output=output, last=last, since=since):
         if record.get("status") == "failed":
+            continue
+        if record.get("status") == "check_failed" and not include_failed_checks:
             continue
         path = storage.join(record["_directory"], storage.OUTPUT_FILE)
         try:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from . import storage
+from . import alerts, quality, storage
 from .manifest import MANIFEST_FILE, Manifest
 
 # What a prediction function may return; anything else is a failed run whose
@@ -71,6 +71,7 @@ class Loaded:
     function: Callable[..., Any]
     metrics: dict[str, Callable[[Any], Any]]
     checks: dict[str, Callable[[Any], Any]]
+    reference: dict[str, Any] | None = None  # the deploy-time reference (reference.json)
 
 
 @dataclass(frozen=True)
@@ -106,11 +107,17 @@ def load(bundle_dir: str) -> Loaded:
     import cloudpickle
 
     payload = cloudpickle.loads(pickled)
+    reference = None
+    reference_file = manifest.quality.get("reference")
+    if reference_file:
+        with open(os.path.join(bundle_dir, reference_file), "rb") as handle:
+            reference = json.loads(handle.read())
     return Loaded(
         manifest=manifest,
         function=payload["function"],
         metrics=dict(payload.get("metrics") or {}),
         checks=dict(payload.get("checks") or {}),
+        reference=reference,
     )
 
 
@@ -120,6 +127,10 @@ class _NoPayload:
 
 
 NO_PAYLOAD: Any = _NoPayload()
+# The alert webhook URLs, as a JSON list: set by the provider in the function's
+# environment (they are secrets, so never in the bundle).
+ALERTS_VARIABLE = "DEPLOYER_ALERTS"
+ALERT_SECONDS = 30  # at most this long for all of a run's alerts
 
 
 def parse_body(raw: bytes | str) -> Any:
@@ -211,6 +222,7 @@ def run(
         metrics: dict[str, Any] = {}
         output_frame = None
         output_bytes = None
+        profile: dict[str, Any] | None = None
         status = "succeeded"
         try:
             if function_input is NO_PAYLOAD:
@@ -222,22 +234,35 @@ def run(
             output_frame = _to_frame(returned)
             record["rows_out"] = 0 if output_frame is None else len(output_frame)
             metrics = _builtin_metrics(output_frame, record["rows_in"], call_ms)
-            metrics["user"] = _user_metrics(loaded.metrics, output_frame)
-            record["checks"] = _run_checks(loaded.checks, output_frame)
-            if not all(check["passed"] for check in record["checks"].values()):
-                status = "check_failed"
+            settings = manifest.quality
+            metrics["user"], bounds = quality.evaluate_metrics(
+                loaded.metrics, output_frame, settings
+            )
+            record["checks"] = quality.evaluate_checks(loaded.checks, output_frame, settings)
+            if bounds:
+                record["bounds"] = bounds
+            profile = _quality_profile(writer, loaded, function_input, output_frame, record)
+            status, reasons = quality.status_of(record["checks"], bounds, profile or {})
+            if reasons:
+                record["quality"] = reasons
             if output_frame is not None:
                 output_bytes = _parquet_bytes(output_frame)
         except Exception as error:  # the user's code failed: record it, never crash the host
             status = "failed"
             output_bytes = None
+            profile = None
             record["error"] = {
                 "type": type(error).__name__,
                 "message": str(error),
                 "traceback": traceback.format_exc(),
             }
         record["status"] = status
-        committed = writer.commit(record, metrics, output_bytes)
+        profile_bytes = None if profile is None else storage.json_bytes(profile)
+        committed = writer.commit(record, metrics, output_bytes, profile_bytes)
+        if committed and profile is not None and record["status"] in ("succeeded", "warned"):
+            writer.remember(profile, run_id, have_reference=bool(profile.get("had_reference")))
+        if committed:
+            _alert(writer, record, deadline)
     finally:
         if watchdog is not None:
             watchdog.cancel()
@@ -271,9 +296,41 @@ class _RunWriter:
         try:
             self._filesystem, root = storage.filesystem(output_root)
             self._directory = storage.run_path(root, name, run_id)
+            self._function_directory = storage.join(root, name)
         except Exception as error:  # reported by the first write, like any refusal
             self._open_error = error
-            self._directory = ""
+            self._directory = self._function_directory = ""
+
+    def read_shared(self, file: str) -> dict[str, Any] | None:
+        """A file the function's runs share ({output}/{name}/file); None if absent or
+        unreadable: what it holds (the reference, the last schema) only informs."""
+        if self._open_error is not None:
+            return None
+        try:
+            value = json.loads(
+                storage.read_bytes(self._filesystem, storage.join(self._function_directory, file))
+            )
+        except Exception:  # absent, unreadable, not JSON: as if absent
+            return None
+        return value if isinstance(value, dict) else None
+
+    def remember(self, profile: dict[str, Any], run_id: str, *, have_reference: bool) -> None:
+        """After a committed run: its columns for the next run's schema comparison,
+        and (if the function has no reference yet) its profiles as the reference."""
+        shared = [(quality.SCHEMA_FILE, {"run_id": run_id, **quality.schema_of(profile)})]
+        if not have_reference:
+            shared.append(
+                (quality.REFERENCE_FILE, quality.reference_from(profile, run_id, explicit=False))
+            )
+        for file, value in shared:
+            try:
+                storage.write_bytes(
+                    self._filesystem,
+                    storage.join(self._function_directory, file),
+                    storage.json_bytes(value),
+                )
+            except Exception as error:  # the run is committed; this only informs the next
+                print(f"deployer: could not write {file}: {error}", file=sys.stderr, flush=True)
 
     def write(self, file: str, data: bytes, *, attempts: int = WRITE_ATTEMPTS) -> None:
         """Write one file of the run, retrying; StoreWriteError when every attempt failed."""
@@ -306,8 +363,15 @@ class _RunWriter:
             # is kept and reports a store that still refuses.
             print(f"deployer: {error}; the run goes on", file=sys.stderr, flush=True)
 
-    def commit(self, record: dict[str, Any], metrics: dict[str, Any], output: bytes | None) -> bool:
-        """Write output, metrics, then run.json; True when a run.json of this run is stored.
+    def commit(
+        self,
+        record: dict[str, Any],
+        metrics: dict[str, Any],
+        output: bytes | None,
+        profile: bytes | None = None,
+    ) -> bool:
+        """Write output, metrics, the profile, then run.json; True when a run.json of
+        this run is stored.
 
         When the store refuses a file, the run becomes a failed run
         (StoreWriteError) and its files are removed as far as the store allows.
@@ -316,6 +380,8 @@ class _RunWriter:
             if output is not None:
                 self.write(storage.OUTPUT_FILE, output)
             self.write(storage.METRICS_FILE, storage.json_bytes(metrics))
+            if profile is not None:
+                self.write(quality.PROFILE_FILE, profile)
             _set_ended(record, self.started)
             with self._lock:
                 # run.json is the commit marker: written last, so a run that
@@ -342,6 +408,7 @@ class _RunWriter:
         }
         _set_ended(record, self.started)
         self._delete(storage.OUTPUT_FILE)
+        self._delete(quality.PROFILE_FILE)
         committed = False
         with self._lock:
             if error.file != storage.RUN_FILE:
@@ -586,24 +653,68 @@ def _builtin_metrics(frame: Any, rows_in: int | None, call_ms: float) -> dict[st
     return metrics
 
 
-def _user_metrics(metrics: dict[str, Callable[[Any], Any]], frame: Any) -> dict[str, Any]:
-    values = {}
-    for name, metric in metrics.items():
-        try:
-            values[name] = _plain(metric(frame))
-        except Exception as error:
-            raise RuntimeError(f"metric {name!r} raised {type(error).__name__}: {error}") from error
-    return values
+def _alert(writer: _RunWriter, record: dict[str, Any], deadline: float | None) -> None:
+    """POST the run's alert to the webhooks, after it is committed, and record the
+    deliveries in its run.json. Never raises, never outlasts the run's deadline."""
+    try:
+        urls = json.loads(os.environ.get(ALERTS_VARIABLE) or "[]")
+    except ValueError:
+        urls = []
+    if not urls:
+        return
+    payload = alerts.alert_payload(record, read_command=f"deployer runs {record['name']}")
+    if payload is None:
+        return
+    limit = time.monotonic() + ALERT_SECONDS
+    if deadline is not None:
+        limit = min(limit, deadline - DEADLINE_MARGIN_SECONDS)
+    record["alerts"] = alerts.send_alerts(urls, payload, deadline=limit)
+    try:
+        writer.write(storage.RUN_FILE, storage.json_bytes(record), attempts=1)
+    except StoreWriteError as error:  # the run stays committed without the delivery notes
+        print(f"deployer: {error}", file=sys.stderr, flush=True)
 
 
-def _run_checks(checks: dict[str, Callable[[Any], Any]], frame: Any) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    for name, check in checks.items():
-        try:
-            results[name] = {"passed": bool(check(frame))}
-        except Exception as error:  # a check that cannot run has not passed
-            results[name] = {"passed": False, "error": f"{type(error).__name__}: {error}"}
-    return results
+def _quality_profile(
+    writer: _RunWriter,
+    loaded: Loaded,
+    function_input: Any,
+    output_frame: Any,
+    record: dict[str, Any],
+) -> dict[str, Any] | None:
+    """profile.json of the run, with drift and schema changes summarised into its
+    record; None when there is nothing to profile. Never raises: a failure here is
+    recorded as ``quality_error`` and the run keeps its predictions."""
+    frames = {"input": function_input, "output": output_frame}
+    try:
+        stored = writer.read_shared(quality.REFERENCE_FILE)
+        reference = quality.reference_for(loaded.reference, stored)
+        previous = writer.read_shared(quality.SCHEMA_FILE)
+        document = quality.profile_run(frames, reference, previous, loaded.manifest.quality)
+    except Exception as error:  # profiling is ours, not the user's: report, never fail
+        record["quality_error"] = f"{type(error).__name__}: {error}"[:500]
+        return None
+    if not any(side in document for side in frames):
+        return None
+    document["had_reference"] = stored is not None
+    drifted: dict[str, Any] = {}
+    dataset_drift = False
+    changes: list[dict[str, Any]] = []
+    for side in frames:
+        entry = document.get(side)
+        if not isinstance(entry, dict):
+            continue
+        result = entry.get("drift") or {}
+        dataset_drift = dataset_drift or bool(result.get("dataset_drift"))
+        for column, scores in result.get("columns", {}).items():
+            if scores.get("verdict") in ("warn", "drift"):
+                drifted[f"{side}:{column}"] = {**scores, "column": column, "side": side}
+        changes += [{**change, "side": side} for change in entry.get("schema_changes", [])]
+    if drifted or dataset_drift:
+        record["drift"] = {"dataset_drift": dataset_drift, "columns": drifted}
+    if changes:
+        record["schema_changes"] = changes
+    return document
 
 
 def _parquet_bytes(frame: Any) -> bytes:
@@ -674,6 +785,7 @@ def response_body(result: RunResult) -> tuple[int, dict[str, Any]]:
         "predictions": predictions,
         "checks": result.record.get("checks", {}),
         "metrics": result.metrics.get("user", {}),
+        "quality": result.record.get("quality", []),
     }
 
 

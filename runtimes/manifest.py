@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MANIFEST_FILE = "manifest.json"
-FORMAT = 2
+FORMAT = 3
 
 
 class ManifestError(ValueError):
@@ -67,6 +67,9 @@ class Manifest:
     timeout_seconds: int
     metrics: tuple[str, ...]  # names of the user's metrics
     checks: tuple[str, ...]  # names of the user's checks
+    # Metric bounds and severities, check severities, drift thresholds, and the
+    # bundle's reference profile file (or null): read by runtimes/quality.py.
+    quality: dict[str, Any]
     code_hash: str
     deps_hash: str
     created_with: CreatedWith
@@ -122,6 +125,7 @@ class Manifest:
             timeout_seconds=fields.whole_number("timeout_seconds"),
             metrics=fields.texts("metrics"),
             checks=fields.texts("checks"),
+            quality=fields.mapping("quality"),
             code_hash=fields.text("code_hash"),
             deps_hash=fields.text("deps_hash"),
             created_with=CreatedWith(
@@ -214,6 +218,12 @@ class _Fields:
         ):
             raise self._refuse(key, value, 'a list of objects, each with a "type"')
         return tuple(value)
+
+    def mapping(self, key: str) -> dict[str, Any]:
+        value = self.read(key)
+        if not isinstance(value, dict):
+            raise self._refuse(key, value, "an object")
+        return value
 
     def record(self, key: str) -> _Fields:
         value = self.read(key)

@@ -112,9 +112,11 @@ def start_lambda(
 
     @contextmanager
     def start(function: Callable[..., Any], **options: Any) -> Iterator[LambdaFunction]:
+        # What the provider sets in the function's configuration besides the bundle.
+        extra_environment = options.pop("environment", {})
         task_root = build_task_root(function, tmp_path / "task", s3_bucket, **options)
         layer = install_layer(task_root / "requirements.txt", layer_cache)
-        environment = moto_environment(moto_server)
+        environment = {**moto_environment(moto_server), **extra_environment}
         with lambda_function(
             task_root, [layer], environment, runtime=lambda_runtime, name=NAME
         ) as running:
@@ -215,7 +217,17 @@ def test_scheduled_event_commits_one_run_per_fire_time(
         assert next_day["run_id"].startswith("20261128T060000Z-")
     runs = deployer.read_runs(NAME, output=output_url(s3_bucket))
     assert runs.run_id.tolist() == [first_run, next_day["run_id"]]
-    assert len({key.rsplit("/", 1)[0] for key in stored_keys(s3_bucket)}) == 2
+    keys = stored_keys(s3_bucket)
+    assert len({key.rsplit("/", 1)[0] for key in keys if "/runs/" in key}) == 2
+    # Each run's profile, and beside the runs what the next run compares with:
+    # the first run's profiles as the reference, the last run's columns.
+    assert {key for key in keys if key.endswith("profile.json")} == {
+        f"predictions/scores/runs/{run_id}/profile.json" for run_id in runs.run_id
+    }
+    assert {key for key in keys if "/runs/" not in key} == {
+        "predictions/scores/reference.json",
+        "predictions/scores/schema.json",
+    }
 
 
 def test_function_url_answers_json_and_base64_bodies_with_predictions(
@@ -228,7 +240,7 @@ def test_function_url_answers_json_and_base64_bodies_with_predictions(
         assert body["status"] == "succeeded"
         assert body["predictions"] == [{"x": 1.0, "score": 0.1}, {"x": 5.0, "score": 0.5}]
         assert body["metrics"] == {"mean_score": pytest.approx(0.3)}
-        assert body["checks"] == {"scores_in_range": {"passed": True}}
+        assert body["checks"] == {"scores_in_range": {"passed": True, "severity": "error"}}
 
         columns = json.dumps({"x": [3.0]})
         status, encoded = http_reply(
@@ -507,7 +519,9 @@ def test_run_that_finishes_after_its_timeout_record_replaces_it_with_its_own(
     start_lambda: StartLambda, s3_bucket: str
 ) -> None:
     with start_lambda(nap, timeout=3) as function:
-        status, _ = direct_reply(function.invoke(nap_for(0)))
+        # 0.0, not 0: an integer column there would be a schema change from the
+        # next run's float one, and the run would be "warned".
+        status, _ = direct_reply(function.invoke(nap_for(0.0)))
         assert status == 200, function.output()
         # Past the point (1 s before the deadline) where the timeout is recorded.
         status, late = direct_reply(function.invoke(nap_for(2.3), function_timeout=3))
@@ -516,3 +530,57 @@ def test_run_that_finishes_after_its_timeout_record_replaces_it_with_its_own(
     runs = deployer.read_runs(NAME, output=output_url(s3_bucket))
     assert runs.status.tolist() == ["succeeded", "succeeded"]
     assert runs.run_id[1] == late["run_id"]
+
+
+# -- prediction quality inside Lambda ------------------------------------------------
+
+
+def logistic(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(score=1 / (1 + 2.718281828**-frame.x))
+
+
+def records(rows: int, *, shift: float, seed: int) -> dict[str, Any]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    payload = [{"x": float(value)} for value in rng.normal(loc=shift, size=rows)]
+    return {"deployer": {"trigger": "manual", "payload": payload}}
+
+
+def test_drift_against_the_deploy_time_reference_is_judged_in_lambda_and_alerted(
+    start_lambda: StartLambda, s3_bucket: str
+) -> None:
+    import numpy as np
+    from test_quality import Receiver
+
+    from deployer import Drift
+
+    reference = pd.DataFrame({"x": np.random.default_rng(0).normal(size=2000)})
+    receiver = Receiver([500])  # the first delivery fails, the retry lands
+    try:
+        with start_lambda(
+            logistic,
+            reference=reference,
+            drift=Drift(min_rows=200),
+            alerts=[receiver.url],
+            environment={"DEPLOYER_ALERTS": json.dumps([receiver.url])},
+        ) as function:
+            status, good = direct_reply(function.invoke(records(500, shift=0.0, seed=1)))
+            assert (status, good["status"]) == (200, "succeeded"), function.output()
+            assert receiver.received == []
+            status, drifted = direct_reply(function.invoke(records(500, shift=1.0, seed=2)))
+            assert (status, drifted["status"]) == (200, "warned"), function.output()
+            assert drifted["quality"] == ["input drift in x", "output drift in score, x"]
+    finally:
+        receiver.close()
+    assert len(receiver.received) == 2
+    assert "x (input)" in receiver.received[-1]["text"]
+    quality = deployer.read_quality(NAME, output=output_url(s3_bucket))
+    flagged = quality[quality.drifted]
+    assert set(zip(flagged.side, flagged.column, strict=True)) == {
+        ("input", "x"),
+        ("output", "x"),
+        ("output", "score"),
+    }
+    runs = deployer.read_runs(NAME, output=output_url(s3_bucket))
+    assert runs.status.tolist() == ["succeeded", "warned"]

@@ -346,7 +346,7 @@ def test_http_post_answers_json_predictions_and_refuses_bodies_that_are_not_a_ta
         assert records["status"] == "succeeded"
         assert records["predictions"] == [{"x": 1.0, "score": 0.1}, {"x": 5.0, "score": 0.5}]
         assert records["metrics"] == {"mean_score": pytest.approx(0.3)}
-        assert records["checks"] == {"scores_in_range": {"passed": True}}
+        assert records["checks"] == {"scores_in_range": {"passed": True, "severity": "error"}}
         status, columns = json_reply(
             function.request(
                 json.dumps({"x": [3.0]}).encode(),
@@ -385,7 +385,11 @@ def test_http_post_answers_json_predictions_and_refuses_bodies_that_are_not_a_ta
     }
     # Objects for the two runs only (each committed by its run.json), nothing for the refusals.
     keys = gcs_emulator.keys(gcs_bucket, "predictions/")
-    run_directories = {key.rsplit("/", 1)[0] for key in keys}
+    run_directories = {key.rsplit("/", 1)[0] for key in keys if "/runs/" in key}
+    assert {key for key in keys if "/runs/" not in key} == {
+        f"predictions/{NAME}/reference.json",
+        f"predictions/{NAME}/schema.json",
+    }
     assert run_directories == {
         f"predictions/{NAME}/runs/{run_id}" for run_id in (records["run_id"], columns["run_id"])
     }

@@ -1,4 +1,4 @@
-"""The bundle manifest (runtimes/manifest.py): one typed definition, format 2, read strictly."""
+"""The bundle manifest (runtimes/manifest.py): one typed definition, format 3, read strictly."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ def sample(**changes: Any) -> Manifest:
         "timeout_seconds": 60,
         "metrics": ("mean",),
         "checks": (),
+        "quality": {"metrics": {"mean": {"lower": 0, "upper": 1, "severity": "error"}}},
         "code_hash": "c" * 64,
         "deps_hash": "d" * 64,
         "created_with": CreatedWith(deployer="0.1.0", cloudpickle="3.1.0", python="3.11"),
@@ -100,7 +101,7 @@ def test_json_has_sorted_keys_two_space_indent_and_a_final_newline() -> None:
     assert raw.endswith(b"}\n") and not raw.endswith(b"\n\n")
     data = json.loads(raw)
     assert raw == (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
-    assert data["format"] == FORMAT == 2
+    assert data["format"] == FORMAT == 3
     assert data["function"]["qualname"] == "score"
     assert data["requirements"] == ["pandas==2.2.3", "pyarrow==18.1.0"]
 
@@ -119,19 +120,19 @@ def test_a_bundle_built_twice_has_the_same_manifest_bytes(tmp_path: Path) -> Non
     assert first.code_hash == second.code_hash
 
 
-@pytest.mark.parametrize("found", [1, 3])
+@pytest.mark.parametrize("found", [2, 4])
 def test_another_format_is_refused_by_name(found: int) -> None:
     data = as_data(sample())
     data["format"] = found
     with pytest.raises(ManifestError) as refused:
         Manifest.from_json(json.dumps(data))
     assert str(refused.value) == (
-        f"this bundle's manifest format {found} is not one this runtime reads (it reads 2): "
+        f"this bundle's manifest format {found} is not one this runtime reads (it reads 3): "
         "redeploy with this version of deployer"
     )
 
 
-@pytest.mark.parametrize("found", [None, "2", 2.0, True])
+@pytest.mark.parametrize("found", [None, "3", 3.0, True])
 def test_a_missing_or_mistyped_format_is_refused(found: object) -> None:
     data = as_data(sample())
     if found is None:

@@ -37,7 +37,13 @@ def test_run_writes_output_metrics_and_run_record(tmp_path: Path) -> None:
     result = core.run(loaded, trigger="manual", payload=pd.DataFrame({"x": [1.0, 2.0, None]}))
     assert result.status == "succeeded"
     files = run_files(tmp_path, result.run_id)
-    assert set(files) == {"started.json", "output.parquet", "metrics.json", "run.json"}
+    assert set(files) == {
+        "started.json",
+        "output.parquet",
+        "metrics.json",
+        "profile.json",
+        "run.json",
+    }
     written = pq.read_table(files["output.parquet"]).to_pandas()
     assert written.score.tolist()[:2] == [2.0, 4.0]
     metrics = json.loads(files["metrics.json"].read_text())
@@ -123,7 +129,7 @@ def test_failed_check_marks_run_and_keeps_output(tmp_path: Path) -> None:
     )
     result = core.run(loaded, trigger="manual", payload=[{"x": -1}, {"x": 2}])
     assert result.status == "check_failed"
-    assert result.record["checks"]["positive"] == {"passed": False}
+    assert result.record["checks"]["positive"] == {"passed": False, "severity": "error"}
     assert result.record["checks"]["raises"]["passed"] is False
     assert "missing_column" in result.record["checks"]["raises"]["error"]
     assert "output.parquet" in run_files(tmp_path, result.run_id)
@@ -133,7 +139,7 @@ def test_passing_checks_succeed(tmp_path: Path) -> None:
     loaded = load(tmp_path, double, checks={"positive": lambda out: (out.score > 0).all()})
     result = core.run(loaded, trigger="manual", payload=[{"x": 1}])
     assert result.status == "succeeded"
-    assert result.record["checks"] == {"positive": {"passed": True}}
+    assert result.record["checks"] == {"positive": {"passed": True, "severity": "error"}}
 
 
 def test_inputs_data_set_is_read_when_there_is_no_body(tmp_path: Path) -> None:

@@ -102,7 +102,11 @@ def test_runs_written_to_s3_are_read_back(tmp_path: Path, s3_bucket: str) -> Non
         f"{prefix}/started.json",
         f"{prefix}/output.parquet",
         f"{prefix}/metrics.json",
+        f"{prefix}/profile.json",
         f"{prefix}/run.json",
+        # Beside the runs: the first good run is the reference; the last run's columns.
+        "predictions/scores/reference.json",
+        "predictions/scores/schema.json",
     }
     outputs = read_outputs("scores", output=output)
     assert outputs.score.tolist() == [0.5]

@@ -81,6 +81,7 @@ from deployer.providers.base import (
     split_bucket_url,
     trigger_changes,
 )
+from deployer.runtimes.core import ALERTS_VARIABLE
 from deployer.spec import check_cloud_spec
 from deployer.triggers import Cron, Every, describe, trigger_from_dict
 
@@ -837,16 +838,18 @@ class AwsProvider(BaseProvider):
     ) -> None:
         """Dependencies, then code and configuration, a new version, the alias, the tags."""
         environment: dict[str, str] = {}
+        if spec.alerts:
+            environment[ALERTS_VARIABLE] = json.dumps(list(spec.alerts))
         layers: list[str] = []
         ephemeral_mb = 512
         if packaged.mode == "layer":
             layers = [self._ensure_layer(bundle.deps_hash, packaged, spec, reporter)]
         else:
             bucket, key = self._ensure_slim(bundle.deps_hash, packaged, spec, reporter)
-            environment = {
-                "DEPLOYER_SLIM_ARCHIVE": f"s3://{bucket}/{key}",
-                "DEPLOYER_SLIM_SHA256": packaged.artifact_sha256,
-            }
+            environment.update(
+                DEPLOYER_SLIM_ARCHIVE=f"s3://{bucket}/{key}",
+                DEPLOYER_SLIM_SHA256=packaged.artifact_sha256,
+            )
             # Room in /tmp for the unpacked tree, the archive while it is
             # unpacked, and the function's own scratch space.
             needed = packaged.dependencies.unzipped_bytes * 1.1 + packaged.artifact.stat().st_size

@@ -109,6 +109,7 @@ from deployer.providers.base import (
 )
 from deployer.providers.gcp.source import ENTRY_POINT, gcp_runtime, source_zip
 from deployer.providers.gcp.target import GcpOptions, to_cloud_scheduler
+from deployer.runtimes.core import ALERTS_VARIABLE
 from deployer.runtimes.gcp import (
     AUTHENTICATED,
     HTTP_ACCESS_VARIABLE,
@@ -807,6 +808,8 @@ class GcpProvider(BaseProvider):
         if url:
             environment[ENVIRONMENT_SCHEDULER_AUDIENCE] = url
         environment[ENVIRONMENT_HTTP_ACCESS] = "public" if _is_public(triggers) else AUTHENTICATED
+        if spec.alerts:
+            environment[ALERTS_VARIABLE] = json.dumps(list(spec.alerts))
         return environment
 
     @property

@@ -404,7 +404,7 @@ class Worker:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=self.entry["bundle_dir"],
-            env=_worker_environment(),
+            env=_worker_environment(self.entry.get("alerts")),
             preexec_fn=_limit_memory(self.entry.get("memory_mb")),  # noqa: PLW1509
         )
         self._pump = _LogPump(self.process.stderr, log_path(name))
@@ -499,14 +499,17 @@ def _exit_cause(code: int, memory_mb: int | None) -> tuple[str, str]:
     return "WorkerCrashed", f"exited with code {code}"
 
 
-def _worker_environment() -> dict[str, str]:
+def _worker_environment(alerts: list[str] | None = None) -> dict[str, str]:
     # Keep only what a process needs to run and reach object stores; the
     # user's PYTHONPATH and virtualenv must not leak into the function's world.
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE")
     prefixes = ("AWS_", "AZURE_", "GOOGLE_", "STORAGE_EMULATOR_HOST", "GCE_")
-    return {
+    environment = {
         key: value for key, value in os.environ.items() if key in keep or key.startswith(prefixes)
     }
+    if alerts:
+        environment[core.ALERTS_VARIABLE] = json.dumps(alerts)
+    return environment
 
 
 def run_request(
@@ -710,6 +713,7 @@ class LocalProvider(BaseProvider):
             "triggers": list(manifest.triggers),
             "timeout_seconds": manifest.timeout_seconds,
             "memory_mb": spec.memory_mb,
+            "alerts": list(spec.alerts),
             "tree_sha": tree_sha,
             "deployed_at": storage.utc_now().isoformat(),
         }
@@ -717,10 +721,9 @@ class LocalProvider(BaseProvider):
         return _state_from_entry(entry)
 
     def _write_entry(self, entry: dict[str, Any]) -> None:
-        write_atomically(
-            _functions_dir() / f"{entry['name']}.json",
-            json.dumps(entry, indent=2, sort_keys=True).encode(),
-        )
+        path = _functions_dir() / f"{entry['name']}.json"
+        write_atomically(path, json.dumps(entry, indent=2, sort_keys=True).encode())
+        os.chmod(path, 0o600)  # it may hold alert webhook URLs, which are secrets
 
     def invoke(
         self,
