@@ -129,7 +129,7 @@ def build(
     memory: int = DEFAULT_MEMORY_MB,
     provider_options: Mapping[str, Any] | None = None,
     reference: Any = None,
-    drift: Drift | None = None,
+    drift: Drift | bool | None = None,
     alerts: Sequence[str] = (),
 ) -> Built:
     """Capture, pin and bundle ``function`` without touching any provider.
@@ -217,7 +217,7 @@ def plan(
     memory: int = DEFAULT_MEMORY_MB,
     provider_options: Mapping[str, Any] | None = None,
     reference: Any = None,
-    drift: Drift | None = None,
+    drift: Drift | bool | None = None,
     alerts: Sequence[str] = (),
     quiet: bool = False,
 ) -> Plan:
@@ -277,7 +277,7 @@ def deploy(
     memory: int = DEFAULT_MEMORY_MB,
     provider_options: Mapping[str, Any] | None = None,
     reference: Any = None,
-    drift: Drift | None = None,
+    drift: Drift | bool | None = None,
     alerts: Sequence[str] = (),
     quiet: bool = False,
 ) -> Deployment:

@@ -127,7 +127,7 @@ def check_alerts(alerts: Any) -> tuple[str, ...]:
 def quality_config(
     metrics: Mapping[str, Any] | None,
     checks: Mapping[str, Any] | None,
-    drift: Drift | None,
+    drift: Drift | bool | None,
     *,
     alerts: tuple[str, ...] = (),
 ) -> QualityConfig:
@@ -152,8 +152,12 @@ def quality_config(
             settings["checks"][name] = {"severity": _severity(value.severity, f"check {name!r}")}
             value = value.fn
         check_functions[name] = value
-    if drift is not None and not isinstance(drift, Drift):
-        raise ConfigError(f"drift= must be a deployer.Drift(...), not {type(drift).__name__}")
+    if drift is not None and drift is not False and not isinstance(drift, Drift):
+        raise ConfigError(
+            f"drift= must be a deployer.Drift(...) or False, not {type(drift).__name__}"
+        )
+    # drift=False: runs are not profiled at all (no profile.json, drift or schema change).
+    settings["profile"] = drift is not False
     settings["drift"] = (drift or Drift()).as_config()
     # How many webhooks, and a digest that changes code_hash when they change:
     # the URLs themselves are secrets and travel in the function's environment.

@@ -233,7 +233,8 @@ def run(
             call_ms = (time.perf_counter() - call_started) * 1000
             output_frame = _to_frame(returned)
             record["rows_out"] = 0 if output_frame is None else len(output_frame)
-            metrics = _builtin_metrics(output_frame, record["rows_in"], call_ms)
+            profile = _quality_profile(writer, loaded, function_input, output_frame, record)
+            metrics = _builtin_metrics(output_frame, record["rows_in"], call_ms, profile)
             settings = manifest.quality
             metrics["user"], bounds = quality.evaluate_metrics(
                 loaded.metrics, output_frame, settings
@@ -241,7 +242,6 @@ def run(
             record["checks"] = quality.evaluate_checks(loaded.checks, output_frame, settings)
             if bounds:
                 record["bounds"] = bounds
-            profile = _quality_profile(writer, loaded, function_input, output_frame, record)
             status, reasons = quality.status_of(record["checks"], bounds, profile or {})
             if reasons:
                 record["quality"] = reasons
@@ -625,7 +625,9 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _builtin_metrics(frame: Any, rows_in: int | None, call_ms: float) -> dict[str, Any]:
+def _builtin_metrics(
+    frame: Any, rows_in: int | None, call_ms: float, profile: dict[str, Any] | None = None
+) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "rows_in": rows_in,
         "rows_out": 0 if frame is None else len(frame),
@@ -634,6 +636,16 @@ def _builtin_metrics(frame: Any, rows_in: int | None, call_ms: float) -> dict[st
         "schema": {},
     }
     if frame is None:
+        return metrics
+    profiled = ((profile or {}).get("output") or {}).get("profile", {}).get("columns")
+    if profiled is not None and len(profiled) == len(frame.columns):
+        # The output's profile has them already (min/max/mean over finite values).
+        for name, column in profiled.items():
+            metrics["schema"][name] = column.get("type")
+            summary: dict[str, Any] = {"null_fraction": column.get("null_fraction", 0.0)}
+            if column.get("kind") == "numeric":
+                summary.update({key: column.get(key) for key in ("min", "max", "mean")})
+            metrics["columns"][name] = summary
         return metrics
     import pandas as pd
     import pyarrow as pa
@@ -685,6 +697,8 @@ def _quality_profile(
     """profile.json of the run, with drift and schema changes summarised into its
     record; None when there is nothing to profile. Never raises: a failure here is
     recorded as ``quality_error`` and the run keeps its predictions."""
+    if loaded.manifest.quality.get("profile") is False:
+        return None  # deployed with drift=False
     frames = {"input": function_input, "output": output_frame}
     try:
         stored = writer.read_shared(quality.REFERENCE_FILE)

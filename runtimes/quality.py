@@ -142,12 +142,21 @@ def profile_run(
     }
     min_rows = int(drift_config.get("min_rows", DEFAULT_MIN_ROWS))
     document: dict[str, Any] = {"format": 1}
+    profiles: dict[str, dict[str, Any]] = {}
     for side, frame in frames.items():
         if not _is_frame(frame):
             continue
         side_reference = reference.get(side)
-        profile = profiling.profile_frame(frame, reference=side_reference)
+        # Output columns that are the input's own, unchanged (df.assign(score=...)),
+        # are profiled once, on the input side: their drift is the input's.
+        kept = _passthrough(frames.get("input"), frame) if side == "output" else []
+        own = frame.drop(columns=kept) if kept else frame
+        judged = profiling.profile_frame(own, reference=side_reference)
+        profile = _with_passthrough(judged, frame, kept, profiles.get("input"))
+        profiles[side] = profile
         entry: dict[str, Any] = {"profile": profile, "schema_changes": []}
+        if kept:
+            entry["passthrough"] = kept
         if side_reference:
             entry["schema_changes"] += [
                 {**change, "against": "reference"}
@@ -155,7 +164,7 @@ def profile_run(
             ]
             if len(frame) >= min_rows:
                 entry["drift"] = profiling.drift(
-                    profile, side_reference, thresholds=thresholds, column_thresholds=per_column
+                    judged, side_reference, thresholds=thresholds, column_thresholds=per_column
                 )
             else:
                 entry["drift_skipped"] = (
@@ -225,6 +234,45 @@ def status_of(
     if warnings:
         return "warned", warnings
     return "succeeded", []
+
+
+def _passthrough(source: Any, frame: Any) -> list[str]:
+    """Columns of ``frame`` that hold the very data of ``source``'s column of that name."""
+    if not _is_frame(source):
+        return []
+    kept = []
+    for name in frame.columns:
+        if name not in source.columns or frame[name].dtype != source[name].dtype:
+            continue
+        mine, theirs = frame[name].array, source[name].array
+        shared = getattr(mine, "_pa_array", None)  # Arrow-backed (strings): the same chunks
+        if shared is not None and shared is getattr(theirs, "_pa_array", None):
+            kept.append(str(name))
+            continue
+        try:
+            import numpy as np
+
+            if np.shares_memory(np.asarray(mine), np.asarray(theirs)) and len(mine) == len(theirs):
+                kept.append(str(name))
+        except (TypeError, ValueError):
+            continue
+    return kept
+
+
+def _with_passthrough(
+    judged: dict[str, Any], frame: Any, kept: list[str], source: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The side's profile in the frame's column order, passthrough columns copied
+    from the input's profile and marked."""
+    if not kept or source is None:
+        return judged
+    columns = {}
+    for name in (str(label) for label in frame.columns):
+        if name in kept and name in source["columns"]:
+            columns[name] = {**source["columns"][name], "passthrough": True}
+        elif name in judged["columns"]:
+            columns[name] = judged["columns"][name]
+    return {**judged, "columns": columns}
 
 
 def _thresholds(values: Mapping[str, Any]) -> dict[str, float]:

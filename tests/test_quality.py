@@ -75,6 +75,10 @@ def test_drift_against_the_deploy_time_reference_warns_and_names_the_column(
     profile = json.loads((run_files(deployer_home, "churn")[1] / "profile.json").read_text())
     assert profile["input"]["profile"]["columns"]["x"]["rows"] == 2000
     assert profile["input"]["drift"]["columns"]["x"]["js"] > 0.1
+    # The output's x is the input's, passed through: profiled and judged once.
+    assert profile["output"]["passthrough"] == ["x", "segment"]
+    assert profile["output"]["profile"]["columns"]["x"]["passthrough"] is True
+    assert set(profile["output"]["drift"]["columns"]) == {"score"}
     quality = deployer.read_quality("churn")
     flagged = quality[quality.drifted]
     assert set(zip(flagged.side, flagged.column, strict=True)) >= {("input", "x")}
@@ -310,3 +314,21 @@ def test_cli_invoke_exits_with_its_own_code_and_quality_and_reference_read_back(
     assert chosen.exit_code == 0 and first in chosen.output
     missing = runner.invoke(main, ["reference", "churn", "--run", "no-such-run"])
     assert missing.exit_code == 2 and "has no committed run 'no-such-run'" in missing.output
+
+
+def test_drift_false_profiles_nothing_and_the_builtin_metrics_stay(deployer_home: Path) -> None:
+    quiet_invoke(deploy(drift=False), features(rows=10))
+    [run] = run_files(deployer_home, "churn")
+    assert not (run / "profile.json").exists()
+    assert not (deployer_home / "store" / "churn" / "reference.json").exists()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["columns"]) == {"x", "segment", "score"}
+    assert metrics["schema"]["score"] == "double"
+    # With profiling, the same metrics come from the output's profile.
+    quiet_invoke(deploy(), features(rows=10))
+    profiled = json.loads((run_files(deployer_home, "churn")[-1] / "metrics.json").read_text())
+    frame = score(features(rows=10))
+    assert profiled["columns"]["score"]["mean"] == pytest.approx(frame.score.mean())
+    assert profiled["columns"]["x"]["min"] == pytest.approx(frame.x.min())
+    assert profiled["columns"]["segment"] == {"null_fraction": 0.0}
+    assert profiled["schema"] == metrics["schema"]
