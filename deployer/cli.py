@@ -25,7 +25,11 @@ def _load(reference: str) -> Any:
         try:
             module = importlib.import_module(module_name)
         except ImportError as error:
-            raise click.BadParameter(f"cannot import {module_name!r}: {error}") from error
+            raise click.BadParameter(f"cannot import {module_name!r}: {error}") from None
+        except Exception as error:
+            raise click.ClickException(
+                f"importing {module_name} failed: {type(error).__name__}: {error}"
+            ) from None
     try:
         return getattr(module, attribute)
     except AttributeError:
@@ -48,8 +52,30 @@ def _import_file(path: Path) -> Any:
         raise click.BadParameter(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[path.stem] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as error:
+        del sys.modules[path.stem]
+        raise click.ClickException(
+            f"{error.filename}, line {error.lineno}: {error.msg}: fix the module and try again"
+        ) from None
+    except Exception as error:
+        del sys.modules[path.stem]
+        raise click.ClickException(
+            f"importing {path} failed at {_where_in(error, path)}: {type(error).__name__}: {error}"
+        ) from None
     return module
+
+
+def _where_in(error: BaseException, path: Path) -> str:
+    """ "file, line N" of the deepest frame of ``error`` in ``path`` (else the deepest)."""
+    import traceback
+
+    frames = traceback.extract_tb(error.__traceback__)
+    mine = [frame for frame in frames if Path(frame.filename) == path] or frames
+    if not mine:
+        return str(path)
+    return f"{mine[-1].filename}, line {mine[-1].lineno}"
 
 
 def _triggers(
@@ -103,7 +129,7 @@ class DeployerGroup(click.Group):
             sys.exit(2)
 
 
-@click.group(cls=DeployerGroup)
+@click.group(cls=DeployerGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="deployer")
 def main() -> None:
     """Deploy prediction functions as scheduled or HTTP cloud functions."""
@@ -112,19 +138,46 @@ def main() -> None:
 PROVIDER_OPTION_HELP = "KEY=VALUE passed to the provider, e.g. project=acme, region=europe-west1"
 
 
+def _provider_names() -> list[str]:
+    from deployer.registry import provider_names
+
+    return provider_names(available=True)
+
+
+PROVIDER: dict[str, Any] = {
+    "type": click.Choice(_provider_names()),
+    "default": "local",
+    "show_default": True,
+}
+
+
+def _check_since(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    from datetime import datetime
+
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO date or time: use e.g. 2026-11-29 or 2026-11-29T06:00"
+        ) from None
+    return value
+
+
 def provider_choice(command: Any) -> Any:
     """--provider and --provider-option, for commands that reach a deployed function."""
     command = click.option(
         "--provider-option", "provider_option", multiple=True, help=PROVIDER_OPTION_HELP
     )(command)
-    return click.option("--provider", default="local", show_default=True)(command)
+    return click.option("--provider", **PROVIDER)(command)
 
 
 def deploy_options(command: Any) -> Any:
     options = [
         click.argument("function"),
         click.option("--name", required=True, help="function name, e.g. churn-scores"),
-        click.option("--provider", default="local", show_default=True),
+        click.option("--provider", **PROVIDER),
         click.option("--cron", multiple=True, help="5-field cron schedule (repeatable)"),
         click.option("--tz", default="UTC", show_default=True, help="time zone of --cron"),
         click.option("--every", multiple=True, help="interval schedule, e.g. '15 minutes'"),
@@ -310,6 +363,15 @@ def invoke(
         sys.exit(EXIT_CHECK_FAILED)
 
 
+def _write_frame(frame: Any, to: str) -> None:
+    if to.endswith(".parquet"):
+        frame.to_parquet(to, index=False)
+    elif to.endswith(".csv"):
+        frame.to_csv(to, index=False)
+    else:
+        raise click.BadParameter(f"{to!r}: give a .parquet or .csv file", param_hint="--to")
+
+
 def _read_data(data: str) -> Any:
     if not data.startswith("@"):
         try:
@@ -317,6 +379,14 @@ def _read_data(data: str) -> Any:
         except json.JSONDecodeError as error:
             raise click.BadParameter(f"--data is not valid JSON: {error}") from None
     path = Path(data[1:])
+    if not path.is_file():
+        raise click.BadParameter(
+            f"{path} does not exist (after @ comes a file)", param_hint="--data"
+        )
+    if path.suffix not in (".json", ".csv", ".parquet"):
+        raise click.BadParameter(
+            f"{path}: give a .json, .csv or .parquet file", param_hint="--data"
+        )
     if path.suffix == ".json":
         return json.loads(path.read_text())
     import pandas as pd
@@ -331,12 +401,16 @@ def _read_options(command: Any) -> Any:
         [
             click.argument("name"),
             click.option("--output", help="the store NAME writes to (default: its provider's)"),
-            click.option("--provider", default="local", show_default=True),
+            click.option("--provider", **PROVIDER),
             click.option(
                 "--provider-option", "provider_option", multiple=True, help=PROVIDER_OPTION_HELP
             ),
-            click.option("--last", type=int, help="only the last N runs"),
-            click.option("--since", help="only runs started at or after this ISO time"),
+            click.option("--last", type=click.IntRange(min=1), help="only the last N runs"),
+            click.option(
+                "--since",
+                callback=_check_since,
+                help="only runs started at or after this ISO time, e.g. 2026-11-29T06:00",
+            ),
             click.option("--json", "as_json", is_flag=True),
         ]
     ):
@@ -358,8 +432,10 @@ def _output_for(
 
 @main.command()
 @_read_options
+@click.argument("run_id", required=False)
 def runs(
     name: str,
+    run_id: str | None,
     output: str | None,
     provider: str,
     provider_option: tuple[str, ...],
@@ -367,12 +443,19 @@ def runs(
     since: str | None,
     as_json: bool,
 ) -> None:
-    """Run history of NAME with status, timing and metrics."""
-    from deployer.store import read_runs
+    """Run history of NAME with status, timing and metrics; with RUN_ID, that run in
+    full (error and traceback, checks, metrics, drift, timing, trigger)."""
+    from deployer.store import no_runs_hint, read_run, read_runs
 
-    frame = read_runs(
-        name, output=_output_for(name, output, provider, provider_option), last=last, since=since
-    )
+    location = _output_for(name, output, provider, provider_option)
+    if run_id is not None:
+        record = read_run(name, run_id, output=location)
+        if as_json:
+            return _emit(record)
+        return _show_run(record, provider)
+    frame = read_runs(name, output=location, last=last, since=since)
+    if frame.empty and last is None and since is None:
+        raise click.ClickException(no_runs_hint(name, location))
     notes: list[str] = []
     if not as_json and not frame.empty:
         # Runs with no record in the store (lost, or kept in the local spool
@@ -397,6 +480,69 @@ def runs(
         click.echo(note)
 
 
+def _show_run(record: dict[str, Any], provider: str) -> None:
+    """One run, for a person: what happened first, then the details."""
+    status = record.get("status")
+    colour = {"succeeded": "green", "warned": "yellow"}.get(str(status), "red")
+    click.secho(f"run {record['run_id']} of {record.get('name')}: {status}", fg=colour, bold=True)
+    lines = [
+        ("trigger", record.get("trigger")),
+        ("started", record.get("started")),
+        ("ended", record.get("ended")),
+        ("duration", _milliseconds(record.get("duration_ms"))),
+        ("rows in / out", f"{record.get('rows_in')} / {record.get('rows_out')}"),
+        ("code", (record.get("code_hash") or "")[:12]),
+    ]
+    for label, value in lines:
+        if value not in (None, "", "None / None"):
+            click.echo(f"  {label:<14} {value}")
+    for reason in record.get("quality") or []:
+        click.secho(f"  {reason}", fg=colour)
+    error = record.get("error")
+    if error:
+        click.secho(f"\n{error.get('type')}: {error.get('message')}", fg="red")
+        if error.get("traceback"):
+            click.echo(error["traceback"].rstrip())
+    checks = record.get("checks") or {}
+    if checks:
+        click.echo("\nchecks:")
+        for check, result in checks.items():
+            mark = "passed" if result.get("passed") else f"FAILED ({result.get('severity')})"
+            detail = f": {result['error']}" if result.get("error") else ""
+            click.echo(f"  {check}: {mark}{detail}")
+    for metric, bound in (record.get("bounds") or {}).items():
+        if not bound.get("passed"):
+            click.echo(
+                f"  metric {metric} = {bound.get('value')} outside "
+                f"[{bound.get('lower')}, {bound.get('upper')}] ({bound.get('severity')})"
+                + (f": {bound['error']}" if bound.get("error") else "")
+            )
+    user_metrics = (record.get("metrics") or {}).get("user") or {}
+    if user_metrics:
+        click.echo("\nmetrics:")
+        for metric, value in user_metrics.items():
+            click.echo(f"  {metric}: {_significant(value)}")
+    for delivery in record.get("alerts") or []:
+        state = (
+            "delivered" if delivery.get("delivered") else f"NOT delivered ({delivery.get('error')})"
+        )
+        click.echo(f"  alert to {delivery.get('webhook')}: {state}")
+    click.echo(
+        f"\nits log: deployer logs {record.get('name')} --run {record['run_id']}"
+        + (f" --provider {provider}" if provider != "local" else "")
+    )
+
+
+def _milliseconds(value: Any) -> str | None:
+    if value is None:
+        return None
+    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
+
+
+def _significant(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _blank_if_missing(value: Any) -> Any:
     if value is None or (isinstance(value, float) and value != value):  # None or NaN
         return ""
@@ -410,6 +556,18 @@ def _blank_if_missing(value: Any) -> Any:
 @click.option(
     "--include-failed-checks", is_flag=True, help="also the predictions of check_failed runs"
 )
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="rows shown (the newest)",
+)
+@click.option(
+    "--to",
+    type=click.Path(dir_okay=False),
+    help="write every row to this .parquet or .csv file instead of showing a preview",
+)
 def outputs(
     name: str,
     output: str | None,
@@ -419,18 +577,36 @@ def outputs(
     since: str | None,
     as_json: bool,
     include_failed_checks: bool,
+    limit: int,
+    to: str | None,
 ) -> None:
-    """Predictions of NAME's committed runs (not of runs that failed a check, unless asked)."""
-    from deployer.store import read_outputs
+    """Predictions of NAME's committed runs (not of runs that failed a check, unless
+    asked): a preview of the newest rows, or all of them into a file with --to."""
+    from deployer.store import committed_runs, no_runs_hint, read_outputs
 
+    location = _output_for(name, output, provider, provider_option)
+    if not committed_runs(name, output=location, last=1):
+        raise click.ClickException(no_runs_hint(name, location))
+    if to is not None:
+        frame = read_outputs(
+            name,
+            output=location,
+            last=last,
+            since=since,
+            include_failed_checks=include_failed_checks,
+        )
+        _write_frame(frame, to)
+        click.echo(f"{len(frame):,} rows of {name} written to {to}")
+        return
     frame = read_outputs(
         name,
-        output=_output_for(name, output, provider, provider_option),
+        output=location,
         last=last,
         since=since,
         include_failed_checks=include_failed_checks,
+        limit=limit,
     )
-    _frame_out(frame, as_json, f"outputs of {name} ({len(frame)} rows)")
+    _frame_out(frame, as_json, f"outputs of {name}: the newest {len(frame)} rows (--limit, --to)")
 
 
 @main.command()
@@ -487,13 +663,30 @@ def reference(
 @main.command()
 @click.argument("name")
 @provider_choice
-@click.option("--lines", "-n", default=100, show_default=True)
-def logs(name: str, provider: str, provider_option: tuple[str, ...], lines: int) -> None:
-    """The function's recent log lines."""
+@click.option("--lines", "-n", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--run", "run_id", help="only what this run printed")
+@click.option("--json", "as_json", is_flag=True)
+def logs(
+    name: str,
+    provider: str,
+    provider_option: tuple[str, ...],
+    lines: int,
+    run_id: str | None,
+    as_json: bool,
+) -> None:
+    """The function's recent log lines, or one run's."""
     from deployer.registry import get_provider
 
     target = get_provider(provider, _provider_options(provider_option))
-    click.echo(target.logs(name, lines=lines), nl=False)
+    text = target.logs(name, lines=lines, run_id=run_id)
+    if run_id is not None and not text:
+        raise click.ClickException(
+            f"no log lines of run {run_id} of {name}: the log keeps the last "
+            "30 MB locally, and a run made before deployer 0.1's run markers has none"
+        )
+    if as_json:
+        return _emit({"name": name, "run_id": run_id, "lines": text.splitlines()})
+    click.echo(text, nl=False)
 
 
 @main.command()

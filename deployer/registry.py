@@ -52,8 +52,23 @@ def _known() -> dict[str, tuple[str, str | None]]:
     return known
 
 
-def provider_names() -> list[str]:
-    return list(_known())
+def provider_names(*, available: bool = False) -> list[str]:
+    """Every provider's name; ``available``: only those whose code is here (a known
+    name whose module does not exist yet, like azure today, is left out). Whether
+    its cloud SDK extra is installed is not checked: that error is clearer."""
+    known = _known()
+    if not available:
+        return list(known)
+    from importlib.util import find_spec
+
+    names = []
+    for name, (target, _) in known.items():
+        try:
+            if find_spec(target.partition(":")[0]) is not None:
+                names.append(name)
+        except ModuleNotFoundError:  # a parent package is missing
+            continue
+    return names
 
 
 def options_dict(options: Mapping[str, Any] | Any | None) -> dict[str, Any]:

@@ -332,11 +332,13 @@ def read_outputs(
     last: int | None = None,
     since: datetime | str | None = None,
     include_failed_checks: bool = False,
+    limit: int | None = None,
 ) -> pd.DataFrame:
     """The predictions of committed runs, concatenated, with a ``run_id`` column.
 
     Runs that failed a check of severity "error" are left out unless
-    ``include_failed_checks``.
+    ``include_failed_checks``. ``limit``: at most this many rows, from the
+    newest runs (read newest first, and only as far as needed).
 
     >>> deployer.read_outputs("churn-scores", output="s3://acme/predictions", last=1)
     """
@@ -344,20 +346,87 @@ def read_outputs(
     import pyarrow.parquet as pq
 
     filesystem, _ = _open(output)
-    frames = []
-    for record in committed_runs(name, output=output, last=last, since=since):
+    frames: list[pd.DataFrame] = []
+    wanted = None if limit is None else max(limit, 0)
+    records = committed_runs(name, output=output, last=last, since=since)
+    for record in reversed(records) if wanted is not None else records:
+        if wanted is not None and sum(len(frame) for frame in frames) >= wanted:
+            break
         if record.get("status") == "failed":
             continue
         if record.get("status") == "check_failed" and not include_failed_checks:
             continue
         path = storage.join(record["_directory"], storage.OUTPUT_FILE)
         try:
-            table = pq.read_table(path, filesystem=filesystem)
+            if wanted is None:
+                table = pq.read_table(path, filesystem=filesystem)
+            else:
+                table = _first_rows(path, filesystem, wanted - sum(map(len, frames)))
         except FileNotFoundError:
             continue  # the run returned None
         frame = table.to_pandas()
         frame.insert(0, "run_id", record["run_id"])
         frames.append(frame)
+    if wanted is not None:
+        frames.reverse()
     if not frames:
         return pd.DataFrame({"run_id": pd.Series(dtype="str")})
     return pd.concat(frames, ignore_index=True)
+
+
+def read_run(name: str, run_id: str, *, output: str | None = None) -> dict[str, Any]:
+    """One run's whole record (run.json, with its metrics), including a running,
+    lost or spooled run; StoreError naming the runs there are if it is not found.
+
+    >>> deployer.read_run("churn-scores", "20261129T060000Z-ab12cd34")["error"]["traceback"]
+    """
+    for record in run_history(name, output=output):
+        if record["run_id"] == run_id:
+            return {key: value for key, value in record.items() if not key.startswith("_")}
+    recent = [record["run_id"] for record in run_history(name, output=output, last=5)]
+    there = f"its last runs: {', '.join(recent)}" if recent else no_runs_hint(name, output)
+    raise StoreError(f"{name} has no run {run_id!r} ({there}): see `deployer runs {name}`")
+
+
+def functions_with_runs(output: str | None = None) -> list[str]:
+    """Names of the functions that have runs in the store."""
+    filesystem, root = _open(output)
+    import pyarrow.fs as pafs
+
+    try:
+        entries = filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    except OSError:
+        return []
+    names = []
+    for entry in entries:
+        if entry.type != pafs.FileType.Directory:
+            continue
+        runs = filesystem.get_file_info(storage.join(entry.path, "runs"))
+        if runs.type == pafs.FileType.Directory:
+            names.append(entry.base_name)
+    return sorted(names)
+
+
+def no_runs_hint(name: str, output: str | None) -> str:
+    """What to say when ``name`` has no runs: which functions do have some."""
+    others = [other for other in functions_with_runs(output) if other != name]
+    where = output or _default_output()
+    if others:
+        return f"{name} has no runs in {where}; these functions have runs: {', '.join(others)}"
+    return f"{name} has no runs in {where}, and no other function has either"
+
+
+def _first_rows(path: str, filesystem: Any, rows: int) -> Any:
+    """The first ``rows`` rows of a Parquet file, reading only the row groups needed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with filesystem.open_input_file(path) as handle:
+        parquet = pq.ParquetFile(handle)
+        batches = []
+        for batch in parquet.iter_batches(batch_size=max(rows, 1)):
+            batches.append(batch)
+            if sum(len(b) for b in batches) >= rows:
+                break
+        table = pa.Table.from_batches(batches, schema=parquet.schema_arrow)
+    return table.slice(0, rows)

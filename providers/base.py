@@ -282,7 +282,8 @@ class Provider(Protocol):
 
     def delete(self, plan: Plan, reporter: Reporter) -> None: ...
 
-    def logs(self, name: str, *, lines: int = 100) -> str: ...
+    def logs(self, name: str, *, lines: int = 100, run_id: str | None = None) -> str:
+        """The function's last ``lines`` log lines; with ``run_id``, only that run's."""
 
 
 class BaseProvider:

@@ -130,6 +130,7 @@ NO_PAYLOAD: Any = _NoPayload()
 # The alert webhook URLs, as a JSON list: set by the provider in the function's
 # environment (they are secrets, so never in the bundle).
 ALERTS_VARIABLE = "DEPLOYER_ALERTS"
+RUN_MARKER = "deployer: run"  # "deployer: run RUN_ID started (trigger)" / "... ended"
 ALERT_SECONDS = 30  # at most this long for all of a run's alerts
 
 
@@ -215,6 +216,9 @@ def run(
     if fire_time is not None:
         record["fire_time"] = fire_time.isoformat()
     timeout_seconds = manifest.timeout_seconds
+    # Markers around what the run prints: `deployer logs NAME --run RUN_ID` finds
+    # the run's own lines between them, in any provider's log.
+    print(f"{RUN_MARKER} {run_id} started ({trigger})", file=sys.stderr, flush=True)
     writer = _RunWriter(output_root, name, run_id, started)
     writer.mark_started(record, timeout_seconds)
     watchdog = None if deadline is None else _Watchdog(writer, record, deadline, timeout_seconds)
@@ -266,6 +270,7 @@ def run(
     finally:
         if watchdog is not None:
             watchdog.cancel()
+        print(f"{RUN_MARKER} {run_id} ended", file=sys.stderr, flush=True)
     stored = record["status"] != "failed"
     return RunResult(
         run_id=run_id,
@@ -663,6 +668,21 @@ def _builtin_metrics(
             )
         metrics["columns"][str(column)] = stats
     return metrics
+
+
+def lines_of_run(lines: list[str], run_id: str) -> list[str]:
+    """The lines a run printed, between its markers (both included); [] if absent."""
+    start, end = f"{RUN_MARKER} {run_id} started", f"{RUN_MARKER} {run_id} ended"
+    found: list[str] = []
+    inside = False
+    for line in lines:
+        if start in line:
+            inside, found = True, []
+        if inside:
+            found.append(line)
+            if end in line:
+                inside = False
+    return found
 
 
 def _alert(writer: _RunWriter, record: dict[str, Any], deadline: float | None) -> None:

@@ -81,7 +81,7 @@ from deployer.providers.base import (
     split_bucket_url,
     trigger_changes,
 )
-from deployer.runtimes.core import ALERTS_VARIABLE
+from deployer.runtimes.core import ALERTS_VARIABLE, RUN_MARKER
 from deployer.spec import check_cloud_spec
 from deployer.triggers import Cron, Every, describe, trigger_from_dict
 
@@ -1207,13 +1207,15 @@ class AwsProvider(BaseProvider):
         return Invocation(int(reply.get("http_status", 500)), reply.get("body", {}))
 
     @_reports_aws_errors
-    def logs(self, name: str, *, lines: int = 100) -> str:
+    def logs(self, name: str, *, lines: int = 100, run_id: str | None = None) -> str:
         self.require(name)
         logs = self.client("logs")
+        group = f"/aws/lambda/{name}"
         try:
-            events = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}", limit=lines)[
-                "events"
-            ]
+            if run_id is None:
+                events = logs.filter_log_events(logGroupName=group, limit=lines)["events"]
+            else:
+                events = self._run_events(group, run_id)
         except ClientError as error:
             if error.response["Error"]["Code"] == "ResourceNotFoundException":
                 return ""
@@ -1222,6 +1224,23 @@ class AwsProvider(BaseProvider):
             event["message"] if event["message"].endswith("\n") else event["message"] + "\n"
             for event in sorted(events, key=lambda event: event["timestamp"])
         )
+
+    def _run_events(self, group: str, run_id: str) -> builtins.list[dict[str, Any]]:
+        """The events of one run: from its "started" marker to its "ended" one, in the
+        log stream of the instance that ran it."""
+        logs = self.client("logs")
+        markers = logs.filter_log_events(
+            logGroupName=group, filterPattern=f'"{RUN_MARKER} {run_id}"'
+        )["events"]
+        if not markers:
+            return []
+        stream = markers[0]["logStreamName"]
+        first = min(event["timestamp"] for event in markers)
+        last = max(event["timestamp"] for event in markers)
+        events: list[dict[str, Any]] = logs.filter_log_events(
+            logGroupName=group, logStreamNames=[stream], startTime=first, endTime=last + 1
+        )["events"]
+        return events
 
     @property
     def where(self) -> str:

@@ -1457,11 +1457,12 @@ class GcpProvider(BaseProvider):
             )
         return Invocation(response.status_code, body)
 
-    def logs(self, name: str, *, lines: int = 100) -> str:
+    def logs(self, name: str, *, lines: int = 100, run_id: str | None = None) -> str:
+        search = f" --filter 'textPayload:\"{run_id}\"'" if run_id else ""
         raise ProviderError(
             "deployer does not read Cloud Logging yet: run "
             f"`gcloud functions logs read {name} --region {self.region} "
-            f"--project {self.project} --limit {lines}`"
+            f"--project {self.project} --limit {lines}{search}`"
         )
 
     def _owned_accounts(self, name: str) -> dict[str, str]:

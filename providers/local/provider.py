@@ -758,12 +758,17 @@ class LocalProvider(BaseProvider):
         if entry["bundle_sha"] not in still_used:
             shutil.rmtree(entry["bundle_dir"], ignore_errors=True)
 
-    def logs(self, name: str, *, lines: int = 100) -> str:
+    def logs(self, name: str, *, lines: int = 100, run_id: str | None = None) -> str:
         self._entry(name)
         path = log_path(name)
-        if not path.exists():
-            return ""
-        return "".join(path.read_text(errors="replace").splitlines(keepends=True)[-lines:])
+        # For one run, the rotated files too (oldest first): its lines may be older.
+        files = [path.with_name(f"{path.name}.{index}") for index in range(LOG_BACKUPS, 0, -1)]
+        files = files if run_id is not None else []
+        text = "".join(file.read_text(errors="replace") for file in [*files, path] if file.exists())
+        found = text.splitlines(keepends=True)
+        if run_id is not None:
+            found = core.lines_of_run(found, run_id)
+        return "".join(found[-lines:])
 
     def _entry(self, name: str) -> dict[str, Any]:
         entry = read_entry(name)

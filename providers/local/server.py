@@ -26,6 +26,7 @@ gets a 4xx. A failed run answers its error type and run id, never its message
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -369,8 +370,13 @@ class LocalServer:
             self._http = _BoundedHTTPServer(
                 (self.host, self.port), _make_handler(self), self.max_connections
             )
-        except OSError:
+        except OSError as error:
             self._lock.release()
+            if error.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"port {self.port} on {self.host} is in use (another program, or a "
+                    "`deployer serve` of another home): pass --port, or set DEPLOYER_PORT"
+                ) from None
             raise
         self.port = self._http.server_address[1]
         threading.Thread(target=self._http.serve_forever, daemon=True).start()
