@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from deployer.cache import posix_locks
 from deployer.errors import ConfigError
 from deployer.providers.local import provider as local
 from deployer.runtimes import core, storage
@@ -107,8 +108,7 @@ class ServeLock:
         self._file: IO[str] | None = None
 
     def acquire(self) -> None:
-        import fcntl
-
+        fcntl = posix_locks()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lock_file = open(self.path, "a+")  # noqa: SIM115 (held for the server's life)
         try:
