@@ -222,6 +222,26 @@ def _cron_error(expr: str, field: CronField, text: str, problem: str, fix: str) 
     )
 
 
+_WORDS = {
+    "hourly": "Every(hours=1)",
+    "daily": 'Cron("0 6 * * *") (every day at 06:00) or Every(days=1)',
+    "weekly": 'Cron("0 6 * * 1") (Mondays at 06:00)',
+    "monthly": 'Cron("0 6 1 * *") (the 1st at 06:00)',
+}
+
+
+def _trigger_for(text: str) -> str:
+    """What to write instead of a string given as a trigger: a valid trigger."""
+    word = text.strip().lower().lstrip("@")
+    if word in _WORDS:
+        return _WORDS[word]
+    try:
+        parse_cron(text)
+    except TriggerError:
+        return 'Cron("<minute hour day month weekday>"), e.g. Cron("0 6 * * *")'
+    return f"Cron({text!r})"
+
+
 def _parse_value(expr: str, field: CronField, text: str, item: str) -> int:
     if text.isdigit():
         value = int(text)
@@ -237,8 +257,8 @@ def _parse_value(expr: str, field: CronField, text: str, item: str) -> int:
             expr,
             field,
             item,
-            f"is out of range ({value})",
-            f"use a value within {field.low}-{field.high}, e.g. {field.example}",
+            f"is outside {field.low}-{field.high}",
+            f"for example {field.example}",
         )
     return value
 
@@ -626,7 +646,7 @@ def validate_triggers(triggers: object) -> tuple[Trigger, ...]:
     elif isinstance(triggers, (list, tuple)):
         items = tuple(triggers)
     else:
-        hint = f": write Cron({triggers!r})" if isinstance(triggers, str) else ""
+        hint = f": write {_trigger_for(triggers)}" if isinstance(triggers, str) else ""
         raise TriggerError(
             f"triggers must be a Cron, Every or Http, or a list of them; got {triggers!r} "
             f"({type(triggers).__name__}){hint}"
@@ -636,7 +656,7 @@ def validate_triggers(triggers: object) -> tuple[Trigger, ...]:
     http_index: int | None = None
     for index, item in enumerate(items):
         if not isinstance(item, _TRIGGER_TYPES):
-            hint = f"; write Cron({item!r})" if isinstance(item, str) else ""
+            hint = f"; write {_trigger_for(item)}" if isinstance(item, str) else ""
             raise TriggerError(
                 f"triggers[{index}] is {item!r} ({type(item).__name__}), not a trigger: use "
                 f"Cron(...), Every(...) or Http(){hint}"

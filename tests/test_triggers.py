@@ -835,3 +835,30 @@ def test_importing_triggers_loads_neither_croniter_nor_heavy_modules() -> None:
     )
     loaded = set(json.loads(result.stdout))
     assert loaded & {"croniter", "pandas", "pyarrow", "boto3", "google", "azure"} == set()
+
+
+@pytest.mark.parametrize(
+    "given, hint",
+    [
+        ("daily", 'write Cron("0 6 * * *") (every day at 06:00) or Every(days=1)'),
+        ("0 6 * * *", "write Cron('0 6 * * *')"),
+        ("whenever", 'write Cron("<minute hour day month weekday>")'),
+    ],
+)
+def test_a_string_given_as_a_trigger_gets_a_hint_that_is_itself_valid(
+    given: str, hint: str
+) -> None:
+    with pytest.raises(TriggerError) as refused:
+        validate_triggers(given)
+    assert hint in str(refused.value)
+    suggested = str(refused.value).split("write ", 1)[1].split(" (", 1)[0].split(", e.g.")[0]
+    if "<" not in suggested:
+        validate_triggers(eval(suggested, {"Cron": Cron, "Every": Every}))  # noqa: S307
+
+
+def test_an_out_of_range_field_says_the_range_once_per_sentence() -> None:
+    with pytest.raises(TriggerError) as refused:
+        Cron("61 * * * *")
+    message = str(refused.value)
+    assert "minute '61' is outside 0-59." in message
+    assert "(61)" not in message and message.count("0-59") == 2
