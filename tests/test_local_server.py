@@ -183,3 +183,21 @@ def test_serve_command_listens_on_loopback_and_stops_on_interrupt(deployer_home:
     assert process.returncode == 0
     assert f"serving on http://127.0.0.1:{port}" in stderr.decode()
     assert b"Traceback" not in stderr
+
+
+def test_a_refused_request_is_logged_as_refused_not_as_a_run_of_none(
+    deployer_home: Path,
+) -> None:
+    lines: list[str] = []
+    running = LocalServer(port=0, log=lines.append)
+    running.start()
+    try:
+        deployer.deploy(predict, name="scores", triggers=[Http()], quiet=True)
+        assert post(running, "scores", ["not", "records"])[0] == 400
+        assert post(running, "scores", [{"x": 1}])[0] == 200
+    finally:
+        running.stop()
+    served = [line for line in lines if line.startswith("scores:")]
+    assert served[0] == ("scores: http request refused with HTTP 400 (BadRequest); no run was made")
+    assert served[1].startswith("scores: http run ") and served[1].endswith("-> succeeded")
+    assert not any("None" in line for line in served)

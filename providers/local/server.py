@@ -261,7 +261,15 @@ class LocalServer:
         if slot is None:
             return None
         invocation = slot.run(message)
-        self.log(f"{name}: {message.get('trigger')} run {invocation.run_id} -> {invocation.status}")
+        trigger = message.get("trigger")
+        if invocation.run_id is None:  # refused before a run began (a body that is no table)
+            error = invocation.body.get("error") or {}
+            self.log(
+                f"{name}: {trigger} request refused with HTTP {invocation.http_status} "
+                f"({error.get('type', 'error')}); no run was made"
+            )
+        else:
+            self.log(f"{name}: {trigger} run {invocation.run_id} -> {invocation.status}")
         return invocation
 
     def _report_once(self, key: str, message: str) -> None:
