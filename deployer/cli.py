@@ -700,6 +700,55 @@ def delete(name: str, provider: str, provider_option: tuple[str, ...]) -> None:
 
 
 @main.command()
+@click.option("--prune", is_flag=True, help="remove what is unused and older than --older-than")
+@click.option(
+    "--older-than",
+    type=click.FloatRange(min=0),
+    default=30,
+    show_default=True,
+    help="days since last use before --prune removes an unused item",
+)
+@click.option("--json", "as_json", is_flag=True)
+def cache(prune: bool, older_than: float, as_json: bool) -> None:
+    """The dependency cache: environments and Lambda dependencies, their size, when
+    they were last used and which local deployments use them; --prune cleans it."""
+    from datetime import datetime, timezone
+
+    from deployer import housekeeping
+    from deployer.cache import cache_root
+    from deployer.providers.local.provider import list_entries
+
+    used_by: dict[str, list[str]] = {}
+    for entry in list_entries():
+        used_by.setdefault(entry["deps_hash"], []).append(entry["name"])
+    items = housekeeping.cache_items(used_by)
+    removed = housekeeping.prune(items, older_than_days=older_than) if prune else []
+    rows = [
+        {
+            "kind": item.kind,
+            "deps_hash": item.deps_hash[:12],
+            "size_mb": round(item.size_bytes / 2**20, 1),
+            "last_used": datetime.fromtimestamp(item.last_used, timezone.utc).strftime(
+                "%Y-%m-%d %H:%M"
+            ),
+            "used_by": ", ".join(item.used_by),
+            "removed": item in removed,
+        }
+        for item in items
+    ]
+    if as_json:
+        return _emit(rows)
+    import pandas as pd
+
+    total = sum(item.size_bytes for item in items) / 2**20
+    freed = sum(item.size_bytes for item in removed) / 2**20
+    frame = pd.DataFrame(rows, columns=["kind", "deps_hash", "size_mb", "last_used", "used_by"])
+    _frame_out(frame, False, f"{cache_root()}: {total:,.0f} MB")
+    if prune:
+        click.echo(f"removed {len(removed)} items, {freed:,.0f} MB")
+
+
+@main.command()
 @click.option("--port", type=int, help="port on 127.0.0.1 (default 8765 or $DEPLOYER_PORT)")
 @click.option(
     "--max-body",

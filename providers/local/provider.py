@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from deployer.archive import sha256_file, write_atomically
 from deployer.cache import cache_root, locked
 from deployer.errors import ConfigError, ProviderError
+from deployer.housekeeping import mark_used
 from deployer.providers.base import (
     FUNCTION_STEPS,
     BaseProvider,
@@ -120,6 +121,7 @@ def ensure_environment(bundle: Bundle, reporter: Reporter) -> tuple[Path, bool]:
     """
     environment = environment_path(bundle.deps_hash)
     if environment_python(environment).exists():
+        mark_used(environment)
         return environment, False
     with locked(environment.with_name(f"{bundle.deps_hash}.lock")):
         if environment_python(environment).exists():
@@ -389,6 +391,7 @@ class Worker:
     def start(self, load_timeout_seconds: float | None = None) -> None:
         name = self.entry["name"]
         load_timeout_seconds = load_timeout_seconds or LOAD_TIMEOUT_SECONDS
+        mark_used(Path(self.entry["python"]).parent.parent)  # for `deployer cache --prune`
         expected = self.entry.get("tree_sha")
         if expected and tree_digest(Path(self.entry["bundle_dir"])) != expected:
             raise WorkerError(
