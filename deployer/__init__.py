@@ -60,6 +60,7 @@ __all__ = [
     "TriggerError",
     "apply",
     "build",
+    "committed_files",
     "delete",
     "deploy",
     "get",
@@ -68,6 +69,7 @@ __all__ = [
     "plan",
     "read_outputs",
     "read_quality",
+    "read_run",
     "read_runs",
     "register_provider",
     "set_reference",
@@ -93,7 +95,7 @@ if TYPE_CHECKING:
     from deployer.providers.gcp.target import GcpOptions
     from deployer.quality import Check, Drift, Metric, read_quality, set_reference
     from deployer.registry import register_provider
-    from deployer.store import read_outputs, read_runs
+    from deployer.store import committed_files, read_outputs, read_run, read_runs
 
 _LAZY = {
     "Check": "deployer.quality",
@@ -117,7 +119,9 @@ _LAZY = {
     "get": "deployer.api",
     "list_deployments": "deployer.api",
     "plan": "deployer.api",
+    "committed_files": "deployer.store",
     "read_outputs": "deployer.store",
+    "read_run": "deployer.store",
     "read_runs": "deployer.store",
     "write_artifacts": "deployer.api",
 }

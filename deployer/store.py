@@ -430,3 +430,30 @@ def _first_rows(path: str, filesystem: Any, rows: int) -> Any:
                 break
         table = pa.Table.from_batches(batches, schema=parquet.schema_arrow)
     return table.slice(0, rows)
+
+
+def committed_files(
+    name: str,
+    *,
+    output: str | None = None,
+    last: int | None = None,
+    include_failed_checks: bool = False,
+) -> list[str]:
+    """URLs of the output files of ``name``'s committed runs, oldest first: what
+    another tool (DuckDB, polars, Spark) should read, so that it sees only runs
+    whose run.json exists. The run id is the folder above each file.
+
+    >>> duckdb.sql(f"select * from read_parquet({deployer.committed_files('scores')})")
+    """
+    root = output or _default_output()
+    filesystem, _ = _open(output)
+    files = []
+    for record in committed_runs(name, output=output, last=last):
+        status = record.get("status")
+        if status == "failed" or (status == "check_failed" and not include_failed_checks):
+            continue
+        path = storage.join(record["_directory"], storage.OUTPUT_FILE)
+        if filesystem.get_file_info(path).type.name != "File":
+            continue  # the run returned nothing
+        files.append(storage.join(root, name, "runs", record["run_id"], storage.OUTPUT_FILE))
+    return files

@@ -144,3 +144,26 @@ def test_serve_on_a_port_in_use_says_so(deployer_home: Path) -> None:
     assert result.returncode == 2
     assert f"port {port} on 127.0.0.1 is in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_committed_files_are_what_other_tools_read(deployer_home: Path) -> None:
+    import pyarrow.dataset as ds
+
+    d = deployer.deploy(broken, name="shared", quiet=True)
+    d.invoke(pd.DataFrame({"x": [1, 2]}))
+    with pytest.raises(deployer.RunError):
+        d.invoke(pd.DataFrame({"x": [-1]}))
+    d.invoke(pd.DataFrame({"x": [3]}))
+    # A run that started and never committed: its output must not be read.
+    runs = deployer_home / "store" / "shared" / "runs"
+    ghost = runs / "20990101T000000Z-ghost"
+    ghost.mkdir()
+    pd.DataFrame({"x": [99], "y": [198]}).to_parquet(ghost / "output.parquet")
+    files = deployer.committed_files("shared")
+    assert len(files) == 2 and all(path.endswith("/output.parquet") for path in files)
+    assert "ghost" not in "".join(files)
+    # What DuckDB's read_parquet(files, filename=true) or polars' scan_parquet does.
+    table = ds.dataset(files, format="parquet").to_table()
+    assert sorted(table.column("y").to_pylist()) == [2, 4, 6]
+    run_ids = {Path(path).parent.name for path in files}
+    assert run_ids == set(deployer.read_outputs("shared").run_id)
