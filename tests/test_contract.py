@@ -159,16 +159,18 @@ def gcp_world(fake: FakeGoogleCloud) -> World:
 @pytest.fixture(params=["local", pytest.param("aws", marks=pytest.mark.slow), "gcp"])
 def world(request: pytest.FixtureRequest, deployer_home: Path) -> Iterator[World]:
     if request.param == "local":
-        yield local_world(deployer_home)
+        chosen = local_world(deployer_home)
     elif request.param == "aws":
         sent = request.getfixturevalue("aws_calls")
-        yield aws_world(request.getfixturevalue("s3_bucket"), sent)
+        chosen = aws_world(request.getfixturevalue("s3_bucket"), sent)
     else:
-        fake = request.getfixturevalue("fake")
-        emulator = request.getfixturevalue("buckets")
-        # Where pyarrow (runtimes/storage.py) reads and writes gs:// in this process.
-        request.getfixturevalue("monkeypatch").setenv("STORAGE_EMULATOR_HOST", emulator.endpoint)
-        yield gcp_world(fake)
+        # The fake fixture also points pyarrow's gs:// at the emulator.
+        chosen = gcp_world(request.getfixturevalue("fake"))
+    # The inputs exist, as deploy checks (written where the provider's runs read them).
+    assert chosen.inputs is not None
+    filesystem, path = storage.filesystem(chosen.inputs)
+    storage.write_bytes(filesystem, path, _parquet({"x": [1.0, 2.0]}))
+    yield chosen
 
 
 # -- the contract ----------------------------------------------------------------

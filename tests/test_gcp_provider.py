@@ -130,6 +130,8 @@ def fake(
     for variable in ENDPOINT_VARIABLES:
         monkeypatch.setenv(variable, fake_google_cloud.endpoint)
     monkeypatch.setenv(STORAGE_ENDPOINT, buckets.endpoint)
+    # Where pyarrow (runtimes/storage.py) reaches gs:// in this process.
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", buckets.endpoint)
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
     monkeypatch.setenv("GOOGLE_CLOUD_REGION", REGION)
     monkeypatch.setenv(IDENTITY_TOKEN, TOKEN)
