@@ -23,7 +23,7 @@ from deployer.quality import (
 )
 from deployer.registry import options_dict
 from deployer.spec import DeploySpec, check_location, check_memory, check_name, check_timeout
-from deployer.triggers import Cron, Every, Trigger, validate_triggers
+from deployer.triggers import Trigger, validate_triggers
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,6 +46,9 @@ class Built:
     spec: DeploySpec
     provider: str
     provider_options: Mapping[str, Any] = field(default_factory=dict)
+    # Planning accepts inputs that do not exist yet (see plan_built); building
+    # never reaches the store, so it does not check them either way.
+    allow_missing_inputs: bool = False
     # The provider instance that validated ``spec``: planning and applying reuse
     # it, with the credentials, clients and account it already looked up.
     target: Provider | None = field(default=None, repr=False, compare=False)
@@ -131,14 +134,19 @@ def build(
     reference: Any = None,
     drift: Drift | bool | None = None,
     alerts: Sequence[str] = (),
+    allow_missing_inputs: bool = False,
 ) -> Built:
     """Capture, pin and bundle ``function`` without touching any provider.
 
-    Everything the user passed is validated here, before anything is written.
+    Everything the user passed is validated here, before anything is written,
+    including that the function can be called the way every run will call it.
+    Offline: whether ``inputs`` exist and ``output`` is writable is checked when
+    planning (plan_built), where ``allow_missing_inputs`` applies.
     """
     from deployer.bundle import build as build_bundle
     from deployer.bundle import python_version
     from deployer.capture import capture
+    from deployer.preflight import check_signature
     from deployer.registry import get_provider
     from deployer.requirements import resolve
 
@@ -161,12 +169,7 @@ def build(
     if profile is not None:
         reference_bytes = reference_json(profile)
     captured = capture(function, metrics=quality.metric_functions, checks=quality.check_functions)
-    scheduled = any(isinstance(trigger, (Cron, Every)) for trigger in spec.triggers)
-    if scheduled and captured.requires_input and spec.inputs is None:
-        raise ConfigError(
-            f"{captured.qualname}() needs an input, but scheduled runs have none: pass "
-            "inputs='<path or URL of a Parquet/CSV data set>' or give the parameter a default"
-        )
+    check_signature(function, captured, spec)
     pinned = resolve(captured, user_requirements=requirements, preinstalled=target.preinstalled)
     bundle = build_bundle(
         captured,
@@ -184,6 +187,7 @@ def build(
         spec=spec,
         provider=provider,
         provider_options=options_dict(provider_options),
+        allow_missing_inputs=allow_missing_inputs,
         target=target,
     )
 
@@ -219,10 +223,12 @@ def plan(
     reference: Any = None,
     drift: Drift | bool | None = None,
     alerts: Sequence[str] = (),
+    allow_missing_inputs: bool = False,
     quiet: bool = False,
 ) -> Plan:
     """What deploy() with the same arguments would change, from the provider's state;
-    changes nothing.
+    changes nothing (the check that ``output`` is writable writes a test object
+    and deletes it).
 
     >>> deployer.plan(predict, name="churn-scores", triggers=[Cron("0 6 * * *")]).actions
     """
@@ -242,16 +248,35 @@ def plan(
         reference=reference,
         drift=drift,
         alerts=alerts,
+        allow_missing_inputs=allow_missing_inputs,
     )
     return plan_built(built, reporter=_reporter(quiet))
 
 
 def plan_built(built: Built, *, reporter: Reporter) -> Plan:
-    """Show the requirements, compute the plan from the provider's state, show it."""
+    """Show the requirements, compute the plan from the provider's state, check what
+    the runs will read and write, show the plan."""
     reporter.requirements(built.requirements)
     computed = _target(built).plan(built.bundle, built.spec)
+    _check_locations(built)
     reporter.plan(computed)
     return computed
+
+
+def _check_locations(built: Built) -> None:
+    """Refuse inputs a run could not read and an output it could not write.
+
+    After the provider's plan, which names missing credentials or a wrong
+    account better than a store's refusal would; before anything is uploaded
+    or changed. Uses the deploying identity's access, as a stand-in for the
+    function's.
+    """
+    from deployer.preflight import check_inputs, check_output_writable
+
+    spec = built.spec
+    if spec.inputs is not None:
+        check_inputs(spec.inputs, allow_missing=built.allow_missing_inputs)
+    check_output_writable(spec.output, spec.name)
 
 
 def _target(built: Built) -> Provider:
@@ -279,9 +304,17 @@ def deploy(
     reference: Any = None,
     drift: Drift | bool | None = None,
     alerts: Sequence[str] = (),
+    allow_missing_inputs: bool = False,
     quiet: bool = False,
 ) -> Deployment:
     """Deploy ``function`` as a scheduled and/or HTTP-triggered function.
+
+    Before anything is uploaded or changed, what would fail every run is
+    refused: a signature the run's call does not fit, ``inputs`` that do not
+    exist or are not Parquet/CSV, an ``output`` that cannot be written (checked
+    by writing and deleting a test object under ``{output}/{name}/``). Pass
+    ``allow_missing_inputs=True`` for a data set that is only written after
+    the deploy.
 
     >>> d = deployer.deploy(predict, name="churn-scores",
     ...                     triggers=[Cron("0 6 * * *", tz="Europe/Berlin"), Http()],
@@ -306,6 +339,7 @@ def deploy(
         reference=reference,
         drift=drift,
         alerts=alerts,
+        allow_missing_inputs=allow_missing_inputs,
     )
     return apply_built(built, reporter=_reporter(quiet))
 
@@ -333,11 +367,29 @@ def apply(
     return _deployment(state, provider_options)
 
 
+def _listening(url: str) -> bool:
+    """Whether something accepts connections at ``url``'s host and port."""
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "", parsed.port or 80), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def apply_built(built: Built, *, reporter: Reporter) -> Deployment:
     computed = plan_built(built, reporter=reporter)
     state = _target(built).apply(computed, reporter)
     if state.url:
         reporter.say(f"[bold]{state.name}[/] is deployed: {state.url}")
+        if built.provider == "local" and not _listening(state.url):
+            reporter.say(
+                "  nothing answers there yet: start `deployer serve` to serve HTTP triggers "
+                "and fire schedules (d.invoke() works without it)"
+            )
     else:
         reporter.say(f"[bold]{state.name}[/] is deployed")
     return _deployment(state, built.provider_options)

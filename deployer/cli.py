@@ -184,6 +184,11 @@ def deploy_options(command: Any) -> Any:
         click.option("--http", is_flag=True, help="add an authenticated HTTP trigger"),
         click.option("--public", is_flag=True, help="add an HTTP trigger open to anyone"),
         click.option("--inputs", help="data set read and passed in on scheduled runs"),
+        click.option(
+            "--allow-missing-inputs",
+            is_flag=True,
+            help="the inputs are written after the deploy: do not check that they exist",
+        ),
         click.option("--output", help="where runs are written (default: provider's store)"),
         click.option("--metrics", help="MODULE:ATTR of a dict of name -> callable(output)"),
         click.option("--checks", help="MODULE:ATTR of a dict of name -> callable(output)"),
@@ -227,6 +232,7 @@ def _build_options(options: dict[str, Any]) -> dict[str, Any]:
         "provider_options": _provider_options(options["provider_option"]),
         "reference": options["reference"],
         "alerts": list(options["alert"]),
+        "allow_missing_inputs": options["allow_missing_inputs"],
     }
 
 

@@ -75,6 +75,7 @@ def test_dry_run_prints_the_plan_and_deploys_nothing(model_file: Path, deployer_
 
 @pytest.mark.slow
 def test_deploy_invoke_and_read_back(model_file: Path, deployer_home: Path) -> None:
+    pd.DataFrame({"score": [0.2, 0.7, 0.9]}).to_parquet(model_file.parent / "features.parquet")
     code, output = run(
         "deploy",
         f"{model_file}:predict",
@@ -91,7 +92,6 @@ def test_deploy_invoke_and_read_back(model_file: Path, deployer_home: Path) -> N
         f"{model_file}:METRICS",
     )
     assert code == 0, output
-    pd.DataFrame({"score": [0.2, 0.7, 0.9]}).to_parquet(model_file.parent / "features.parquet")
 
     code, output = run("list", "--json")
     listed = json.loads(output)

@@ -167,3 +167,17 @@ def test_committed_files_are_what_other_tools_read(deployer_home: Path) -> None:
     assert sorted(table.column("y").to_pylist()) == [2, 4, 6]
     run_ids = {Path(path).parent.name for path in files}
     assert run_ids == set(deployer.read_outputs("shared").run_id)
+
+
+def test_a_local_http_deploy_says_how_to_serve_when_nothing_listens(
+    deployer_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    monkeypatch.setenv("DEPLOYER_PORT", str(free))
+    module = tmp_path / "served.py"
+    module.write_text("def predict(frame):\n    return frame\n")
+    result = cli("deploy", f"{module}:predict", "--name", "served", "--http")
+    assert result.exit_code == 0, result.output
+    assert "nothing answers there yet: start `deployer serve`" in result.output

@@ -172,6 +172,7 @@ def options(**overrides: Any) -> dict[str, Any]:
         "provider": "gcp",
         "output": OUTPUT,
         "inputs": INPUTS,
+        "allow_missing_inputs": True,  # the inputs bucket holds no data in these tests
         "quiet": True,
         **overrides,
     }

@@ -61,6 +61,7 @@ def test_second_deploy_with_same_dependencies_installs_nothing(deployer_home: Pa
 def test_redeploy_plans_nothing_then_code_then_trigger_changes(deployer_home: Path) -> None:
     schedule = Cron("0 6 * * *", tz="Europe/Berlin")
     inputs = str(deployer_home.parent / "in.parquet")
+    pd.DataFrame({"x": [1]}).to_parquet(inputs)
     deployer.deploy(add_one, name="adder", triggers=[schedule, Http()], inputs=inputs, quiet=True)
     unchanged = deployer.plan(
         add_one, name="adder", triggers=[schedule, Http()], inputs=inputs, quiet=True
@@ -183,7 +184,13 @@ def test_concurrent_deploys_of_one_name_lose_nothing_silently(deployer_home: Pat
 
 
 def test_unreachable_store_is_a_failed_invoke_naming_it(deployer_home: Path, aws: str) -> None:
+    import boto3
+
+    # The bucket exists at deploy (deploy checks it), and is gone when the run writes.
+    boto3.client("s3").create_bucket(Bucket="no-such-bucket-here")
     deployer.deploy(add_one, name="adder", output="s3://no-such-bucket-here/runs", quiet=True)
+    boto3.resource("s3").Bucket("no-such-bucket-here").objects.all().delete()
+    boto3.client("s3").delete_bucket(Bucket="no-such-bucket-here")
     invocation = api.invoke("adder", pd.DataFrame({"x": [1]}))
     assert invocation.http_status == 500
     assert invocation.body["status"] == "failed"
