@@ -117,6 +117,9 @@ def _reporter(quiet: bool) -> Reporter:
     return Reporter(quiet=quiet)
 
 
+LARGE_PICKLE_BYTES = 50 * 2**20  # above this, deploy suggests loading the model from storage
+
+
 def build(
     function: Callable[..., Any],
     *,
@@ -169,6 +172,17 @@ def build(
     if profile is not None:
         reference_bytes = reference_json(profile)
     captured = capture(function, metrics=quality.metric_functions, checks=quality.check_functions)
+    if len(captured.pickle) > LARGE_PICKLE_BYTES:
+        import warnings
+
+        warnings.warn(
+            f"{captured.qualname}() pickles to {len(captured.pickle) / 2**20:.0f} MB (the model "
+            "it closes over, most likely): every cold start downloads and unpickles it, and "
+            "Lambda's code limit is 250 MB. Store the model in object storage and load it "
+            "once per cold start instead (e.g. joblib.load of a file next to the output)",
+            UserWarning,
+            stacklevel=2,
+        )
     check_signature(function, captured, spec)
     pinned = resolve(captured, user_requirements=requirements, preinstalled=target.preinstalled)
     bundle = build_bundle(

@@ -51,3 +51,23 @@ def test_cache_lists_sizes_and_users_and_prunes_only_the_unused_and_old(
     assert "removed 2 items, 6 MB" in pruned.output
     assert sorted(path.name for path in (cache / "envs").iterdir()) == sorted([used, new_unused])
     assert not (cache / ("c" * 64)).exists()
+
+
+def test_a_pickle_over_50_mb_gets_a_warning_suggesting_storage(deployer_home: Path) -> None:
+    weights = bytes(51 * 2**20)
+
+    def heavy(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(y=len(weights))
+
+    with pytest.warns(UserWarning, match=r"heavy\(\) pickles to 51 MB .* object storage"):
+        deployer.build(heavy, name="heavy")
+    light = {"w": 1}
+
+    def small(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(y=light["w"])
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        deployer.build(small, name="small")
