@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from deployer.errors import DeployerError
+from deployer.tables import format_value
 
 
 def _load(reference: str) -> Any:
@@ -99,19 +100,15 @@ def _emit(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
 
-def _frame_out(frame: Any, as_json: bool, title: str) -> None:
+def _frame_out(
+    frame: Any, as_json: bool, title: str, priorities: dict[str, int] | None = None
+) -> None:
     if as_json:
         click.echo(frame.to_json(orient="records", date_format="iso", indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from deployer import tables
 
-    table = Table(title=title, title_justify="left")
-    for column in frame.columns:
-        table.add_column(str(column), no_wrap=column in ("run_id", "started"))
-    for row in frame.itertuples(index=False):
-        table.add_row(*("" if value is None else str(value) for value in row))
-    Console().print(table)
+    tables.show(frame, title, priorities=priorities)
 
 
 # Exit codes: 1 the run failed, 2 a mistake deployer explains (bad input,
@@ -301,20 +298,23 @@ def list_command(provider: str, provider_option: tuple[str, ...], as_json: bool)
     states = get_provider(provider, _provider_options(provider_option)).list()
     if as_json:
         return _emit([state.__dict__ for state in states])
-    from rich.console import Console
-    from rich.table import Table
+    import pandas as pd
 
-    table = Table("name", "function", "triggers", "code", "url", "deployed")
-    for state in states:
-        table.add_row(
-            state.name,
-            state.qualname,
-            ", ".join(trigger["type"] for trigger in state.triggers),
-            state.code_hash[:12],
-            state.url or "",
-            state.deployed_at[:19],
-        )
-    Console().print(table)
+    frame = pd.DataFrame(
+        [
+            {
+                "name": state.name,
+                "triggers": ", ".join(trigger["type"] for trigger in state.triggers),
+                "deployed": state.deployed_at[:16].replace("T", " "),
+                "code": state.code_hash[:12],
+                "function": state.qualname,
+                "url": state.url or "",
+            }
+            for state in states
+        ],
+        columns=["name", "triggers", "deployed", "code", "function", "url"],
+    )
+    _frame_out(frame, False, f"functions on {provider}", priorities={"url": 1, "function": 2})
 
 
 @main.command()
@@ -463,6 +463,7 @@ def runs(
     if frame.empty and last is None and since is None:
         raise click.ClickException(no_runs_hint(name, location))
     notes: list[str] = []
+    priorities: dict[str, int] = {}
     if not as_json and not frame.empty:
         # Runs with no record in the store (lost, or kept in the local spool
         # because the store refused it) say why under the table.
@@ -470,20 +471,49 @@ def runs(
         notes = [
             f"{run.run_id} {run.status}: {run.error_message}" for run in unrecorded.itertuples()
         ]
-        # A terminal has room for what a person scans first; --json has everything.
-        frame = frame.assign(
-            started=frame.started.dt.strftime("%Y-%m-%d %H:%M:%S"),
-            # Running and lost runs have no duration or row count yet: blank, not "nan".
-            duration_ms=frame.duration_ms.map(_blank_if_missing),
-            rows_out=frame.rows_out.map(_blank_if_missing),
-        )
-        wanted = ["run_id", "status", "trigger", "started", "duration_ms", "rows_out"]
-        wanted += [column for column in frame.columns if column.startswith("metric.")]
-        wanted += ["error_type"] if frame.error_type.notna().any() else []
-        frame = frame[wanted]
-    _frame_out(frame, as_json, f"runs of {name}")
+        frame, priorities = _runs_for_people(frame)
+    _frame_out(frame, as_json, f"runs of {name}", priorities=priorities)
     for note in notes:
         click.echo(note)
+
+
+# Which run columns a narrow terminal drops first (higher goes sooner; metrics last).
+RUN_COLUMN_PRIORITIES = {"why": 1, "started": 2, "took": 3, "rows": 3, "trigger": 4}
+METRIC_PRIORITY = 5
+
+
+def _runs_for_people(frame: Any) -> tuple[Any, dict[str, int]]:
+    """The run table a person scans: what failed and why first, then timing and metrics."""
+    import pandas as pd
+
+    why = frame.error_type.where(frame.error_type.notna(), None)
+    if "checks_failed" in frame:
+        failed = frame.checks_failed.map(_failed_checks)
+        why = why.where(why.notna(), failed)
+    table = pd.DataFrame(
+        {
+            "run_id": frame.run_id,
+            "status": frame.status,
+            "trigger": frame.trigger,
+            "started": frame.started.dt.strftime("%Y-%m-%d %H:%M"),
+            # Running and lost runs have no duration or row count yet: blank, not "nan".
+            "took": frame.duration_ms.map(_milliseconds),
+            "rows": frame.rows_out,
+        }
+    )
+    if why.notna().any():
+        table["why"] = why
+    priorities = dict(RUN_COLUMN_PRIORITIES)
+    for column in frame.columns:
+        if column.startswith("metric."):
+            metric = column.removeprefix("metric.")
+            table[metric] = frame[column]
+            priorities.setdefault(metric, METRIC_PRIORITY)
+    return table, priorities
+
+
+def _failed_checks(names: Any) -> str | None:
+    return f"checks: {', '.join(names)}" if isinstance(names, list) and names else None
 
 
 def _show_run(record: dict[str, Any], provider: str) -> None:
@@ -527,7 +557,7 @@ def _show_run(record: dict[str, Any], provider: str) -> None:
     if user_metrics:
         click.echo("\nmetrics:")
         for metric, value in user_metrics.items():
-            click.echo(f"  {metric}: {_significant(value)}")
+            click.echo(f"  {metric}: {format_value(value)}")
     for delivery in record.get("alerts") or []:
         state = (
             "delivered" if delivery.get("delivered") else f"NOT delivered ({delivery.get('error')})"
@@ -540,21 +570,9 @@ def _show_run(record: dict[str, Any], provider: str) -> None:
 
 
 def _milliseconds(value: Any) -> str | None:
-    if value is None:
+    if value is None or value != value:  # missing or NaN: the run has not ended
         return None
-    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
-
-
-def _significant(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _blank_if_missing(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and value != value):  # None or NaN
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
+    return f"{value / 1000:.3g} s" if value >= 1000 else f"{value:.0f} ms"
 
 
 @main.command()
