@@ -25,6 +25,7 @@ from deployer.errors import (
     QualityWarning,
     RequirementsError,
     RunError,
+    SchemaChangeWarning,
     StoreError,
     TriggerError,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "Plan",
     "ProviderError",
     "QualityWarning",
+    "SchemaChangeWarning",
     "RequirementsError",
     "RunError",
     "StoreError",

@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deployer.errors import CheckFailed, ConfigError, QualityWarning, RunError
+from deployer.errors import (
+    CheckFailed,
+    ConfigError,
+    QualityWarning,
+    RunError,
+    SchemaChangeWarning,
+)
 from deployer.quality import (
     Check,
     Drift,
@@ -52,6 +58,9 @@ class Built:
     # The provider instance that validated ``spec``: planning and applying reuse
     # it, with the credentials, clients and account it already looked up.
     target: Provider | None = field(default=None, repr=False, compare=False)
+    # The function itself, in this process: planning a redeploy calls it on a
+    # sample of inputs to see whether the output's columns change.
+    function: Callable[..., Any] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,7 @@ class Deployment:
             timeout=timeout,
             provider_options=self.provider_options,
         )
-        return _predictions(invocation)
+        return _predictions(invocation, self.name)
 
     def runs(self, *, last: int | None = None) -> pd.DataFrame:
         from deployer.store import read_runs
@@ -181,7 +190,7 @@ def build(
             "Lambda's code limit is 250 MB. Store the model in object storage and load it "
             "once per cold start instead (e.g. joblib.load of a file next to the output)",
             UserWarning,
-            stacklevel=2,
+            stacklevel=_callers_level(),
         )
     check_signature(function, captured, spec)
     pinned = resolve(captured, user_requirements=requirements, preinstalled=target.preinstalled)
@@ -203,6 +212,7 @@ def build(
         provider_options=options_dict(provider_options),
         allow_missing_inputs=allow_missing_inputs,
         target=target,
+        function=function,
     )
 
 
@@ -274,7 +284,36 @@ def plan_built(built: Built, *, reporter: Reporter) -> Plan:
     computed = _target(built).plan(built.bundle, built.spec)
     _check_locations(built)
     reporter.plan(computed)
+    _warn_on_output_schema_change(built, computed)
     return computed
+
+
+def _warn_on_output_schema_change(built: Built, computed: Plan) -> None:
+    """New code whose output columns differ from the last run's: say so before applying."""
+    from deployer.preflight import output_schema_change
+    from deployer.providers.base import CreateFunction, UpdateCode
+
+    if built.function is None or not computed.of_type(UpdateCode, CreateFunction):
+        return
+    change = output_schema_change(built.function, built.spec)
+    if change is not None:
+        import warnings
+
+        warnings.warn(
+            f"{built.spec.name}: {change}", SchemaChangeWarning, stacklevel=_callers_level()
+        )
+
+
+def _callers_level() -> int:
+    """The stacklevel of the first frame outside deployer: warnings name the user's line."""
+    import sys
+
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("deployer"):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def _check_locations(built: Built) -> None:
@@ -472,14 +511,18 @@ def delete(
     return computed
 
 
-def _predictions(invocation: Invocation) -> Any:
+def _predictions(invocation: Invocation, name: str) -> Any:
     body = invocation.body
     if invocation.http_status >= 400:
         error = body.get("error") or {}
-        raise RunError(
-            f"run {body.get('run_id')} failed: {error.get('type')}: {error.get('message')} "
-            "(the traceback is in the run record: deployer.read_runs(...) / `deployer runs`)"
+        run_id = body.get("run_id")
+        where = (
+            f" (its record and traceback: deployer.read_run({name!r}, {run_id!r}) or "
+            f"`deployer runs {name} {run_id}`)"
+            if run_id
+            else ""
         )
+        raise RunError(f"run {run_id} failed: {error.get('type')}: {error.get('message')}{where}")
     predictions = body.get("predictions")
     frame = None
     if predictions is not None:

@@ -130,6 +130,14 @@ class DeployerGroup(click.Group):
 @click.version_option(package_name="deployer")
 def main() -> None:
     """Deploy prediction functions as scheduled or HTTP cloud functions."""
+    import warnings
+
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    """Warnings for people: one line on stderr, not a file and line of deployer's code."""
+    click.secho(f"warning: {message}", fg="yellow", err=True)
 
 
 PROVIDER_OPTION_HELP = "KEY=VALUE passed to the provider, e.g. project=acme, region=europe-west1"

@@ -58,3 +58,7 @@ class QualityWarning(UserWarning):
 
 class StoreError(DeployerError):
     """Runs or outputs cannot be read from the object store."""
+
+
+class SchemaChangeWarning(UserWarning):
+    """The output's columns or types differ between runs (or will, with new code)."""

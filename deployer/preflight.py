@@ -4,7 +4,8 @@
 ``check_output_writable`` reach the store with the deploying identity's
 credentials, so they run only when planning a deploy (``deployer build``
 stays offline): after the provider has checked access, before anything is
-uploaded or changed.
+uploaded or changed. ``output_schema_change`` runs the new code on a sample
+of ``inputs`` when planning a redeploy, to warn when the output's columns change.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import time
 import typing
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from deployer.errors import ConfigError
+from deployer.errors import ConfigError, DeployerError
 from deployer.runtimes import storage
 from deployer.triggers import Cron, Every
 
@@ -344,3 +345,83 @@ def _first_line(error: BaseException) -> str:
     # pyarrow appends request ids and C++ details on further lines.
     text = str(error).strip()
     return text.splitlines()[0].rstrip(".") if text else type(error).__name__
+
+
+# -- the output's schema -------------------------------------------------------------
+
+SAMPLE_ROWS = 100
+
+
+def output_schema_change(function: Callable[..., Any], spec: DeploySpec) -> str | None:
+    """How new code changes the output's columns from the last committed run, or None.
+
+    Found by calling ``function`` on the first SAMPLE_ROWS rows of ``inputs``
+    on this machine (reading only those rows), as a run would call it. Nothing
+    to compare (no inputs, no committed run) is None. The new code raising on
+    the sample, or returning what Parquet cannot store, is said too: every run
+    would fail the same way.
+    """
+    if spec.inputs is None or not _takes_input(function):
+        return None
+    from deployer.runtimes import core
+    from deployer.runtimes.profile import FORMAT, schema_changes
+    from deployer.store import committed_runs
+
+    try:
+        last = committed_runs(spec.name, output=spec.output, last=1)
+    except (OSError, DeployerError):
+        return None
+    old = ((last[0].get("metrics") or {}).get("schema") or {}) if last else {}
+    if not old:
+        return None
+    sample = _sample(spec.inputs)
+    if sample is None:
+        return None
+    try:
+        table = core.to_arrow(core.to_frame(function(sample)))
+    except Exception as error:  # the user's code: what it raised is the finding
+        return (
+            f"the new code fails on the first {len(sample)} rows of inputs, as every run "
+            f"would: {type(error).__name__}: {_first_line(error)}"
+        )
+    new = {field.name: str(field.type) for field in table.schema}
+    changes = schema_changes(
+        {"format": FORMAT, "columns": {column: {"type": kind} for column, kind in new.items()}},
+        {"format": FORMAT, "columns": {column: {"type": kind} for column, kind in old.items()}},
+    )
+    if not changes:
+        return None
+    described = [
+        f"+{change['column']} {change['type']}"
+        if change["change"] == "added"
+        else f"-{change['column']}"
+        if change["change"] == "removed"
+        else f"{change['column']} {change['old_type']} -> {change['new_type']}"
+        for change in changes
+    ]
+    return (
+        f"the output's columns change from the last run ({last[0]['run_id']}): "
+        f"{', '.join(described)} (found by calling the new code on {len(sample)} rows of "
+        "inputs). Readers of the outputs get both schemas: read_outputs warns and says how "
+        "it combines them"
+    )
+
+
+def _takes_input(function: Callable[..., Any]) -> bool:
+    try:
+        return bool(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return True
+
+
+def _sample(url: str) -> Any:
+    """The first SAMPLE_ROWS rows of a data set as a DataFrame (only those are read)."""
+    import pyarrow.dataset as dataset
+
+    filesystem, path = storage.filesystem(url)
+    data_format = "csv" if path.endswith(".csv") else "parquet"
+    try:
+        found = dataset.dataset(path, filesystem=filesystem, format=data_format)
+        return found.head(SAMPLE_ROWS).to_pandas()
+    except (OSError, ValueError):  # missing (allowed) or unreadable: checked elsewhere
+        return None

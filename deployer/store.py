@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from deployer.archive import write_atomically
-from deployer.errors import StoreError
+from deployer.errors import SchemaChangeWarning, StoreError
 from deployer.runtimes import storage
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 # How long past its timeout a run without run.json still shows as running:
 # room for the commit itself and for clock skew between platform and reader.
@@ -333,12 +334,15 @@ def read_outputs(
     since: datetime | str | None = None,
     include_failed_checks: bool = False,
     limit: int | None = None,
+    run_id: str | None = None,
 ) -> pd.DataFrame:
     """The predictions of committed runs, concatenated, with a ``run_id`` column.
 
     Runs that failed a check of severity "error" are left out unless
     ``include_failed_checks``. ``limit``: at most this many rows, from the
-    newest runs (read newest first, and only as far as needed).
+    newest runs (read newest first, and only as far as needed). ``run_id``:
+    that run's alone. When the runs read differ in output schema, a
+    SchemaChangeWarning says how (see ``_concat_runs``).
 
     >>> deployer.read_outputs("churn-scores", output="s3://acme/predictions", last=1)
     """
@@ -346,11 +350,17 @@ def read_outputs(
     import pyarrow.parquet as pq
 
     filesystem, _ = _open(output)
-    frames: list[pd.DataFrame] = []
+    tables: list[tuple[str, pa.Table]] = []
     wanted = None if limit is None else max(limit, 0)
+    have = 0
     records = committed_runs(name, output=output, last=last, since=since)
+    if run_id is not None:
+        records = [record for record in records if record["run_id"] == run_id]
+        if not records:
+            read_run(name, run_id, output=output)  # names the runs there are
+            raise StoreError(f"run {run_id} of {name} did not commit: it has no outputs")
     for record in reversed(records) if wanted is not None else records:
-        if wanted is not None and sum(len(frame) for frame in frames) >= wanted:
+        if wanted is not None and have >= wanted:
             break
         if record.get("status") == "failed":
             continue
@@ -361,17 +371,90 @@ def read_outputs(
             if wanted is None:
                 table = pq.read_table(path, filesystem=filesystem)
             else:
-                table = _first_rows(path, filesystem, wanted - sum(map(len, frames)))
+                table = _first_rows(path, filesystem, wanted - have)
         except FileNotFoundError:
             continue  # the run returned None
-        frame = table.to_pandas()
-        frame.insert(0, "run_id", record["run_id"])
-        frames.append(frame)
+        have += table.num_rows
+        tables.append((record["run_id"], table))
     if wanted is not None:
-        frames.reverse()
-    if not frames:
+        tables.reverse()
+    if not tables:
         return pd.DataFrame({"run_id": pd.Series(dtype="str")})
-    return pd.concat(frames, ignore_index=True)
+    return _concat_runs(name, tables)
+
+
+def _concat_runs(name: str, tables: list[tuple[str, pa.Table]]) -> pd.DataFrame:
+    """One frame of many runs' outputs, each row with its run_id.
+
+    Runs with the same output schema are concatenated as they are. When the
+    schema changed between runs (a redeploy), nothing is coerced silently: a
+    SchemaChangeWarning says what differs; a column missing from some runs is
+    null there, integers stay integers (pandas' nullable Int64), and a column
+    whose type changed takes the wider type (int64 and double: double).
+    """
+    import pandas as pd
+    import pyarrow as pa
+
+    schemas: dict[pa.Schema, list[str]] = {}
+    for run_id, table in tables:
+        schemas.setdefault(table.schema.remove_metadata(), []).append(run_id)
+    types_mapper = None
+    if len(schemas) > 1:
+        import warnings
+
+        warnings.warn(_schema_change_message(name, schemas), SchemaChangeWarning, stacklevel=3)
+        unified = pa.unify_schemas(list(schemas), promote_options="permissive")
+        tables = [(run_id, _conform(table, unified)) for run_id, table in tables]
+
+        def types_mapper(arrow_type: pa.DataType) -> Any:
+            return pd.Int64Dtype() if pa.types.is_integer(arrow_type) else None
+
+    combined = pa.concat_tables(
+        [
+            table.add_column(0, "run_id", pa.array([run_id] * table.num_rows, pa.string()))
+            for run_id, table in tables
+        ]
+    )
+    return combined.to_pandas(types_mapper=types_mapper)
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    import pyarrow as pa
+
+    columns = [
+        table.column(field.name).cast(field.type)
+        if field.name in table.column_names
+        else pa.nulls(table.num_rows, field.type)
+        for field in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _schema_change_message(name: str, schemas: dict[pa.Schema, list[str]]) -> str:
+    """What differs between the schemas, each named by its runs (first..last)."""
+    described = []
+    first = None
+    for schema, run_ids in schemas.items():
+        runs = f"run {run_ids[0]}" if len(run_ids) == 1 else f"runs {run_ids[0]}..{run_ids[-1]}"
+        if first is None:
+            first = schema
+            columns = ", ".join(f"{field.name} {field.type}" for field in schema)
+            described.append(f"{runs}: {columns}")
+            continue
+        changes = []
+        for field in schema:
+            if field.name not in first.names:
+                changes.append(f"+{field.name} {field.type}")
+            elif first.field(field.name).type != field.type:
+                changes.append(f"{field.name} {first.field(field.name).type} -> {field.type}")
+        changes += [f"-{field.name}" for field in first if field.name not in schema.names]
+        described.append(f"{runs}: {', '.join(changes) or 'columns reordered'}")
+    return (
+        f"the outputs of {name} changed schema between runs ({'; '.join(described)}); "
+        "columns missing from a run are null there (integers as nullable Int64) and a "
+        "column whose type changed has the wider type: read one schema's runs with "
+        "run_id=, last= or since="
+    )
 
 
 def read_run(name: str, run_id: str, *, output: str | None = None) -> dict[str, Any]:

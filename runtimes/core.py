@@ -59,6 +59,10 @@ class StoreWriteError(Exception):
         self.file = file
 
 
+class OutputError(Exception):
+    """What the function returned cannot be stored as Parquet; the message says why and how."""
+
+
 class PayloadError(Exception):
     """The request body cannot be turned into the function's input (HTTP 400)."""
 
@@ -235,7 +239,8 @@ def run(
             call_started = time.perf_counter()
             returned = _call(loaded.function, function_input, manifest)
             call_ms = (time.perf_counter() - call_started) * 1000
-            output_frame = _to_frame(returned)
+            output_frame = to_frame(returned)
+            output_table = None if output_frame is None else to_arrow(output_frame)
             record["rows_out"] = 0 if output_frame is None else len(output_frame)
             profile = _quality_profile(writer, loaded, function_input, output_frame, record)
             metrics = _builtin_metrics(output_frame, record["rows_in"], call_ms, profile)
@@ -249,8 +254,8 @@ def run(
             status, reasons = quality.status_of(record["checks"], bounds, profile or {})
             if reasons:
                 record["quality"] = reasons
-            if output_frame is not None:
-                output_bytes = _parquet_bytes(output_frame)
+            if output_table is not None:
+                output_bytes = _parquet_bytes(output_table)
         except Exception as error:  # the user's code failed: record it, never crash the host
             status = "failed"
             output_bytes = None
@@ -258,7 +263,8 @@ def run(
             record["error"] = {
                 "type": type(error).__name__,
                 "message": str(error),
-                "traceback": traceback.format_exc(),
+                # An OutputError's message is the whole story; deployer's frames are noise.
+                "traceback": None if isinstance(error, OutputError) else traceback.format_exc(),
             }
         record["status"] = status
         profile_bytes = None if profile is None else storage.json_bytes(profile)
@@ -590,7 +596,7 @@ def _row_count(value: Any) -> int | None:
         return None
 
 
-def _to_frame(returned: Any) -> Any:
+def to_frame(returned: Any) -> Any:
     if returned is None:
         return None
     import pandas as pd
@@ -751,11 +757,64 @@ def _quality_profile(
     return document
 
 
-def _parquet_bytes(frame: Any) -> bytes:
+def to_arrow(frame: Any) -> Any:
+    """The output as an Arrow table, or OutputError naming the column at fault and the fix.
+
+    Column names must be strings: Parquet stores names as text, so an integer
+    name would come back as a different one ('0' for 0).
+    """
+    import pyarrow as pa
+
+    not_text = [column for column in frame.columns if not isinstance(column, str)]
+    if not_text:
+        shown = ", ".join(f"{column!r} ({type(column).__name__})" for column in not_text[:5])
+        raise OutputError(
+            f"output column names must be strings, and {shown} "
+            f"{'is' if len(not_text) == 1 else 'are'} not: Parquet would store them as text "
+            "and they would read back changed. Name the columns, e.g. "
+            "pd.DataFrame(proba, columns=[f'p_{c}' for c in model.classes_]) or "
+            "out.columns = out.columns.astype(str)"
+        )
+    duplicated = sorted(set(frame.columns[frame.columns.duplicated()]))
+    if duplicated:
+        raise OutputError(
+            f"output columns {', '.join(map(repr, duplicated))} appear more than once: "
+            "give each column its own name"
+        )
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowTypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+        raise OutputError(_unstorable_column(frame, error)) from None
+
+
+def _unstorable_column(frame: Any, error: Exception) -> str:
+    """Which column Arrow could not convert and what it holds."""
+    import pyarrow as pa
+
+    for column in frame.columns:
+        series = frame[column]
+        if series.dtype != object:
+            continue
+        try:
+            pa.array(series, from_pandas=True)
+        except (pa.ArrowTypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            kinds = series.dropna().map(lambda value: type(value).__name__)
+            counts = kinds.value_counts()
+            minority = counts.index[-1]
+            example = series[kinds == minority].index[0]
+            held = ", ".join(f"{kind} in {count} rows" for kind, count in counts.items())
+            return (
+                f"output column {column!r} mixes types ({held}; e.g. row {example!r}: "
+                f"{series[example]!r}) and Parquet needs one type per column: convert it, "
+                f"e.g. out[{column!r}] = out[{column!r}].astype(str)"
+            )
+    return f"the output cannot be stored as Parquet: {error}"
+
+
+def _parquet_bytes(table: Any) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pandas(frame, preserve_index=False)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     return bytes(sink.getvalue().to_pybytes())
