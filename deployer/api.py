@@ -6,7 +6,8 @@ capture -> requirements -> bundle -> plan -> apply.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -304,6 +305,30 @@ def _warn_on_output_schema_change(built: Built, computed: Plan) -> None:
         )
 
 
+# Set while the CLI imports the user's module to find the function it names.
+_importing: list[str] = []
+
+
+@contextmanager
+def importing(path: str) -> Iterator[None]:
+    """While the CLI imports ``path``, deploy/apply/delete refuse: a command that
+    only reads the module (build, or deploy with its own options) must not deploy."""
+    _importing.append(path)
+    try:
+        yield
+    finally:
+        _importing.pop()
+
+
+def _not_while_importing(action: str) -> None:
+    if _importing:
+        raise ConfigError(
+            f"the module calls deployer.{action}() when imported, so reading it would "
+            f'{action}: put the call under `if __name__ == "__main__":` (then `python '
+            f"{Path(_importing[-1]).name}` still {action}s) and run the command again"
+        )
+
+
 def _callers_level() -> int:
     """The stacklevel of the first frame outside deployer: warnings name the user's line."""
     import sys
@@ -375,7 +400,7 @@ def deploy(
     ...                     metrics={"mean_score": lambda out: out.score.mean()})
     >>> d.invoke(features).head()
     """
-
+    _not_while_importing("deploy")
     built = build(
         function,
         name=name,
@@ -412,6 +437,7 @@ def apply(
     >>> print(*planned.steps, sep="\n")   # review it
     >>> deployer.apply(planned)
     """
+    _not_while_importing("apply")
     from deployer.registry import get_provider
 
     if plan.bundle is None:
@@ -503,6 +529,7 @@ def delete(
 ) -> Plan:
     from deployer.registry import get_provider
 
+    _not_while_importing("delete")
     target = get_provider(provider, provider_options)
     reporter = _reporter(quiet)
     computed = target.plan_delete(name)

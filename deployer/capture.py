@@ -63,6 +63,16 @@ PICKLE_PROTOCOL = 5
 _MAX_DIAGNOSIS_DEPTH = 6
 
 _MAIN_MODULE_NAMES = frozenset({"__main__", "__mp_main__"})
+# Scripts the CLI imported by path (`deployer deploy model.py:predict`): their
+# functions pickle as `python model.py` pickles them, as __main__'s, so that the
+# same code gets the same code hash whichever way it was deployed.
+_SCRIPT_MODULES: set[str] = set()
+
+
+def imported_as_script(module_name: str) -> None:
+    """Pickle the functions of ``module_name`` as if it were run as ``__main__``."""
+    _SCRIPT_MODULES.add(module_name)
+
 
 # The deployed function runs without deployer installed (requirements leave it out).
 _DEPLOYER_PACKAGE = __name__.partition(".")[0]
@@ -280,7 +290,17 @@ def _recording_pickler_class() -> type[Any]:
                 # change. (cloudpickle already blanks co_filename for the same
                 # reason.) This dict is the pickler's copy; the module is untouched.
                 base_globals["__file__"] = os.path.basename(base_globals["__file__"])
+            if base_globals.get("__name__") in _SCRIPT_MODULES:
+                base_globals["__name__"] = "__main__"
+                base_globals["__package__"] = None
             return tuple(arguments)
+
+        def _dynamic_function_reduce(self, func: types.FunctionType) -> tuple[Any, ...]:
+            reduction = super()._dynamic_function_reduce(func)
+            if func.__module__ in _SCRIPT_MODULES:
+                _state, slotstate = reduction[2]  # cloudpickle's (state, slotstate)
+                slotstate["__module__"] = "__main__"
+            return tuple(reduction)
 
         def _reduce_code(self, code: types.CodeType) -> object:
             reduction = self.dispatch_table[types.CodeType](code)

@@ -53,13 +53,22 @@ def _import_file(path: Path) -> Any:
         raise click.BadParameter(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[path.stem] = module
+    from deployer.capture import imported_as_script
+
+    imported_as_script(path.stem)
+    from deployer.api import importing
+
     try:
-        spec.loader.exec_module(module)
+        with importing(str(path)):
+            spec.loader.exec_module(module)
     except SyntaxError as error:
         del sys.modules[path.stem]
         raise click.ClickException(
             f"{error.filename}, line {error.lineno}: {error.msg}: fix the module and try again"
         ) from None
+    except DeployerError as error:  # deployer refused something the module does
+        del sys.modules[path.stem]
+        raise click.ClickException(f"{_where_in(error, path)}: {error}") from None
     except Exception as error:
         del sys.modules[path.stem]
         raise click.ClickException(
@@ -306,6 +315,9 @@ def list_command(provider: str, provider_option: tuple[str, ...], as_json: bool)
     states = get_provider(provider, _provider_options(provider_option)).list()
     if as_json:
         return _emit([state.__dict__ for state in states])
+    if not states:
+        click.echo(f"no functions deployed on {provider}")
+        return
     import pandas as pd
 
     frame = pd.DataFrame(

@@ -13,6 +13,14 @@ if TYPE_CHECKING:
     from deployer.requirements import Requirements
 
 
+def pin_kind(specifier: str | None) -> str:
+    """'pinned' for one exact version, 'range' for anything a resolver may choose within."""
+    if not specifier:
+        return "any"
+    exact = specifier.startswith("==") and "," not in specifier and "*" not in specifier
+    return "pinned" if exact else "range"
+
+
 class Reporter:
     """Prints to stderr with rich; ``quiet`` silences everything but errors."""
 
@@ -40,9 +48,15 @@ class Reporter:
         table = Table(title="requirements", title_justify="left", box=None)
         table.add_column("package")
         table.add_column("version")
+        table.add_column("pin")
         table.add_column("why")
         for requirement in requirements.all:
-            table.add_row(requirement.name, requirement.specifier or "any", requirement.reason)
+            table.add_row(
+                requirement.name,
+                requirement.specifier or "any",
+                pin_kind(requirement.specifier),
+                requirement.reason,
+            )
         self.console.print(table)
 
     def plan(self, plan: Plan) -> None:

@@ -181,3 +181,79 @@ def test_a_local_http_deploy_says_how_to_serve_when_nothing_listens(
     result = cli("deploy", f"{module}:predict", "--name", "served", "--http")
     assert result.exit_code == 0, result.output
     assert "nothing answers there yet: start `deployer serve`" in result.output
+
+
+MODEL_SCRIPT = """
+import pandas as pd
+import deployer
+
+WEIGHT = 0.5
+
+
+def predict(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(score=frame.x * WEIGHT)
+
+
+if __name__ == "__main__":
+    deployer.deploy(predict, name="alternating", triggers=[deployer.Http()])
+"""
+
+
+def test_the_same_script_gets_the_same_code_hash_run_or_named_to_the_cli(
+    deployer_home: Path, tmp_path: Path
+) -> None:
+    script = tmp_path / "model.py"
+    script.write_text(MODEL_SCRIPT)
+
+    def deployed_hash() -> str:
+        return deployer.get("alternating").code_hash
+
+    subprocess.run([sys.executable, str(script)], check=True, capture_output=True, cwd=tmp_path)
+    first = deployed_hash()
+    through_cli = subprocess.run(
+        [sys.executable, "-m", "deployer.cli", "deploy", "model.py:predict"]
+        + ["--name", "alternating", "--http"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert through_cli.returncode == 0, through_cli.stderr
+    assert "up to date, nothing to change" in through_cli.stderr
+    assert deployed_hash() == first
+    again = subprocess.run(
+        [sys.executable, "model.py"], capture_output=True, text=True, cwd=tmp_path, check=True
+    )
+    assert "up to date, nothing to change" in again.stderr and deployed_hash() == first
+
+
+def test_build_of_a_module_that_deploys_when_imported_refuses_and_deploys_nothing(
+    deployer_home: Path, tmp_path: Path
+) -> None:
+    script = tmp_path / "big.py"
+    script.write_text(
+        "import pandas as pd\nimport deployer\n\n"
+        "def predict(frame: pd.DataFrame) -> pd.DataFrame:\n    return frame\n\n"
+        'd = deployer.deploy(predict, name="big")\n'
+    )
+    for command in (
+        ["build", "big.py:predict", "--out-dir", str(tmp_path / "out")],
+        ["deploy", "big.py:predict"],
+    ):
+        result = cli(*command, "--name", "big")
+        assert result.exit_code == 1, result.output
+        assert f"{script}, line 7: the module calls deployer.deploy() when imported" in (
+            result.output
+        )
+        assert 'if __name__ == "__main__":' in result.output
+    assert deployer.list_deployments() == []
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_requirements_say_which_are_pinned_and_which_are_ranges() -> None:
+    from deployer.console import pin_kind
+
+    assert pin_kind("==3.1.3") == "pinned"
+    assert pin_kind(">=14") == "range"
+    assert pin_kind("==2.*") == "range"
+    assert pin_kind(">=1,<2") == "range"
+    assert pin_kind(None) == "any"
