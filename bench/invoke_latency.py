@@ -1,5 +1,6 @@
 """Latency of one prediction: in-process call vs HTTP through `deployer serve`
-(warm worker) vs `invoke` without a server (new process per call).
+(warm worker) vs `invoke` while serve runs (its warm worker) vs `invoke`
+without a server (new process per call).
 
     python bench/invoke_latency.py [requests]
 """
@@ -61,6 +62,12 @@ def main() -> None:
         started = time.perf_counter()
         urllib.request.urlopen(request).read()
         through_server.append(time.perf_counter() - started)
+    deployer.api.invoke("latency", batch)  # the first invoke, as a user's first
+    invoke_served = []
+    for _ in range(count):
+        started = time.perf_counter()
+        deployer.api.invoke("latency", batch)
+        invoke_served.append(time.perf_counter() - started)
     server.stop()
 
     cold = []
@@ -72,7 +79,10 @@ def main() -> None:
     print(f"{count} requests of {len(batch)} rows")
     print(f"in-process call                 {percentiles(in_process)}")
     print(f"HTTP via serve (warm worker)    {percentiles(through_server)}")
+    print(f"invoke via serve (warm worker)  {percentiles(invoke_served)}")
     print(f"invoke, no server (cold, n={len(cold)})  {percentiles(cold)}")
+    ratio = statistics.median(cold) / statistics.median(invoke_served)
+    print(f"invoke via serve is {ratio:.0f}x faster than a new worker (median)")
 
 
 if __name__ == "__main__":

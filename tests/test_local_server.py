@@ -201,3 +201,64 @@ def test_a_refused_request_is_logged_as_refused_not_as_a_run_of_none(
     assert served[0] == ("scores: http request refused with HTTP 400 (BadRequest); no run was made")
     assert served[1].startswith("scores: http run ") and served[1].endswith("-> succeeded")
     assert not any("None" in line for line in served)
+
+
+def which_process(frame: pd.DataFrame) -> pd.DataFrame:
+    import os
+
+    return frame.assign(pid=os.getpid(), day=frame.when.dt.day_name())
+
+
+def test_invoke_goes_through_a_running_serve_and_keeps_dataframe_types(
+    deployer_home: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    lines: list[str] = []
+    running = LocalServer(port=0, log=lines.append)
+    running.start()
+    try:
+        d = deployer.deploy(which_process, name="warm", quiet=True)  # no Http trigger needed
+        frame = pd.DataFrame({"when": pd.to_datetime(["2026-11-29", "2026-11-30"])})
+        first = d.invoke(frame)
+        second = d.invoke(frame)
+    finally:
+        running.stop()
+    # One warm worker made both runs: the server's, which logged them.
+    assert first.pid.iloc[0] == second.pid.iloc[0]
+    assert sum(": manual run " in line and "-> succeeded" in line for line in lines) == 2
+    # Parquet, not JSON, carried the frame: timestamps arrived as timestamps.
+    assert second.day.tolist() == ["Sunday", "Monday"]
+    assert "invoke uses its warm workers" not in capfd.readouterr().err
+    runs = deployer.read_runs("warm")
+    assert runs.trigger.tolist() == ["manual", "manual"]
+    # With the server stopped, a fresh worker runs it (another process), and
+    # the hint to start serve is given once per home, not at every invoke.
+    third = d.invoke(frame)
+    d.invoke(frame)
+    assert third.pid.iloc[0] != first.pid.iloc[0]
+    assert capfd.readouterr().err.count("invoke uses its warm workers") == 1
+
+
+def test_a_server_that_was_killed_is_not_used(deployer_home: Path) -> None:
+    from deployer.providers.local.server import serving, serving_path
+
+    d = deployer.deploy(which_process, name="stale", quiet=True)
+    serving_path().parent.mkdir(parents=True, exist_ok=True)
+    serving_path().write_text(json.dumps({"host": "127.0.0.1", "port": 9}))  # nobody's lock
+    assert serving() is None
+    frame = pd.DataFrame({"when": pd.to_datetime(["2026-11-29"])})
+    assert d.invoke(frame).day.tolist() == ["Sunday"]
+
+
+def test_the_invoke_route_needs_the_token_even_for_a_public_function(
+    server: LocalServer,
+) -> None:
+    deployer.deploy(predict, name="open", triggers=[Http(public=True)], quiet=True)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.port}/v1/invoke/open",
+        data=json.dumps([{"x": 1}]).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 401
+    assert deployer.read_runs("open").empty

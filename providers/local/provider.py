@@ -29,6 +29,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import io
 import json
 import os
 import selectors
@@ -515,6 +516,64 @@ def _worker_environment(alerts: list[str] | None = None) -> dict[str, str]:
     return environment
 
 
+# Once per home: without `deployer serve`, every invoke starts a new worker.
+SERVE_HINT_MARKER = "serve-hint-shown"
+
+
+def _invoke_through_serve(
+    name: str, payload: Any, timeout_seconds: int | None
+) -> Invocation | None:
+    """The run, made by the running `deployer serve`'s warm worker; None when no
+    server runs for this home, or it cannot take this request (then a fresh
+    worker runs it, as without a server)."""
+    import http.client
+
+    from deployer.providers.local import server
+
+    address = server.serving()
+    if address is None:
+        return None
+    headers = {"Authorization": f"Bearer {server.read_or_create_token()}"}
+    if _is_dataframe(payload):
+        buffer = io.BytesIO()
+        payload.to_parquet(buffer, index=False)
+        body = buffer.getvalue()
+        headers["Content-Type"] = server.PARQUET_TYPE
+    else:
+        body = b"" if payload is None else json.dumps(payload, default=str).encode()
+        headers["Content-Type"] = "application/json"
+    if timeout_seconds:
+        headers[server.TIMEOUT_HEADER] = str(int(timeout_seconds))
+    entry = read_entry(name) or {}
+    # The server records a timed-out run itself; wait a little longer than it does.
+    wait = float(timeout_seconds or entry.get("timeout_seconds") or 300) + 30
+    connection = http.client.HTTPConnection(*address, timeout=wait)
+    try:
+        connection.request("POST", f"{server.INVOKE_PREFIX}{name}", body=body, headers=headers)
+        response = connection.getresponse()
+        reply = json.loads(response.read() or b"{}")
+    except (OSError, ValueError):
+        return None  # the server went away mid-request: run it here instead
+    finally:
+        connection.close()
+    if response.status in (401, 404, 411, 413) and "run_id" not in reply:
+        return None  # another home's server on that port, or a body over its limit
+    return Invocation(response.status, reply)
+
+
+def _hint_serve_once() -> None:
+    marker = home() / "local" / SERVE_HINT_MARKER
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    print(
+        "deployer: each invoke starts a new worker (a second or more); while `deployer serve` "
+        "runs, invoke uses its warm workers instead (milliseconds)",
+        file=sys.stderr,
+    )
+
+
 def run_request(
     worker: Worker,
     entry: dict[str, Any],
@@ -737,6 +796,11 @@ class LocalProvider(BaseProvider):
         trigger: str = "manual",
     ) -> Invocation:
         entry = self._entry(name)
+        if trigger == "manual":
+            served = _invoke_through_serve(name, payload, timeout_seconds)
+            if served is not None:
+                return served
+            _hint_serve_once()
         message: dict[str, Any] = {"trigger": trigger}
         with tempfile.TemporaryDirectory(prefix="deployer-invoke-") as scratch:
             if _is_dataframe(payload):

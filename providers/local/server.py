@@ -32,6 +32,7 @@ import os
 import secrets
 import socket
 import stat
+import tempfile
 import threading
 import time
 import traceback
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from deployer.archive import write_atomically
 from deployer.cache import posix_locks
 from deployer.errors import ConfigError
 from deployer.providers.local import provider as local
@@ -65,10 +67,37 @@ SOCKET_TIMEOUT_SECONDS = 30.0
 # A token shorter than this is refused: token_urlsafe(24) gives 32 characters.
 MIN_TOKEN_CHARACTERS = 32
 FUNCTIONS_PREFIX = "/v1/functions/"
+# Manual runs through this server's warm workers (LocalProvider.invoke).
+INVOKE_PREFIX = "/v1/invoke/"
+TIMEOUT_HEADER = "X-Deployer-Timeout"
+PARQUET_TYPE = "application/vnd.apache.parquet"
 
 
 def token_path() -> Path:
     return local.home() / "local" / "token"
+
+
+def lock_path() -> Path:
+    return local.home() / "local" / "serve.lock"
+
+
+def serving_path() -> Path:
+    return local.home() / "local" / "serve.json"
+
+
+def serving() -> tuple[str, int] | None:
+    """(host, port) of the `deployer serve` running for this home, or None.
+
+    serve.json alone could be left by a server that was killed; the lock is
+    held only by a live one.
+    """
+    try:
+        address = json.loads(serving_path().read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if not ServeLock.is_held(lock_path()):
+        return None
+    return str(address["host"]), int(address["port"])
 
 
 def read_or_create_token() -> str:
@@ -128,10 +157,30 @@ class ServeLock:
         lock_file.flush()
         self._file = lock_file
 
+    @property
+    def held(self) -> bool:
+        return self._file is not None
+
     def release(self) -> None:
         if self._file is not None:
             self._file.close()  # closing drops the lock
             self._file = None
+
+    @staticmethod
+    def is_held(path: Path) -> bool:
+        """Whether a running `deployer serve` holds the lock at ``path`` (not this process)."""
+        fcntl = posix_locks()
+        try:
+            lock_file = open(path)  # noqa: SIM115 (closed below)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            lock_file.close()  # closing also drops the shared lock, if it was taken
+        return False
 
 
 class FunctionSlot:
@@ -142,10 +191,12 @@ class FunctionSlot:
         self.worker = local.Worker(entry)
         self.lock = threading.Lock()
 
-    def run(self, message: dict[str, Any]) -> local.Invocation:
+    def run(
+        self, message: dict[str, Any], timeout_seconds: float | None = None
+    ) -> local.Invocation:
         with self.lock:
             return local.run_request(
-                self.worker, self.entry, message, self.entry["timeout_seconds"]
+                self.worker, self.entry, message, timeout_seconds or self.entry["timeout_seconds"]
             )
 
     def stop(self) -> None:
@@ -216,7 +267,7 @@ class LocalServer:
         self._slots_lock = threading.Lock()
         self._stopping = threading.Event()
         self._http: _BoundedHTTPServer | None = None
-        self._lock = ServeLock(local.home() / "local" / "serve.lock")
+        self._lock = ServeLock(lock_path())
         self._next_fire: dict[tuple[str, str], datetime] = {}
         self._scheduler: threading.Thread | None = None
         self._heartbeat = time.monotonic()
@@ -256,11 +307,13 @@ class LocalServer:
             threading.Thread(target=retired.stop, daemon=True).start()
         return current
 
-    def dispatch(self, name: str, message: dict[str, Any]) -> local.Invocation | None:
+    def dispatch(
+        self, name: str, message: dict[str, Any], timeout_seconds: float | None = None
+    ) -> local.Invocation | None:
         slot = self.slot(name)
         if slot is None:
             return None
-        invocation = slot.run(message)
+        invocation = slot.run(message, timeout_seconds)
         trigger = message.get("trigger")
         if invocation.run_id is None:  # refused before a run began (a body that is no table)
             error = invocation.body.get("error") or {}
@@ -387,6 +440,10 @@ class LocalServer:
                 ) from None
             raise
         self.port = self._http.server_address[1]
+        # Where invoke finds this server (see serving()): written only while the lock is held.
+        write_atomically(
+            serving_path(), json.dumps({"host": self.host, "port": self.port}).encode()
+        )
         threading.Thread(target=self._http.serve_forever, daemon=True).start()
         self._heartbeat = time.monotonic()
         self._scheduler = threading.Thread(target=self._scheduler_loop, daemon=True)
@@ -403,6 +460,8 @@ class LocalServer:
             self._slots.clear()
         for slot in slots:
             slot.stop()
+        if self._lock.held:
+            serving_path().unlink(missing_ok=True)
         self._lock.release()
 
 
@@ -493,6 +552,8 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
 
         def _post(self) -> None:
             path = urlsplit(self.path).path
+            if path.startswith(INVOKE_PREFIX):
+                return self._invoke(path[len(INVOKE_PREFIX) :])
             name = path[len(FUNCTIONS_PREFIX) :] if path.startswith(FUNCTIONS_PREFIX) else ""
             if not NAME_PATTERN.match(name):
                 # Decided from the path alone: no file is looked at, no body read.
@@ -534,6 +595,38 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
             if invocation is None:
                 return self._error(404, "NotFound", f"{name} was deleted")
             self._send(*core.for_http_caller(invocation.http_status, invocation.body, name))
+
+        def _invoke(self, name: str) -> None:
+            """`deployer invoke` / d.invoke() on this server's warm worker: a manual run
+            of any deployed function (HTTP trigger or not), for the token holder only.
+            The reply is the run's own status and body, as a fresh worker's would be."""
+            if not self._authorized():
+                return self._unauthorized()
+            if not NAME_PATTERN.match(name):
+                return self._error(404, "NotFound", "no such route", close=True)
+            declared_timeout = self.headers.get(TIMEOUT_HEADER, "")
+            timeout = float(declared_timeout) if declared_timeout.isdigit() else None
+            raw = self._read_body()
+            if raw is None:
+                return
+            message: dict[str, Any] = {"trigger": "manual"}
+            with tempfile.TemporaryDirectory(prefix="deployer-invoke-") as scratch:
+                if self.headers.get("Content-Type") == PARQUET_TYPE:
+                    # A DataFrame: Parquet keeps the dtypes JSON would lose.
+                    payload_file = os.path.join(scratch, "payload.parquet")
+                    Path(payload_file).write_bytes(raw)
+                    message["payload_file"] = payload_file
+                else:
+                    try:
+                        payload = core.parse_body(raw)
+                    except core.PayloadError as error:
+                        return self._send(400, core.bad_request(error))
+                    if payload is not core.NO_PAYLOAD:
+                        message["payload"] = payload
+                invocation = server.dispatch(name, message, timeout)
+            if invocation is None:
+                return self._error(404, "NotFound", f"no function named {name!r} is deployed")
+            self._send(invocation.http_status, invocation.body)
 
         def _read_body(self) -> bytes | None:
             """The body, or None after answering a request whose body cannot be read."""
