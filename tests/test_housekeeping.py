@@ -71,3 +71,59 @@ def test_a_pickle_over_50_mb_gets_a_warning_suggesting_storage(deployer_home: Pa
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         deployer.build(small, name="small")
+
+
+def triple(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(y=frame.x * 3)
+
+
+def bundles(home: Path) -> set[str]:
+    root = home / "local" / "bundles"
+    return {path.name for path in root.iterdir() if not path.name.startswith(".")}
+
+
+def test_a_redeploy_and_a_delete_remove_the_bundles_nothing_uses(deployer_home: Path) -> None:
+    first = deployer.deploy(double, name="scored", quiet=True)
+    kept = deployer.deploy(double, name="other", quiet=True)
+    before = bundles(deployer_home)
+    assert len(before) == 2
+    second = deployer.deploy(triple, name="scored", quiet=True)
+    assert first.code_hash != second.code_hash
+    after = bundles(deployer_home)
+    assert len(after) == 2 and len(after - before) == 1  # the replaced one went
+    assert deployer.get("scored").invoke(pd.DataFrame({"x": [1]})).y.tolist() == [3]
+    deployer.delete("scored", quiet=True)
+    assert len(bundles(deployer_home)) == 1
+    assert kept.invoke(pd.DataFrame({"x": [1]})).y.tolist() == [2]  # the other's stays
+
+
+def test_a_bundle_a_warm_worker_runs_stays_until_the_server_retires_it(
+    deployer_home: Path,
+) -> None:
+    from deployer.providers.local.server import LocalServer
+
+    lines: list[str] = []
+    server = LocalServer(port=0, log=lines.append)
+    server.start()
+    try:
+        d = deployer.deploy(double, name="warm", quiet=True)
+        assert d.invoke(pd.DataFrame({"x": [1]})).y.tolist() == [2]  # the server's worker
+        old = bundles(deployer_home)
+        deployer.deploy(triple, name="warm", quiet=True)
+        assert old <= bundles(deployer_home)  # still running in the warm worker
+        assert d.invoke(pd.DataFrame({"x": [1]})).y.tolist() == [3]  # retires the old one
+        deadline = time.monotonic() + 30
+        while old & bundles(deployer_home) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not old & bundles(deployer_home), lines
+        assert len(bundles(deployer_home)) == 1
+    finally:
+        server.stop()
+
+
+def test_nothing_is_removed_while_an_entry_cannot_be_read(deployer_home: Path) -> None:
+    deployer.deploy(double, name="scored", quiet=True)
+    (deployer_home / "local" / "functions" / "broken.json").write_text("{not json")
+    before = bundles(deployer_home)
+    deployer.deploy(triple, name="scored", quiet=True)
+    assert before <= bundles(deployer_home)

@@ -43,10 +43,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from deployer.archive import sha256_file, write_atomically
-from deployer.cache import cache_root, locked
+from deployer.cache import cache_root, locked, posix_locks
 from deployer.errors import ConfigError, ProviderError
 from deployer.housekeeping import mark_used
 from deployer.providers.base import (
@@ -384,6 +384,7 @@ class Worker:
         self.process: subprocess.Popen[bytes] | None = None
         self._buffer = b""
         self._pump: _LogPump | None = None
+        self._bundle_lock: IO[str] | None = None
 
     @property
     def alive(self) -> bool:
@@ -393,6 +394,9 @@ class Worker:
         name = self.entry["name"]
         load_timeout_seconds = load_timeout_seconds or LOAD_TIMEOUT_SECONDS
         mark_used(Path(self.entry["python"]).parent.parent)  # for `deployer cache --prune`
+        # Held while this worker lives: remove_unused_bundles leaves its bundle alone.
+        # Taken before the bundle is checked, so a bundle being removed is seen as gone.
+        self._bundle_lock = _share_bundle(self.entry["bundle_sha"])
         expected = self.entry.get("tree_sha")
         if expected and tree_digest(Path(self.entry["bundle_dir"])) != expected:
             raise WorkerError(
@@ -474,15 +478,92 @@ class Worker:
         return f". It printed last:\n{text}" if text else ""
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        for stream in (self.process.stdin, self.process.stdout):
-            if stream is not None:
-                stream.close()
-        self.process = None
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.process.wait()
+            for stream in (self.process.stdin, self.process.stdout):
+                if stream is not None:
+                    stream.close()
+            self.process = None
+        if self._bundle_lock is not None:
+            self._bundle_lock.close()  # drops the shared lock
+            self._bundle_lock = None
+
+
+def _bundles_dir() -> Path:
+    return home() / "local" / "bundles"
+
+
+def _bundle_lock_path(bundle_sha: str) -> Path:
+    # Beside the bundles, not in them: every file of a bundle is checked.
+    return _bundles_dir() / ".locks" / f"{bundle_sha}.lock"
+
+
+def _share_bundle(bundle_sha: str) -> IO[str]:
+    fcntl = posix_locks()
+    path = _bundle_lock_path(bundle_sha)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_file = open(path, "a")  # noqa: SIM115 (held for the worker's life)
+    fcntl.flock(lock_file, fcntl.LOCK_SH)
+    return lock_file
+
+
+@contextlib.contextmanager
+def _bundles_locked() -> Iterator[None]:
+    """Held while a bundle is unpacked and its entry written, and while unused ones go."""
+    with locked(home() / "local" / "locks" / "bundles.lock"):
+        yield
+
+
+def remove_unused_bundles(patience_seconds: float = 0.0) -> list[str]:
+    """Delete the unpacked bundles no deployed function uses and no worker runs.
+
+    A redeploy leaves the previous bundle behind, and a warm worker of `deployer
+    serve` may still be running it: that one is removed by a later sweep (the
+    next deploy or delete, or the server when it retires the worker). Nothing
+    is removed while any entry cannot be read: it might name a bundle.
+
+    ``patience_seconds``: how long to wait for a bundle's lock. A worker that
+    just stopped may still have its lock shared with a process being forked
+    at that moment (until that process starts its program); the server,
+    which knows the worker stopped, waits a little.
+    """
+    bundles = _bundles_dir()
+    if not bundles.is_dir():
+        return []
+    fcntl = posix_locks()
+    unreadable: list[EntryError] = []
+    removed = []
+    with _bundles_locked():
+        used = {entry["bundle_sha"] for entry in list_entries(on_error=unreadable.append)}
+        if unreadable:
+            return []
+        for directory in sorted(bundles.iterdir()):
+            if directory.name.startswith(".") or directory.name in used:
+                continue
+            lock_path = _bundle_lock_path(directory.name)
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(lock_path, "a") as lock_file:
+                if not _lock_within(lock_file, fcntl.LOCK_EX, patience_seconds):
+                    continue  # a worker still runs it
+                shutil.rmtree(directory, ignore_errors=True)
+            lock_path.unlink(missing_ok=True)
+            removed.append(directory.name)
+    return removed
+
+
+def _lock_within(lock_file: IO[str], kind: int, seconds: float) -> bool:
+    fcntl = posix_locks()
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(lock_file, kind | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
 
 def _exit_cause(code: int, memory_mb: int | None) -> tuple[str, str]:
@@ -756,8 +837,16 @@ class LocalProvider(BaseProvider):
             self._write_entry(entry)
             return _state_from_entry(entry)
         environment, _ = ensure_environment(bundle, reporter)
+        with _bundles_locked():
+            entry = self._unpack_and_record(plan, bundle, spec, environment)
+        remove_unused_bundles()  # the bundle this one replaced, unless a worker runs it
+        return _state_from_entry(entry)
+
+    def _unpack_and_record(
+        self, plan: Plan, bundle: Bundle, spec: DeploySpec, environment: Path
+    ) -> dict[str, Any]:
         bundle_sha = _bundle_sha(bundle)
-        bundle_dir = home() / "local" / "bundles" / bundle_sha
+        bundle_dir = _bundles_dir() / bundle_sha
         tree_sha = bundle_tree_digest(bundle)
         _unpack(bundle, bundle_dir, tree_sha)
         manifest = bundle.manifest
@@ -780,7 +869,7 @@ class LocalProvider(BaseProvider):
             "deployed_at": storage.utc_now().isoformat(),
         }
         self._write_entry(entry)
-        return _state_from_entry(entry)
+        return entry
 
     def _write_entry(self, entry: dict[str, Any]) -> None:
         path = _functions_dir() / f"{entry['name']}.json"
@@ -819,11 +908,9 @@ class LocalProvider(BaseProvider):
                 worker.stop()
 
     def execute_delete(self, plan: Plan, state: DeploymentState, reporter: Reporter) -> None:
-        entry = self._entry(plan.name)
+        self._entry(plan.name)
         (_functions_dir() / f"{plan.name}.json").unlink(missing_ok=True)
-        still_used = {other["bundle_sha"] for other in list_entries()}
-        if entry["bundle_sha"] not in still_used:
-            shutil.rmtree(entry["bundle_dir"], ignore_errors=True)
+        remove_unused_bundles()
 
     def logs(self, name: str, *, lines: int = 100, run_id: str | None = None) -> str:
         self._entry(name)

@@ -71,6 +71,9 @@ FUNCTIONS_PREFIX = "/v1/functions/"
 INVOKE_PREFIX = "/v1/invoke/"
 TIMEOUT_HEADER = "X-Deployer-Timeout"
 PARQUET_TYPE = "application/vnd.apache.parquet"
+# How long a retired worker's bundle lock may stay shared with a process being
+# forked at that moment (see remove_unused_bundles).
+RETIRED_BUNDLE_PATIENCE_SECONDS = 5.0
 
 
 def token_path() -> Path:
@@ -303,9 +306,17 @@ class LocalServer:
             else:
                 current.entry = entry
         if retired is not None:
-            # Waits for the retired worker's running call, on its own thread.
-            threading.Thread(target=retired.stop, daemon=True).start()
+            # Waits for the retired worker's running call, on its own thread; then
+            # its bundle, if no deployment uses it any more, goes.
+            threading.Thread(target=self._retire, args=(retired,), daemon=True).start()
         return current
+
+    def _retire(self, slot: FunctionSlot) -> None:
+        slot.stop()
+        try:
+            local.remove_unused_bundles(patience_seconds=RETIRED_BUNDLE_PATIENCE_SECONDS)
+        except Exception as error:  # housekeeping must never take the server down
+            self.log(f"removing unused bundles failed: {error}")
 
     def dispatch(
         self, name: str, message: dict[str, Any], timeout_seconds: float | None = None
