@@ -19,6 +19,7 @@ from deployer import archive
 from deployer.capture import Captured
 from deployer.errors import BundleError
 from deployer.requirements import Requirements
+from deployer.runtimes.core import SOURCES_FILE
 from deployer.runtimes.manifest import MANIFEST_FILE, CreatedWith, FunctionEntry, Manifest
 from deployer.runtimes.quality import REFERENCE_FILE
 from deployer.spec import DeploySpec
@@ -114,13 +115,22 @@ def build(
             path.is_absolute()
             or ".." in path.parts
             or path.parts[0]
-            in (RUNTIME_PACKAGE, FUNCTION_FILE, MANIFEST_FILE, REQUIREMENTS_FILE, REFERENCE_FILE)
+            in (
+                RUNTIME_PACKAGE,
+                FUNCTION_FILE,
+                MANIFEST_FILE,
+                REQUIREMENTS_FILE,
+                REFERENCE_FILE,
+                SOURCES_FILE,
+            )
         ):
             raise BundleError(
                 f"local module {module.name!r} would be written to {module.path!r}, which "
                 "clashes with the bundle's own files: rename the module"
             )
         code_files[str(path)] = module.source
+    if captured.source_lines:
+        code_files[SOURCES_FILE] = json.dumps(captured.source_lines, sort_keys=True).encode()
     quality = dict(quality or {})
     if reference is not None:
         code_files[REFERENCE_FILE] = reference

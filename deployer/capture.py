@@ -63,6 +63,8 @@ PICKLE_PROTOCOL = 5
 _MAX_DIAGNOSIS_DEPTH = 6
 
 _MAIN_MODULE_NAMES = frozenset({"__main__", "__mp_main__"})
+# What cloudpickle writes as the file name of code it pickles by value.
+DYNAMIC_CODE_FILENAME = "<dynamic-code>"
 # Scripts the CLI imported by path (`deployer deploy model.py:predict`): their
 # functions pickle as `python model.py` pickles them, as __main__'s, so that the
 # same code gets the same code hash whichever way it was deployed.
@@ -100,6 +102,9 @@ class Captured:
     takes_input: bool
     requires_input: bool
     input_kind: str
+    # file name -> first line -> source text of the code pickled by value, so
+    # that a run's traceback shows its lines (see runtimes/core.py _show_sources).
+    source_lines: dict[str, dict[int, str]] = field(default_factory=dict, repr=False)
 
 
 def capture(
@@ -151,6 +156,7 @@ def capture(
         qualname=qualname,
         signature=signature,
         source=_source_of(function),
+        source_lines=_source_lines(record.code for record in code_objects),
         local_modules=tuple(sorted(local_modules, key=lambda module: module.path)),
         modules=tuple(sorted(third_party - local_top_levels)),
         takes_input=takes_input,
@@ -304,10 +310,21 @@ def _recording_pickler_class() -> type[Any]:
 
         def _reduce_code(self, code: types.CodeType) -> object:
             reduction = self.dispatch_table[types.CodeType](code)
+            constructor, arguments, *rest = reduction
+            filename = shipped_filename(code)
+            if filename is not None:
+                # cloudpickle blanks the file name (it varies between machines); its
+                # base name does not, and lets a run's traceback name the file.
+                arguments = tuple(
+                    filename
+                    if isinstance(argument, str) and argument == DYNAMIC_CODE_FILENAME
+                    else argument
+                    for argument in arguments
+                )
+                reduction = (constructor, arguments, *rest)
             constants = tuple(_SortedFrozenset.wrap(constant) for constant in code.co_consts)
             if constants == code.co_consts:
                 return reduction
-            constructor, arguments, *rest = reduction
             # The constants tuple is passed through unchanged by cloudpickle's reducer;
             # if that ever stops being true, nothing matches and the order stays as is.
             arguments = tuple(
@@ -360,6 +377,29 @@ def _pickle_recording_code(payload: object) -> tuple[bytes, list[_PicklingRecord
         _PicklingRecord(code, pickler.packages_by_code.get(code)) for code in pickler.code_objects
     ]
     return pickled, records
+
+
+def shipped_filename(code: types.CodeType) -> str | None:
+    """The file name a by-value function's code keeps in the bundle: the base name
+    of its source file (the same on every machine), or None for code without one."""
+    filename = code.co_filename
+    if filename.startswith("<") or not filename.endswith(".py"):
+        return None
+    return os.path.basename(filename)
+
+
+def _source_lines(codes: Iterable[types.CodeType]) -> dict[str, dict[int, str]]:
+    found: dict[str, dict[int, str]] = {}
+    for code in codes:
+        name = shipped_filename(code)
+        if name is None or code.co_name.startswith("<"):  # nested code is in its parent's
+            continue
+        try:
+            lines, first = inspect.getsourcelines(code)
+        except (OSError, TypeError):
+            continue  # no source on this machine: the traceback names file and line only
+        found.setdefault(name, {})[max(first, 1)] = "".join(lines)
+    return found
 
 
 def _pickles(value: object) -> bool:

@@ -47,6 +47,10 @@ DEADLINE_MARGIN_FRACTION = 0.05
 NOT_COMMITTED_EVENT = "deployer.run_not_committed"
 
 
+# In the bundle: the source lines of the code pickled by value (deployer/capture.py).
+SOURCES_FILE = "sources.json"
+
+
 class BundleIntegrityError(Exception):
     """The bundle on disk is not the one its manifest describes."""
 
@@ -111,6 +115,7 @@ def load(bundle_dir: str) -> Loaded:
     import cloudpickle
 
     payload = cloudpickle.loads(pickled)
+    _show_sources(bundle_dir)
     reference = None
     reference_file = manifest.quality.get("reference")
     if reference_file:
@@ -123,6 +128,43 @@ def load(bundle_dir: str) -> Loaded:
         checks=dict(payload.get("checks") or {}),
         reference=reference,
     )
+
+
+def _users_traceback(error: BaseException) -> str:
+    """The traceback from the user's code down, without the runtime's frames above
+    it; all of it when the error arose in the runtime itself."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frames = error.__traceback__
+    while frames is not None and os.path.dirname(frames.tb_frame.f_code.co_filename) == here:
+        frames = frames.tb_next
+    shown = frames if frames is not None else error.__traceback__
+    return "".join(traceback.format_exception(type(error), error, shown))
+
+
+def _show_sources(bundle_dir: str) -> None:
+    """Let tracebacks show the lines of the user's code pickled by value: its code
+    names the file (model.py, a notebook cell) but the file is not here."""
+    import linecache
+
+    path = os.path.join(bundle_dir, SOURCES_FILE)
+    if not os.path.exists(path):
+        return
+    with open(path, "rb") as handle:
+        sources: dict[str, dict[str, str]] = json.loads(handle.read())
+    for filename, pieces in sources.items():
+        if os.path.exists(os.path.join(bundle_dir, filename)):
+            continue  # a real file of the bundle (a local module) is its own source
+        lines: list[str] = []
+        for first, text in sorted(pieces.items(), key=lambda item: int(item[0])):
+            start = int(first) - 1
+            lines.extend("\n" for _ in range(start - len(lines)))
+            for offset, line in enumerate(text.splitlines(keepends=True)):
+                if start + offset < len(lines):
+                    lines[start + offset] = line
+                else:
+                    lines.append(line)
+        # No modification time: linecache.checkcache keeps the entry.
+        linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
 
 
 class _NoPayload:
@@ -264,7 +306,7 @@ def run(
                 "type": type(error).__name__,
                 "message": str(error),
                 # An OutputError's message is the whole story; deployer's frames are noise.
-                "traceback": None if isinstance(error, OutputError) else traceback.format_exc(),
+                "traceback": None if isinstance(error, OutputError) else _users_traceback(error),
             }
         record["status"] = status
         profile_bytes = None if profile is None else storage.json_bytes(profile)

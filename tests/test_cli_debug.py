@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 
 import deployer
 from deployer.cli import main
+from deployer.errors import RunError
 
 
 def cli(*arguments: str) -> Result:
@@ -257,3 +258,26 @@ def test_requirements_say_which_are_pinned_and_which_are_ranges() -> None:
     assert pin_kind("==2.*") == "range"
     assert pin_kind(">=1,<2") == "range"
     assert pin_kind(None) == "any"
+
+
+def raises_on_negative(frame: pd.DataFrame) -> pd.DataFrame:
+    scaled = frame.x * 2
+    if (scaled < 0).any():
+        raise ValueError("negative input reached the model")
+    return frame.assign(y=scaled)
+
+
+def test_a_failed_runs_traceback_shows_the_users_lines_not_the_runtimes(
+    deployer_home: Path,
+) -> None:
+    d = deployer.deploy(raises_on_negative, name="lines", quiet=True)
+    with pytest.raises(RunError):
+        d.invoke(pd.DataFrame({"x": [-1]}))
+    record = deployer.read_run("lines", last_run_id("lines"))
+    shown = record["error"]["traceback"]
+    import inspect
+
+    line = inspect.getsourcelines(raises_on_negative)[1] + 3
+    assert f'File "{Path(__file__).name}", line {line}, in raises_on_negative' in shown
+    assert 'raise ValueError("negative input reached the model")' in shown
+    assert "<dynamic-code>" not in shown and "deployer_runtime" not in shown
