@@ -37,7 +37,8 @@ def model_file(deployer_home: Path) -> Path:
 
 def run(*arguments: str) -> tuple[int, str]:
     result = CliRunner().invoke(main, list(arguments), catch_exceptions=False)
-    return result.exit_code, result.output
+    # --json output is stdout alone, as a pipe sees it (hints and warnings go to stderr).
+    return result.exit_code, result.stdout if "--json" in arguments else result.output
 
 
 def test_build_writes_the_zip_and_lists_contents_and_size(model_file: Path) -> None:
