@@ -110,6 +110,33 @@ class Deployment:
 
         return read_quality(self.name, output=self.output, last=last)
 
+    def report(self, *, last: int = 100, path: str | Path | None = None) -> Path | None:
+        """The run report: shown inline in Jupyter; elsewhere written to ``path``
+        (default ``{name}-report.html``), whose location is returned."""
+        from deployer.report import report_html, write_report
+
+        if path is None and _in_notebook():
+            from IPython.display import HTML, display
+
+            document = report_html(
+                self.name,
+                output=self.output,
+                provider=self.provider,
+                provider_options=self.provider_options,
+                last=last,
+            )
+            # In a frame of its own: the page's styles and script stay out of the notebook's.
+            display(HTML(_framed(document)))
+            return None
+        return write_report(
+            self.name,
+            path,
+            output=self.output,
+            provider=self.provider,
+            provider_options=self.provider_options,
+            last=last,
+        )
+
     def logs(self, *, lines: int = 100) -> str:
         from deployer.registry import get_provider
 
@@ -327,6 +354,23 @@ def _not_while_importing(action: str) -> None:
             f'{action}: put the call under `if __name__ == "__main__":` (then `python '
             f"{Path(_importing[-1]).name}` still {action}s) and run the command again"
         )
+
+
+def _in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (which displays HTML), not a terminal."""
+    import sys
+
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def _framed(document: str) -> str:
+    import html
+
+    return (
+        f'<iframe sandbox="allow-scripts" srcdoc="{html.escape(document, quote=True)}" '
+        'style="width: 100%; height: 900px; border: 1px solid #ddd"></iframe>'
+    )
 
 
 def _callers_level() -> int:
@@ -557,7 +601,7 @@ def _predictions(invocation: Invocation, name: str) -> Any:
 
         frame = pd.DataFrame.from_records(predictions)
     reasons = list(body.get("quality") or [])
-    where = f"see `deployer runs {body.get('name', '')} {body.get('run_id')}`".replace("  ", " ")
+    where = f"see `deployer runs {name} {body.get('run_id')}`"
     if body.get("status") == "check_failed":
         raise CheckFailed(
             f"run {body.get('run_id')} failed its checks: {'; '.join(reasons)} ({where}); "

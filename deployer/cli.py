@@ -691,6 +691,52 @@ def quality(
 
 @main.command()
 @click.argument("name")
+@click.option(
+    "-o",
+    "--out",
+    "path",
+    type=click.Path(dir_okay=False),
+    help="the HTML file to write (default: NAME-report.html)",
+)
+@click.option("--open", "open_it", is_flag=True, help="open it in the browser")
+@click.option(
+    "--last", type=click.IntRange(min=1), default=100, show_default=True, help="runs shown"
+)
+@click.option("--output", help="the store NAME writes to (default: its provider's)")
+@provider_choice
+def report(
+    name: str,
+    path: str | None,
+    open_it: bool,
+    last: int,
+    output: str | None,
+    provider: str,
+    provider_option: tuple[str, ...],
+) -> None:
+    """A report of NAME's last runs with charts: one HTML file, no network needed."""
+    from deployer.report import write_report
+    from deployer.store import count_runs, no_runs_hint
+
+    location = _output_for(name, output, provider, provider_option)
+    if not count_runs(name, output=location):
+        raise click.ClickException(no_runs_hint(name, location))
+    written = write_report(
+        name,
+        path,
+        output=location,
+        provider=provider,
+        provider_options=_provider_options(provider_option),
+        last=last,
+    )
+    click.echo(f"report of {name} ({written.stat().st_size / 1024:,.0f} KB): {written}")
+    if open_it:
+        import webbrowser
+
+        webbrowser.open(written.as_uri())
+
+
+@main.command()
+@click.argument("name")
 @click.option("--run", "run_id", required=True, help="the run whose data is the reference")
 @click.option("--output", help="the store NAME writes to (default: its provider's)")
 @provider_choice

@@ -222,51 +222,83 @@ def read_quality(name: str, *, output: str | None = None, last: int | None = Non
     """
     import pandas as pd
 
+    from deployer.run_index import RunIndex
     from deployer.runtimes import quality, storage
     from deployer.store import _open, committed_runs
 
-    filesystem, _ = _open(output)
+    filesystem, root = _open(output)
+    records = committed_runs(name, output=output, last=last)
+    # Each run's rows are kept in the run index: one GET for all runs, not one each.
+    index = RunIndex(filesystem, root, name)
     rows = []
-    for record in committed_runs(name, output=output, last=last):
-        path = storage.join(record["_directory"], quality.PROFILE_FILE)
-        try:
-            document = json.loads(storage.read_bytes(filesystem, path))
-        except FileNotFoundError:
-            continue
-        for side in ("input", "output"):
-            entry = document.get(side)
-            if not isinstance(entry, dict):
-                continue
-            drifts = (entry.get("drift") or {}).get("columns", {})
-            changes: dict[str, list[dict[str, Any]]] = {}
-            for change in entry.get("schema_changes", []):
-                changes.setdefault(change["column"], []).append(change)
-            columns = entry.get("profile", {}).get("columns", {})
-            for column in dict.fromkeys([*columns, *changes]):
-                profiled = columns.get(column, {})
-                scores = drifts.get(column, {})
-                found = changes.get(column, [])
-                rows.append(
-                    {
-                        "run_id": record["run_id"],
-                        "status": record.get("status"),
-                        "side": side,
-                        "column": column,
-                        "type": profiled.get("type"),
-                        "null_fraction": profiled.get("null_fraction"),
-                        "js": scores.get("js"),
-                        "psi": scores.get("psi"),
-                        "verdict": scores.get("verdict"),
-                        "drifted": scores.get("verdict") == "drift",
-                        "schema_change": found[0]["change"] if found else None,
-                        "schema_against": ", ".join(c["against"] for c in found) or None,
-                    }
-                )
+    for record in records:
+        found = index.quality(record["run_id"], record.get("_stamp"))
+        if found is None:
+            path = storage.join(record["_directory"], quality.PROFILE_FILE)
+            try:
+                document = json.loads(storage.read_bytes(filesystem, path))
+            except FileNotFoundError:
+                document = {}
+            found = quality_rows(document)
+            index.put_quality(record["run_id"], record.get("_stamp"), found)
+        rows += [
+            {"run_id": record["run_id"], "status": record.get("status"), **row} for row in found
+        ]
+    index.save()
     columns = [
         "run_id", "status", "side", "column", "type", "null_fraction", "js", "psi",
         "verdict", "drifted", "schema_change", "schema_against",
     ]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
+
+
+def quality_rows(document: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A run's profile.json as rows of side x column: type, null fraction, drift
+    scores and verdict, schema change (what read_quality shows, without the run)."""
+    rows = []
+    for side in ("input", "output"):
+        entry = document.get(side)
+        if not isinstance(entry, dict):
+            continue
+        drifts = (entry.get("drift") or {}).get("columns", {})
+        changes: dict[str, list[dict[str, Any]]] = {}
+        for change in entry.get("schema_changes", []):
+            changes.setdefault(change["column"], []).append(change)
+        columns = entry.get("profile", {}).get("columns", {})
+        for column in dict.fromkeys([*columns, *changes]):
+            profiled = columns.get(column, {})
+            scores = drifts.get(column, {})
+            found = changes.get(column, [])
+            rows.append(
+                {
+                    "side": side,
+                    "column": column,
+                    "type": profiled.get("type"),
+                    "null_fraction": profiled.get("null_fraction"),
+                    "js": scores.get("js"),
+                    "psi": scores.get("psi"),
+                    "verdict": scores.get("verdict"),
+                    "drifted": scores.get("verdict") == "drift",
+                    "schema_change": found[0]["change"] if found else None,
+                    "schema_against": ", ".join(c["against"] for c in found) or None,
+                }
+            )
+    return rows
+
+
+def stored_reference(name: str, *, output: str | None = None) -> dict[str, Any] | None:
+    """The reference kept in the store for ``name`` (``{output}/{name}/reference.json``)."""
+    from deployer.runtimes import quality, storage
+    from deployer.store import _open
+
+    filesystem, root = _open(output)
+    try:
+        document = json.loads(
+            storage.read_bytes(filesystem, storage.join(root, name, quality.REFERENCE_FILE))
+        )
+    except FileNotFoundError:
+        return None
+    return document if isinstance(document, dict) else None
 
 
 def set_reference(name: str, run_id: str, *, output: str | None = None) -> dict[str, Any]:

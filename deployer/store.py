@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 
 from deployer.archive import write_atomically
 from deployer.errors import SchemaChangeWarning, StoreError
+from deployer.run_index import RunIndex, Stamp
 from deployer.runtimes import storage
 
 if TYPE_CHECKING:
@@ -151,9 +152,17 @@ def _unfinished_record(marker: dict[str, Any], run_id: str, now: datetime) -> di
     return record
 
 
+class _Listed:
+    """What the listing found of one run: which marker files, and run.json's stamp."""
+
+    def __init__(self) -> None:
+        self.files: set[str] = set()
+        self.stamp: Stamp | None = None
+
+
 def _listed_runs(
     filesystem: Any, runs_dir: str, name: str, output: str | None
-) -> dict[str, set[str]]:
+) -> dict[str, _Listed]:
     """Run id -> which of run.json and started.json it has, from one recursive listing."""
     from pyarrow import fs as pafs
 
@@ -167,7 +176,7 @@ def _listed_runs(
     except OSError as error:
         raise StoreError(f"cannot list runs of {name!r} under {output}: {error}") from error
     prefix = runs_dir.rstrip("/") + "/"
-    runs: dict[str, set[str]] = {}
+    runs: dict[str, _Listed] = {}
     for entry in entries:
         if entry.type != pafs.FileType.File or not entry.path.startswith(prefix):
             continue
@@ -176,7 +185,10 @@ def _listed_runs(
             continue
         run_id, file = relative.split("/")
         if file in (storage.RUN_FILE, storage.STARTED_FILE):
-            runs.setdefault(run_id, set()).add(file)
+            listed = runs.setdefault(run_id, _Listed())
+            listed.files.add(file)
+            if file == storage.RUN_FILE:
+                listed.stamp = Stamp(int(entry.size or 0), int(entry.mtime_ns or 0))
     return runs
 
 
@@ -198,7 +210,9 @@ def _records(
     listed = _listed_runs(filesystem, runs_dir, name, output)
     if committed_only:
         spooled: dict[str, dict[str, Any]] = {}
-        run_ids = sorted(run_id for run_id, files in listed.items() if storage.RUN_FILE in files)
+        run_ids = sorted(
+            run_id for run_id, found in listed.items() if storage.RUN_FILE in found.files
+        )
     else:
         spooled = _spooled_runs(name, output or _default_output())
         run_ids = sorted(set(listed) | set(spooled))
@@ -206,27 +220,23 @@ def _records(
         cutoff = _as_utc(since).strftime("%Y%m%dT%H%M%SZ")
         run_ids = [run_id for run_id in run_ids if run_id[:16] >= cutoff]
     now = now or storage.utc_now()
+    index = RunIndex(filesystem, root, name)
     records = []
     # Newest first, so that ``last`` stops early on a long history.
     for run_id in reversed(run_ids):
-        files = listed.get(run_id, set())
+        found = listed.get(run_id) or _Listed()
         directory = storage.join(runs_dir, run_id)
         record = None
-        if storage.RUN_FILE in files:
-            try:
-                record = _read_json(filesystem, storage.join(directory, storage.RUN_FILE))
-                try:
-                    record["metrics"] = _read_json(
-                        filesystem, storage.join(directory, storage.METRICS_FILE)
-                    )
-                except FileNotFoundError:
-                    record["metrics"] = {}
-            except FileNotFoundError:
-                record = None  # deleted since the listing
+        if storage.RUN_FILE in found.files:
+            record = index.record(run_id, found.stamp)
+            if record is None:
+                record = _read_record(filesystem, directory)
+                if record is not None:
+                    index.put_record(run_id, found.stamp, record)
         if record is None and not committed_only:
             if run_id in spooled:
                 record = {**spooled[run_id], "metrics": {}}
-            elif storage.STARTED_FILE in files:
+            elif storage.STARTED_FILE in found.files:
                 try:
                     marker = _read_json(filesystem, storage.join(directory, storage.STARTED_FILE))
                     record = _unfinished_record(marker, run_id, now)
@@ -235,11 +245,46 @@ def _records(
         if record is None:
             continue
         record["_directory"] = directory
+        record["_stamp"] = found.stamp
         records.append(record)
         if last is not None and len(records) >= last:
             break
+    index.save(set(listed))
     records.reverse()
     return records
+
+
+def _read_record(filesystem: Any, directory: str) -> dict[str, Any] | None:
+    """run.json with its metrics attached, or None if the run was deleted since the listing."""
+    try:
+        record: dict[str, Any] = _read_json(filesystem, storage.join(directory, storage.RUN_FILE))
+    except FileNotFoundError:
+        return None
+    try:
+        record["metrics"] = _read_json(filesystem, storage.join(directory, storage.METRICS_FILE))
+    except FileNotFoundError:
+        record["metrics"] = {}
+    return record
+
+
+def count_runs(name: str, *, output: str | None = None) -> int:
+    """How many runs ``name`` has in the store (committed or not), from one listing."""
+    filesystem, root = _open(output)
+    return len(_listed_runs(filesystem, storage.runs_path(root, name), name, output))
+
+
+def default_output() -> str:
+    return _default_output()
+
+
+def first_rows_of_run(record: dict[str, Any], output: str | None, rows: int) -> pd.DataFrame | None:
+    """The first ``rows`` predictions of a run from ``committed_runs``/``run_history``."""
+    filesystem, _ = _open(output)
+    path = storage.join(record["_directory"], storage.OUTPUT_FILE)
+    try:
+        return _first_rows(path, filesystem, rows).to_pandas()
+    except FileNotFoundError:
+        return None
 
 
 def committed_runs(

@@ -41,11 +41,12 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from deployer.archive import write_atomically
 from deployer.cache import posix_locks
-from deployer.errors import ConfigError
+from deployer.errors import ConfigError, DeployerError
+from deployer.providers.local import pages
 from deployer.providers.local import provider as local
 from deployer.runtimes import core, storage
 from deployer.spec import NAME_PATTERN
@@ -277,6 +278,7 @@ class LocalServer:
         # Problems already logged (a bad entry, a failing schedule), so a file
         # that stays broken is named once, not every second.
         self._reported: set[str] = set()
+        self.sessions = pages.Sessions()
 
     # -- functions ---------------------------------------------------------
 
@@ -310,6 +312,37 @@ class LocalServer:
             # its bundle, if no deployment uses it any more, goes.
             threading.Thread(target=self._retire, args=(retired,), daemon=True).start()
         return current
+
+    # -- pages -------------------------------------------------------------
+
+    def function_summaries(self) -> list[dict[str, Any]]:
+        """Each deployed function with its last run, for the index page."""
+        from deployer.providers.base import describe_trigger
+        from deployer.store import run_history
+
+        summaries = []
+        for entry in local.list_entries():
+            try:
+                last = run_history(entry["name"], output=entry["output"], last=1)
+            except DeployerError:
+                last = []
+            summaries.append(
+                {
+                    "name": entry["name"],
+                    "status": last[0].get("status") if last else None,
+                    "started": str(last[0].get("started", ""))[:19] if last else None,
+                    "triggers": [describe_trigger(trigger) for trigger in entry["triggers"]],
+                }
+            )
+        return summaries
+
+    def report(self, name: str, last: str) -> str:
+        from deployer.report import DEFAULT_RUNS, report_html
+
+        entry = local.read_entry(name)
+        assert entry is not None
+        runs = int(last) if last.isdigit() and int(last) > 0 else DEFAULT_RUNS
+        return report_html(name, output=entry["output"], provider="local", last=runs)
 
     def _retire(self, slot: FunctionSlot) -> None:
         slot.stop()
@@ -460,6 +493,10 @@ class LocalServer:
         self._scheduler = threading.Thread(target=self._scheduler_loop, daemon=True)
         self._scheduler.start()
         self.log(f"serving on http://{self.host}:{self.port} (token in {token_path()})")
+        self.log(
+            f"reports: http://{self.host}:{self.port}{pages.LOGIN_PATH}?code="
+            f"{self.sessions.new_code()} (signs a browser in; one use, 10 minutes)"
+        )
 
     def stop(self) -> None:
         self._stopping.set()
@@ -539,12 +576,76 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
                 except OSError:
                     self.close_connection = True
 
+        def _page(self, status: int, document: str, extra: dict[str, str] | None = None) -> None:
+            data = document.encode()
+            self.send_response(status)
+            for header, value in {**pages.PAGE_HEADERS, **(extra or {})}.items():
+                self.send_header(header, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _redirect(self, location: str, cookie: str | None = None) -> None:
+            self.send_response(303)
+            self.send_header("Location", location)
+            if cookie is not None:
+                self.send_header("Set-Cookie", cookie)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def _browser_authorized(self) -> bool:
+            return self._authorized() or server.sessions.valid(self.headers.get("Cookie"))
+
+        def _pages(self, path: str, query: str) -> bool:
+            """The browser's pages; False when ``path`` is not one of them."""
+            if path == pages.LOGIN_PATH:
+                code = parse_qs(query).get("code", [""])[0]
+                session = server.sessions.redeem(code) if code else None
+                if session is not None:
+                    self._redirect("/", pages.session_cookie(session))
+                else:
+                    self._page(401 if code else 200, pages.login_page("/", failed=bool(code)))
+                return True
+            if path != "/" and not path.startswith(pages.REPORT_PREFIX):
+                return False
+            if not self._browser_authorized():
+                self._page(401, pages.login_page(pages.safe_next(path)))
+                return True
+            if path == "/":
+                self._page(200, pages.index_page(server.function_summaries()))
+                return True
+            name = path[len(pages.REPORT_PREFIX) :]
+            if not NAME_PATTERN.match(name) or local.read_entry(name) is None:
+                self._page(404, pages.message_page("not found", f"no function {name!r} here"))
+                return True
+            try:
+                document = server.report(name, parse_qs(query).get("last", [""])[0])
+            except DeployerError as error:
+                self._page(503, pages.message_page("no report", str(error)))
+                return True
+            self._page(200, document)
+            return True
+
+        def _login(self) -> None:
+            raw = self._read_body()
+            if raw is None:
+                return
+            form = parse_qs(raw.decode(errors="replace"))
+            given = form.get("token", [""])[0]
+            next_path = pages.safe_next(form.get("next", ["/"])[0])
+            if not secrets.compare_digest(given.encode(), server.token.encode()):
+                return self._page(401, pages.login_page(next_path, failed=True))
+            self._redirect(next_path, pages.session_cookie(server.sessions.new_session()))
+
         def _get(self) -> None:
-            path = urlsplit(self.path).path
+            split = urlsplit(self.path)
+            path = split.path
             if path == "/healthz":
                 if server.scheduler_alive():
                     return self._send(200, {"status": "ok", "scheduler": "running"})
                 return self._send(503, {"status": "degraded", "scheduler": "stopped"})
+            if self._pages(path, split.query):
+                return None
             if not self._authorized():
                 return self._unauthorized()
             if path == "/v1/functions":
@@ -563,6 +664,8 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
 
         def _post(self) -> None:
             path = urlsplit(self.path).path
+            if path == pages.LOGIN_PATH:
+                return self._login()
             if path.startswith(INVOKE_PREFIX):
                 return self._invoke(path[len(INVOKE_PREFIX) :])
             name = path[len(FUNCTIONS_PREFIX) :] if path.startswith(FUNCTIONS_PREFIX) else ""
