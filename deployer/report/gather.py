@@ -214,7 +214,8 @@ def _attach_samples(
 def _drift(quality: Any, run_ids: list[str]) -> DriftMatrix | None:
     if quality.empty:
         return None
-    profiled = [run_id for run_id in run_ids if run_id in set(quality.run_id)]
+    with_profile = set(quality.run_id)
+    profiled = [run_id for run_id in run_ids if run_id in with_profile]
     if not profiled:
         return None
     labels = quality.side + "." + quality.column
