@@ -22,6 +22,7 @@ import json
 import os
 import secrets
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -162,10 +163,18 @@ def run_path(root: str, name: str, run_id: str) -> str:
 
 
 def write_bytes(filesystem_: pafs.FileSystem, path: str, data: bytes) -> None:
-    """Write one object so that a reader never sees it half-written.
+    """Write one object so that a reader never sees it half-written (see write_stream)."""
+    write_stream(filesystem_, path, lambda stream: stream.write(data))
+
+
+def write_stream(filesystem_: pafs.FileSystem, path: str, produce: Callable[[Any], object]) -> None:
+    """Write one object by handing ``produce`` the open stream; a reader never
+    sees it half-written.
 
     Object stores make each PUT atomic; on a local disk we write a temporary
     file next to the target and rename it over, which is atomic on POSIX.
+    Streaming lets a large output go to the store as it is encoded, without
+    a copy in memory first.
     """
     from pyarrow import fs as pafs
 
@@ -175,7 +184,7 @@ def write_bytes(filesystem_: pafs.FileSystem, path: str, data: bytes) -> None:
         temporary = f"{path}.tmp-{uuid.uuid4().hex}"
         try:
             with filesystem_.open_output_stream(temporary) as stream:
-                stream.write(data)
+                produce(stream)
             filesystem_.move(temporary, path)
         except BaseException:
             # A refused write must not leave its temporary file behind.
@@ -183,7 +192,7 @@ def write_bytes(filesystem_: pafs.FileSystem, path: str, data: bytes) -> None:
             raise
         return
     with filesystem_.open_output_stream(path) as stream:
-        stream.write(data)
+        produce(stream)
 
 
 def delete_quietly(filesystem_: pafs.FileSystem, path: str) -> bool:

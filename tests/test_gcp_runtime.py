@@ -389,6 +389,7 @@ def test_http_post_answers_json_predictions_and_refuses_bodies_that_are_not_a_ta
     assert {key for key in keys if "/runs/" not in key} == {
         f"predictions/{NAME}/reference.json",
         f"predictions/{NAME}/schema.json",
+        f"predictions/{NAME}/run-index.json.gzip",  # kept by read_runs above
     }
     assert run_directories == {
         f"predictions/{NAME}/runs/{run_id}" for run_id in (records["run_id"], columns["run_id"])
