@@ -392,7 +392,6 @@ def read_outputs(
     >>> deployer.read_outputs("churn-scores", output="s3://acme/predictions", last=1)
     """
     import pandas as pd
-    import pyarrow.parquet as pq
 
     filesystem, _ = _open(output)
     tables: list[tuple[str, pa.Table]] = []
@@ -404,28 +403,90 @@ def read_outputs(
         if not records:
             read_run(name, run_id, output=output)  # names the runs there are
             raise StoreError(f"run {run_id} of {name} did not commit: it has no outputs")
-    for record in reversed(records) if wanted is not None else records:
-        if wanted is not None and have >= wanted:
-            break
-        if record.get("status") == "failed":
-            continue
-        if record.get("status") == "check_failed" and not include_failed_checks:
-            continue
-        path = storage.join(record["_directory"], storage.OUTPUT_FILE)
-        try:
-            if wanted is None:
-                table = pq.read_table(path, filesystem=filesystem)
-            else:
+    readable = [
+        record
+        for record in records
+        if record.get("status") != "failed"
+        and (include_failed_checks or record.get("status") != "check_failed")
+    ]
+    if wanted is None:
+        whole = _read_as_one_dataset(filesystem, readable)
+        if whole is not None:
+            return whole
+        tables = _read_tables(filesystem, readable)
+    else:
+        for record in reversed(readable):  # newest first, only as far as needed
+            if have >= wanted:
+                break
+            path = storage.join(record["_directory"], storage.OUTPUT_FILE)
+            try:
                 table = _first_rows(path, filesystem, wanted - have)
-        except FileNotFoundError:
-            continue  # the run returned None
-        have += table.num_rows
-        tables.append((record["run_id"], table))
-    if wanted is not None:
+            except FileNotFoundError:
+                continue  # the run returned None
+            have += table.num_rows
+            tables.append((record["run_id"], table))
         tables.reverse()
     if not tables:
         return pd.DataFrame({"run_id": pd.Series(dtype="str")})
     return _concat_runs(name, tables)
+
+
+def _read_as_one_dataset(filesystem: Any, records: list[dict[str, Any]]) -> pd.DataFrame | None:
+    """All the runs' outputs as one Arrow dataset, read in parallel and converted
+    to pandas once, when every run recorded the same output schema (what almost
+    every history is); None when they differ or a run has no output file, for
+    _read_tables and _concat_runs to handle and say so."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    schemas = {
+        json.dumps((record.get("metrics") or {}).get("schema"), sort_keys=True)
+        for record in records
+    }
+    if len(records) < 2 or len(schemas) != 1 or "null" in schemas:
+        return None
+    runs_dir = records[0]["_directory"].rsplit("/", 1)[0]
+    paths = [storage.join(record["_directory"], storage.OUTPUT_FILE) for record in records]
+    try:
+        dataset = ds.dataset(
+            paths,
+            filesystem=filesystem,
+            format="parquet",
+            # runs/{run_id}/output.parquet: the folder names each row's run.
+            partitioning=ds.partitioning(pa.schema([("run_id", pa.string())])),
+            partition_base_dir=runs_dir,
+        )
+        table = dataset.to_table()
+    except (FileNotFoundError, pa.ArrowInvalid):
+        return None
+    names = table.column_names
+    return table.select(["run_id", *(name for name in names if name != "run_id")]).to_pandas()
+
+
+# Output files read at once: on an object store each read is a round trip.
+READ_CONCURRENCY = 16
+
+
+def _read_tables(filesystem: Any, records: list[dict[str, Any]]) -> list[tuple[str, pa.Table]]:
+    """Every run's output, read concurrently, in the runs' order (runs without one left out)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow.parquet as pq
+
+    def read(record: dict[str, Any]) -> tuple[str, pa.Table] | None:
+        path = storage.join(record["_directory"], storage.OUTPUT_FILE)
+        try:
+            # One thread per file here already: pyarrow's own pool would only contend.
+            return record["run_id"], pq.read_table(path, filesystem=filesystem, use_threads=False)
+        except FileNotFoundError:
+            return None  # the run returned None
+
+    if len(records) <= 1:
+        found = [read(record) for record in records]
+    else:
+        with ThreadPoolExecutor(max_workers=min(READ_CONCURRENCY, len(records))) as pool:
+            found = list(pool.map(read, records))
+    return [item for item in found if item is not None]
 
 
 def _concat_runs(name: str, tables: list[tuple[str, pa.Table]]) -> pd.DataFrame:

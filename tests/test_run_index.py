@@ -102,3 +102,16 @@ def test_an_index_that_cannot_be_read_or_written_only_costs_speed(
     assert read_runs("scores", output=output).run_id.tolist() == run_ids
     assert not index.exists()
     assert store.count_runs("scores", output=output) == len(run_ids)
+
+
+def test_outputs_of_many_runs_read_as_one_dataset_in_run_order(
+    history: tuple[str, list[str]],
+) -> None:
+    from deployer import read_outputs
+
+    output, run_ids = history
+    frame = read_outputs("scores", output=output)
+    assert frame.columns.tolist() == ["run_id", "x", "score"]
+    assert frame.run_id.tolist() == run_ids
+    assert frame.x.tolist() == list(range(30))
+    assert frame.score.tolist() == pytest.approx([x / 10 for x in range(30)])
