@@ -109,3 +109,7 @@ print(
     .tail()
     .to_string()
 )
+
+# 6. The run report: every run, its metrics and drift, in one HTML file.
+report = deployment.report(path="churn-scores-report.html")
+print(f"\nreport: {report} (or `deployer report churn-scores --open`)")
