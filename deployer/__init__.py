@@ -35,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AwsOptions",
+    "AzureOptions",
     "Built",
     "BundleError",
     "CaptureError",
@@ -93,6 +94,7 @@ if TYPE_CHECKING:
         write_artifacts,
     )
     from deployer.providers.aws.target import AwsOptions
+    from deployer.providers.azure.options import AzureOptions
     from deployer.providers.base import DeploymentState, Invocation, Plan
     from deployer.providers.gcp.target import GcpOptions
     from deployer.quality import Check, Drift, Metric, read_quality, set_reference
@@ -106,6 +108,7 @@ _LAZY = {
     "read_quality": "deployer.quality",
     "set_reference": "deployer.quality",
     "AwsOptions": "deployer.providers.aws.target",
+    "AzureOptions": "deployer.providers.azure.options",
     "GcpOptions": "deployer.providers.gcp.target",
     "apply": "deployer.api",
     "Built": "deployer.api",

@@ -88,29 +88,56 @@ def write_tar_gz(entries: Iterable[tuple[str, Path]], path: Path) -> int:
     return path.stat().st_size
 
 
+def extend_zip(base: Path, entries: Iterable[tuple[str, Path | bytes]], path: Path) -> int:
+    """A zip at ``path`` holding ``base``'s entries, then ``entries`` (sorted).
+
+    For an artifact whose large part changes rarely (the dependencies, cached
+    per deps_hash as a zip) and whose small part changes often (the code): only
+    the small part is compressed again. The same base and entries give the same
+    bytes. Atomic like write_zip; returns the size in bytes.
+    """
+    added = _sorted_unique(entries)
+    with zipfile.ZipFile(base) as existing:
+        clashes = sorted({name for name, _ in added} & set(existing.namelist()))
+    if clashes:
+        raise BundleError(
+            f"archive entries {', '.join(map(repr, clashes[:5]))} are in the base archive "
+            "already: an archive holds one file per name, so rename them"
+        )
+    with _replacing(path) as temporary:
+        shutil.copyfile(base, temporary)
+        with zipfile.ZipFile(temporary, "a") as archive:
+            _add_entries(archive, added)
+    return path.stat().st_size
+
+
 def _write_zip_entries(entries: Iterable[tuple[str, Path | bytes]], stream: IO[bytes]) -> None:
     with zipfile.ZipFile(stream, "w") as archive:
-        for name, source in _sorted_unique(entries):
-            entry = zipfile.ZipInfo(name, date_time=ZIP_TIMESTAMP)
-            entry.compress_type = zipfile.ZIP_DEFLATED
-            # The level attribute is private before Python 3.13 and an alias of
-            # the public ``compress_level`` after; setting it keeps 6 explicit
-            # rather than relying on zlib's default happening to be 6.
-            setattr(entry, "_compresslevel", COMPRESS_LEVEL)  # noqa: B010
-            entry.create_system = UNIX
-            if isinstance(source, bytes):
-                entry.external_attr = FILE_MODE << 16
-                entry.file_size = len(source)
-                with archive.open(entry, "w") as target:
-                    target.write(source)
-            else:
-                stat = source.stat()
-                entry.external_attr = _mode(stat.st_mode) << 16
-                # Known before writing, so zip64 is decided up front and the
-                # same way as for in-memory content of the same size.
-                entry.file_size = stat.st_size
-                with open(source, "rb") as content, archive.open(entry, "w") as target:
-                    shutil.copyfileobj(content, target, CHUNK_BYTES)
+        _add_entries(archive, _sorted_unique(entries))
+
+
+def _add_entries(archive: zipfile.ZipFile, ordered: list[tuple[str, Path | bytes]]) -> None:
+    for name, source in ordered:
+        entry = zipfile.ZipInfo(name, date_time=ZIP_TIMESTAMP)
+        entry.compress_type = zipfile.ZIP_DEFLATED
+        # The level attribute is private before Python 3.13 and an alias of
+        # the public ``compress_level`` after; setting it keeps 6 explicit
+        # rather than relying on zlib's default happening to be 6.
+        setattr(entry, "_compresslevel", COMPRESS_LEVEL)  # noqa: B010
+        entry.create_system = UNIX
+        if isinstance(source, bytes):
+            entry.external_attr = FILE_MODE << 16
+            entry.file_size = len(source)
+            with archive.open(entry, "w") as target:
+                target.write(source)
+        else:
+            stat = source.stat()
+            entry.external_attr = _mode(stat.st_mode) << 16
+            # Known before writing, so zip64 is decided up front and the
+            # same way as for in-memory content of the same size.
+            entry.file_size = stat.st_size
+            with open(source, "rb") as content, archive.open(entry, "w") as target:
+                shutil.copyfileobj(content, target, CHUNK_BYTES)
 
 
 def _mode(st_mode: int) -> int:

@@ -54,7 +54,8 @@ def _known() -> dict[str, tuple[str, str | None]]:
 
 def provider_names(*, available: bool = False) -> list[str]:
     """Every provider's name; ``available``: only those whose code is here (a known
-    name whose module does not exist yet, like azure today, is left out). Whether
+    name whose module does not exist, such as a registered plug-in not installed, is
+    left out). Whether
     its cloud SDK extra is installed is not checked: that error is clearer."""
     known = _known()
     if not available:
@@ -95,7 +96,8 @@ def get_provider(name: str, options: Mapping[str, Any] | Any | None = None) -> P
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
-        if error.name == module_name:
+        if error.name and (module_name + ".").startswith(error.name + "."):
+            # The provider's own module (or its package) is missing, not a dependency.
             raise ProviderError(f"provider {name!r} is not available in this version yet") from None
         if extra is None:
             raise

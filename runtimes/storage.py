@@ -123,19 +123,57 @@ def filesystem(url: str) -> tuple[pafs.FileSystem, str]:
             )
         return pafs.GcsFileSystem(), bucket_path
     # az://container/path and abfs://container@account.dfs.core.windows.net/path
-    account = os.environ.get("AZURE_STORAGE_ACCOUNT_NAME", "")
+    settings = _azure_settings()
+    account = settings.get("AccountName", "")
     container = parsed.netloc
     if "@" in container:
         container, host = container.split("@", 1)
         account = host.split(".", 1)[0]
+    # Without a key pyarrow signs in with Azure's default credential chain
+    # (a function app's managed identity, `az login` on a laptop).
     azure_options: dict[str, Any] = {"account_name": account}
-    if os.environ.get("AZURE_STORAGE_ACCOUNT_KEY"):
-        azure_options["account_key"] = os.environ["AZURE_STORAGE_ACCOUNT_KEY"]
-    if os.environ.get("AZURE_STORAGE_BLOB_ENDPOINT"):
-        endpoint_url = urlparse(os.environ["AZURE_STORAGE_BLOB_ENDPOINT"])
-        azure_options["blob_storage_authority"] = endpoint_url.netloc
-        azure_options["blob_storage_scheme"] = endpoint_url.scheme
+    if settings.get("AccountKey"):
+        azure_options["account_key"] = settings["AccountKey"]
+    if settings.get("BlobEndpoint"):
+        blob_url = urlparse(settings["BlobEndpoint"])
+        # pyarrow also asks the DFS endpoint whether the account has a
+        # hierarchical namespace: the same host for an emulator (Azurite has
+        # no DFS and answers "no"), the .dfs. twin of a .blob. host otherwise.
+        dfs_url = urlparse(
+            settings.get("DfsEndpoint") or settings["BlobEndpoint"].replace(".blob.", ".dfs.", 1)
+        )
+        azure_options["blob_storage_authority"] = blob_url.netloc
+        azure_options["blob_storage_scheme"] = blob_url.scheme or "https"
+        azure_options["dfs_storage_authority"] = dfs_url.netloc
+        azure_options["dfs_storage_scheme"] = dfs_url.scheme or "https"
     return pafs.AzureFileSystem(**azure_options), (container + parsed.path).rstrip("/")
+
+
+# The single settings, each overriding its part of AZURE_STORAGE_CONNECTION_STRING.
+_AZURE_VARIABLES = {
+    "AccountName": "AZURE_STORAGE_ACCOUNT_NAME",
+    "AccountKey": "AZURE_STORAGE_ACCOUNT_KEY",
+    "BlobEndpoint": "AZURE_STORAGE_BLOB_ENDPOINT",
+    "DfsEndpoint": "AZURE_STORAGE_DFS_ENDPOINT",
+}
+
+
+def _azure_settings() -> dict[str, str]:
+    """Account, key and endpoints for Azure storage, from the environment.
+
+    ``AZURE_STORAGE_CONNECTION_STRING`` (``AccountName=...;AccountKey=...;
+    BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1``, as Azurite and the
+    portal give it) first, then the single variables over it.
+    """
+    settings: dict[str, str] = {}
+    for part in os.environ.get("AZURE_STORAGE_CONNECTION_STRING", "").split(";"):
+        key, _, value = part.partition("=")
+        if key.strip() and value:
+            settings[key.strip()] = value.strip()
+    for key, variable in _AZURE_VARIABLES.items():
+        if os.environ.get(variable):
+            settings[key] = os.environ[variable]
+    return settings
 
 
 def local_path(url: str) -> str | None:

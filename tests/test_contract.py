@@ -1,12 +1,15 @@
 """The provider contract: one suite, run against every provider.
 
 local on this machine, aws on moto (server mode), gcp on the recording fake of
-Google's control planes (tests/gcp_fake.py) with gcp-storage-emulator. A new
-provider joins by adding a ``World`` below; what it must do is not rewritten.
+Google's control planes (tests/gcp_fake.py) with gcp-storage-emulator, azure
+on the recording fake of Azure Resource Manager (tests/azure_fake.py) with
+Azurite. A new provider joins by adding a ``World`` below; what it must do is
+not rewritten.
 
 Uploads are counted where each provider uploads code: a new unpacked bundle
 (local), CreateFunction / UpdateFunctionCode (AWS, through botocore's own
-event hooks on every client of this process), generateUploadUrl (GCP).
+event hooks on every client of this process), generateUploadUrl (GCP), the
+zip publish to Kudu (Azure).
 """
 
 from __future__ import annotations
@@ -20,7 +23,15 @@ from typing import Any
 import boto3
 import pandas as pd
 import pytest
+from azure_fake import FakeAzure
+from azurite import azurite
 from gcp_fake import FakeGoogleCloud
+from test_azure_provider import APP as AZURE_APP
+from test_azure_provider import INPUTS as AZURE_INPUTS
+from test_azure_provider import LOCATION as AZURE_LOCATION
+from test_azure_provider import OUTPUT as AZURE_OUTPUT
+from test_azure_provider import SITE_PATH as AZURE_SITE
+from test_azure_provider import azure_fake, isolate_from_real_azure, point_at
 from test_gcp_provider import FUNCTION as GCP_FUNCTION
 from test_gcp_provider import INPUTS as GCP_INPUTS
 from test_gcp_provider import OUTPUT as GCP_OUTPUT
@@ -34,6 +45,7 @@ from deployer.runtimes import storage
 
 # Fixtures defined elsewhere: importing them is how pytest finds them here.
 GCP_FIXTURES = (buckets, fake, fake_google_cloud, gcs_emulator, no_real_google)
+AZURE_FIXTURES = (azure_fake, azurite)
 
 DAILY = Cron("0 6 * * *", tz="UTC")
 HOURLY = Every(hours=1)
@@ -60,6 +72,9 @@ class World:
     inputs: str | None
     uploads: Callable[[], int]
     make_foreign: Callable[[str], Callable[[], Any]] | None  # returns a snapshot reader
+    # Azure declares schedules in the app's own code (function_app.py): a trigger
+    # change publishes the app again. Elsewhere the cloud holds them.
+    triggers_in_artifact: bool = False
 
     def options(self, **overrides: Any) -> dict[str, Any]:
         return {
@@ -156,13 +171,51 @@ def gcp_world(fake: FakeGoogleCloud) -> World:
     )
 
 
-@pytest.fixture(params=["local", pytest.param("aws", marks=pytest.mark.slow), "gcp"])
+def azure_world(fake: FakeAzure) -> World:
+    def make_foreign(name: str) -> Callable[[], Any]:
+        assert AZURE_APP.startswith(f"{name}-")
+        fake.sites[AZURE_SITE.lower()] = {
+            "id": AZURE_SITE,
+            "name": AZURE_APP,
+            "type": "Microsoft.Web/sites",
+            "kind": "functionapp,linux",
+            "location": AZURE_LOCATION,
+            "tags": {"team": "someone else"},
+            "properties": {"state": "Running"},
+        }
+        return lambda: dict(fake.sites[AZURE_SITE.lower()])
+
+    return World(
+        provider="azure",
+        output=AZURE_OUTPUT,
+        inputs=AZURE_INPUTS,
+        uploads=lambda: len(fake.calls(method="POST", contains="/api/publish")),
+        make_foreign=make_foreign,
+        triggers_in_artifact=True,
+    )
+
+
+@pytest.fixture(
+    params=[
+        "local",
+        pytest.param("aws", marks=pytest.mark.slow),
+        "gcp",
+        pytest.param("azure", marks=pytest.mark.slow),
+    ]
+)
 def world(request: pytest.FixtureRequest, deployer_home: Path) -> Iterator[World]:
     if request.param == "local":
         chosen = local_world(deployer_home)
     elif request.param == "aws":
         sent = request.getfixturevalue("aws_calls")
         chosen = aws_world(request.getfixturevalue("s3_bucket"), sent)
+    elif request.param == "azure":
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        isolate_from_real_azure(monkeypatch, request.getfixturevalue("tmp_path"))
+        pointed = point_at(
+            request.getfixturevalue("azure_fake"), request.getfixturevalue("azurite"), monkeypatch
+        )
+        chosen = azure_world(pointed)
     else:
         # The fake fixture also points pyarrow's gs:// at the emulator.
         chosen = gcp_world(request.getfixturevalue("fake"))
@@ -203,7 +256,7 @@ def test_removed_schedule_is_removed(world: World) -> None:
     uploads = world.uploads()
     assert world.plan(triggers=[DAILY, Http()]).kinds() == [REMOVE_TRIGGER]
     kept = world.deploy(triggers=[DAILY, Http()])
-    assert world.uploads() == uploads
+    assert world.uploads() == uploads + (1 if world.triggers_in_artifact else 0)
     assert sorted(t["type"] for t in kept.triggers) == ["cron", "http"]
     state = get_provider(world.provider).get("scores")
     assert state is not None and state.triggers == kept.triggers

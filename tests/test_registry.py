@@ -67,11 +67,14 @@ def test_another_distribution_adds_a_provider_through_an_entry_point(acme_module
     assert type(get_provider("acme")).__name__ == "AcmeProvider"
 
 
-def test_unknown_and_unavailable_providers_are_named() -> None:
+def test_unknown_and_unavailable_providers_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="unknown provider 'nope': choose one of local, aws"):
         get_provider("nope")
-    with pytest.raises(ProviderError, match="provider 'azure' is not available in this version"):
-        get_provider("azure")
+    monkeypatch.setitem(PROVIDERS, "mars", ("deployer.providers.mars.provider:MarsProvider", None))
+    with pytest.raises(ProviderError, match="provider 'mars' is not available in this version"):
+        get_provider("mars")
+    assert "mars" not in provider_names(available=True)
+    assert "azure" in provider_names(available=True)
     with pytest.raises(ConfigError, match="'package.module:Class'"):
         register_provider("broken", "no_colon_here")
 

@@ -1,0 +1,1457 @@
+"""The Azure provider: Azure Functions on the Flex Consumption plan, Blob Storage, RBAC.
+
+State lives in Azure itself, never in a local file: the function app's tags
+carry deployer's ownership marker, the function's name, its code_hash,
+deps_hash, output, inputs, timeout and one tag per trigger; its Flex
+configuration carries the memory and Python version. So a deploy from a
+laptop and one from CI plan against the same truth.
+
+What deployer makes per deployed function ``name``, in the configured
+subscription, resource group and location (names derived, never chosen):
+
+- a storage account ``dpl<21 hex>`` (a hash of subscription, resource group
+  and name: storage account names are global, 3-24 lowercase alphanumerics)
+  for the app's host (``AzureWebJobsStorage`` through its identity, no keys:
+  shared-key access is off) and the deployment container ``app-package``
+  that Flex Consumption runs the published zip from;
+- a Flex Consumption plan (FC1) and the function app ``{name}-{10 hex}`` on
+  it (a hash of subscription and resource group: app names are global DNS
+  labels), Linux, Python, with a system-assigned managed identity;
+- role assignments for that identity, with names derived from identity,
+  role and scope (so a retry is idempotent): Storage Blob Data Owner on its
+  own storage account (what the host needs for its locks, keys and timer
+  state, and the deployment container), Storage Blob Data Contributor on the
+  output's container, Storage Blob Data Reader on the inputs' container.
+  Azure's data-plane RBAC scopes to a container at the narrowest (a
+  condition on the blob path would be narrower, but conditions are not
+  available on every role and account kind): the function can write the
+  whole output container, not only ``{output}/{name}/``.
+
+A resource with one of these names that deployer did not make for this
+function (its tags say so) is never adopted: planning stops, naming it.
+
+Code ships as the app zip the data plane builds (providers/azure/app_package.py:
+function_app.py, host.json, the bundle, Linux wheels in
+.python_packages), published without a remote build to Kudu's OneDeploy
+endpoint (``POST {scm}/api/publish?RemoteBuild=false``, as ``az functionapp
+deployment source config-zip`` does for Flex) with the deploying identity's
+ARM token. Kudu reports success even when the host then cannot load the app
+(a missing dependency: nothing registers), so apply checks that Azure lists
+the functions the zip declares before recording the new code_hash. Schedules
+and the HTTP function's auth level are decorators in function_app.py: any
+trigger change publishes the zip again, and the plan says so.
+
+Configuration: subscription, resource group and location from
+``provider_options`` or AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP,
+AZURE_LOCATION; credentials from azure-identity's DefaultAzureCredential.
+Endpoints come from configuration only: AZURE_RESOURCE_MANAGER_URL (another
+cloud's ARM, or the tests' fake) and DEPLOYER_AZURE_SCM_URL (a Kudu URL
+template with ``{app}``; default: the app's own ``.scm.`` host name).
+
+Apply carries out the plan's steps in order: package the zip (before any
+call) -> the storage account and its deployment container -> the plan and
+the app (its tags do not claim any code yet) -> role assignments -> the
+first step that changes what is in the zip publishes it once (code,
+dependencies, triggers and the settings the manifest carries ride
+together) -> memory and Python are site updates -> last, one site update
+records the new tags and app settings, only after everything before
+succeeded. A failure anywhere leaves tags that still describe what runs, so
+the next deploy plans the rest again.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from urllib.parse import urlsplit
+
+# Imported at module load: a missing extra is reported by the registry.
+import requests
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+)
+from azure.identity import DefaultAzureCredential
+from azure.mgmt.authorization import AuthorizationManagementClient
+from azure.mgmt.authorization.v2022_04_01.models import RoleAssignmentCreateParameters
+from azure.mgmt.storage import StorageManagementClient
+from azure.mgmt.storage.models import (
+    BlobContainer,
+    Sku,
+    StorageAccountCheckNameAvailabilityParameters,
+    StorageAccountCreateParameters,
+    StorageAccountPropertiesCreateParameters,
+)
+from azure.mgmt.web import WebSiteManagementClient
+from azure.mgmt.web.v2024_04_01.models import (
+    AppServicePlan,
+    FunctionAppConfig,
+    FunctionEnvelope,
+    FunctionsDeployment,
+    FunctionsDeploymentStorage,
+    FunctionsDeploymentStorageAuthentication,
+    FunctionsRuntime,
+    FunctionsScaleAndConcurrency,
+    ManagedServiceIdentity,
+    NameValuePair,
+    Site,
+    SiteConfig,
+    SkuDescription,
+)
+
+from deployer.errors import ConfigError, ProviderError
+from deployer.providers.azure.app_package import (
+    HTTP_FUNCTION,
+    app_zip,
+    azure_platform,
+    install_app_dependencies,
+)
+from deployer.providers.azure.options import AzureOptions
+from deployer.providers.azure.target import timer_schedule
+from deployer.providers.base import (
+    CREATE,
+    DELETE,
+    UPDATE_CONFIG,
+    BaseProvider,
+    CreateFunction,
+    Deployed,
+    DeploymentState,
+    Invocation,
+    Plan,
+    Step,
+    TriggerStep,
+    UpdateCode,
+    UpdateConfig,
+    invocation_from_reply,
+    invoke_body,
+    is_schedule,
+    trigger_changes,
+)
+from deployer.runtimes.core import ALERTS_VARIABLE
+from deployer.triggers import Cron, Every
+
+if TYPE_CHECKING:
+    from deployer.bundle import Bundle
+    from deployer.console import Reporter
+    from deployer.spec import DeploySpec
+
+T = TypeVar("T")
+
+ARM_URL_VARIABLE = "AZURE_RESOURCE_MANAGER_URL"
+SCM_URL_VARIABLE = "DEPLOYER_AZURE_SCM_URL"
+ARM_URL = "https://management.azure.com"
+SUBSCRIPTION_VARIABLE = "AZURE_SUBSCRIPTION_ID"
+RESOURCE_GROUP_VARIABLE = "AZURE_RESOURCE_GROUP"
+LOCATION_VARIABLE = "AZURE_LOCATION"
+STORAGE_ACCOUNT_VARIABLE = "AZURE_STORAGE_ACCOUNT_NAME"  # what runtimes/storage.py reads
+
+# Flex Consumption enforces no maximum run time, but a run is only given 60
+# minutes to finish when the app scales in (functions-timeout-duration.md).
+MAX_TIMEOUT_SECONDS = 3600
+# An HTTP-triggered run must answer within 230 s (Azure Load Balancer's idle timeout).
+HTTP_RESPONSE_LIMIT_SECONDS = 230
+INSTANCE_MEMORY_MB = (512, 2048, 4096)  # the sizes Flex Consumption offers
+MAXIMUM_INSTANCE_COUNT = 100  # Flex's default scale limit per app
+DEPLOYMENT_CONTAINER = "app-package"
+TAG_VALUE_LIMIT = 256  # ARM tag values; names may not contain < > % & \ ? /
+APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,58}[a-z0-9]$")  # 2-60, a DNS label
+APP_HASH_LENGTH = 10
+ACCOUNT_PREFIX = "dpl"
+
+MANAGED_BY_TAG = "managed-by"
+MANAGED_BY = "deployer"
+NAME_TAG = "deployer-name"
+CODE_HASH_TAG = "deployer-code-hash"
+DEPS_HASH_TAG = "deployer-deps-hash"
+OUTPUT_TAG = "deployer-output"
+INPUTS_TAG = "deployer-inputs"
+TIMEOUT_TAG = "deployer-timeout"
+QUALNAME_TAG = "deployer-qualname"
+TRIGGER_TAG_PREFIX = "deployer-trigger-"
+APP_TAG = "deployer-app"  # on the storage account and the plan: the app they belong to
+
+# Built-in role definitions (the same GUIDs in every tenant).
+BLOB_OWNER = "Storage Blob Data Owner"
+BLOB_CONTRIBUTOR = "Storage Blob Data Contributor"
+BLOB_READER = "Storage Blob Data Reader"
+ROLE_IDS = {
+    BLOB_OWNER: "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+    BLOB_CONTRIBUTOR: "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
+    BLOB_READER: "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
+}
+ASSIGNMENT_NAMESPACE = uuid.UUID("6f0c3c1e-5d2a-4f0e-9b7e-2f1d4d2c0a11")
+
+# App settings deployer owns on the app; every other setting is the user's and is kept.
+DEPLOYER_SETTING_PREFIXES = ("DEPLOYER_", "AzureWebJobsStorage", "AzureFunctionsJobHost__")
+STORAGE_ACCOUNT_SETTING = STORAGE_ACCOUNT_VARIABLE
+ENVIRONMENT_NAME = "DEPLOYER_NAME"
+ENVIRONMENT_OUTPUT = "DEPLOYER_OUTPUT"
+ENVIRONMENT_INPUTS = "DEPLOYER_INPUTS"
+
+# What changes inside the zip: its manifest carries name, output, inputs and
+# timeout, function_app.py the triggers, .python_packages the dependencies.
+ZIP_SETTINGS = ("name", "output", "inputs", "timeout", "dependencies")
+# Settings of the site itself (its Flex configuration), changed without a publish.
+SITE_SETTINGS = ("memory", "python")
+
+PUBLISH_BUSY_SECONDS = 300  # how long a deploy already running (409) is waited for
+UPLOAD_TIMEOUT_SECONDS = 15 * 60
+DEPLOYMENT_TIMEOUT_SECONDS = 15 * 60
+REGISTRATION_TIMEOUT_SECONDS = 180  # the host loads the new zip and lists its functions
+PRINCIPAL_SETTLE_SECONDS = 120  # a new identity reaches Entra ID's replicas
+
+NO_CREDENTIALS = (
+    "no Azure credentials found: run `az login` (and `az account set --subscription ...`), "
+    "or set AZURE_CLIENT_ID, AZURE_CLIENT_SECRET and AZURE_TENANT_ID for a service principal"
+)
+NO_SUBSCRIPTION = (
+    "no Azure subscription is configured: pass provider_options={'subscription_id': '...'} "
+    f"(CLI: --provider-option subscription_id=...), or set {SUBSCRIPTION_VARIABLE}"
+)
+NO_RESOURCE_GROUP = (
+    "no Azure resource group is configured: pass provider_options={'resource_group': 'ml'} "
+    f"(CLI: --provider-option resource_group=ml), or set {RESOURCE_GROUP_VARIABLE}"
+)
+NO_LOCATION = (
+    "no Azure location is configured for the resources deployer makes: pass "
+    "provider_options={'location': 'westeurope'} (CLI: --provider-option location=westeurope), "
+    f"or set {LOCATION_VARIABLE} (a region that offers Flex Consumption: "
+    "`az functionapp list-flexconsumption-locations`)"
+)
+PERMISSIONS = (
+    "the deploying identity needs Contributor on the resource group, and Role Based Access "
+    "Control Administrator (or User Access Administrator) on it and on the output and inputs "
+    "storage accounts, to grant the app's identity its storage roles"
+)
+
+
+# -- names -------------------------------------------------------------------
+
+
+def app_name(name: str, subscription: str, resource_group: str) -> str:
+    """The function app's name: ``{name}-{10 hex}``, a hash of subscription and group.
+
+    App names are global (``{app}.azurewebsites.net``): the hash keeps the same
+    function in two resource groups from colliding, and someone else's app
+    from being the one deployer finds.
+    """
+    digest = hashlib.sha256(f"{subscription.lower()}/{resource_group.lower()}".encode())
+    app = f"{name}-{digest.hexdigest()[:APP_HASH_LENGTH]}"
+    if not APP_NAME.fullmatch(app):
+        raise ConfigError(
+            f"function name {name!r} makes the Azure app name {app!r}, which Azure refuses: an "
+            "app name is 2-60 lowercase letters, digits and hyphens, starting and ending with a "
+            f"letter or digit; choose a name of at most {60 - APP_HASH_LENGTH - 1} characters"
+        )
+    return app
+
+
+def storage_account_name(name: str, subscription: str, resource_group: str) -> str:
+    """The app's own storage account: ``dpl`` + 21 hex characters (24, Azure's maximum)."""
+    digest = hashlib.sha256(f"{subscription.lower()}/{resource_group.lower()}/{name}".encode())
+    return f"{ACCOUNT_PREFIX}{digest.hexdigest()[: 24 - len(ACCOUNT_PREFIX)]}"
+
+
+def assignment_name(principal: str, role: str, scope: str) -> str:
+    """The role assignment's name (a GUID), derived, so that a retry finds its own."""
+    return str(uuid.uuid5(ASSIGNMENT_NAMESPACE, f"{principal}|{ROLE_IDS[role]}|{scope.lower()}"))
+
+
+def trigger_tag(trigger: Mapping[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(dict(trigger), sort_keys=True).encode()).hexdigest()
+    return f"{TRIGGER_TAG_PREFIX}{digest[:10]}"
+
+
+def instance_memory(memory_mb: int) -> int:
+    """The smallest Flex instance size with at least ``memory_mb``."""
+    return next(size for size in INSTANCE_MEMORY_MB if size >= memory_mb)
+
+
+@dataclass(frozen=True)
+class BlobLocation:
+    """Where an ``az://`` or ``abfs://`` URL points: a storage account's container."""
+
+    account: str
+    container: str
+
+
+def blob_location(url: str, default_account: str | None) -> BlobLocation:
+    """``abfs://container@account.dfs.core.windows.net/path`` names its account;
+    ``az://container/path`` takes the configured one."""
+    parsed = urlsplit(url)
+    container, _, host = parsed.netloc.partition("@")
+    account = host.split(".", 1)[0] if host else default_account
+    if not account:
+        raise ConfigError(
+            f"{url!r} names no storage account: pass provider_options={{'storage_account': "
+            f"'<account>'}} (CLI: --provider-option storage_account=<account>), set "
+            f"{STORAGE_ACCOUNT_VARIABLE}, or write abfs://{container}@<account>.dfs.core."
+            "windows.net/..."
+        )
+    return BlobLocation(account, container)
+
+
+def _is_blob_url(url: str) -> bool:
+    scheme, _, rest = url.partition("://")
+    return scheme in ("az", "abfs", "abfss") and bool(rest.split("/", 1)[0].split("@")[0])
+
+
+def _triggers_of(tags: Mapping[str, str]) -> builtins.list[dict[str, Any]]:
+    triggers = []
+    for key, value in tags.items():
+        if key.startswith(TRIGGER_TAG_PREFIX):
+            try:
+                trigger = json.loads(value)
+            except ValueError:
+                trigger = {"type": "unreadable", "tag": key}
+            triggers.append(trigger)
+    return sorted(triggers, key=lambda trigger: json.dumps(trigger, sort_keys=True))
+
+
+def _http_trigger(triggers: Any) -> dict[str, Any] | None:
+    return next((dict(t) for t in triggers if t.get("type") == "http"), None)
+
+
+def _bindings(function: FunctionEnvelope) -> builtins.list[dict[str, Any]]:
+    config = function.config if isinstance(function.config, dict) else {}
+    bindings = config.get("bindings") or []
+    return [binding for binding in bindings if isinstance(binding, dict)]
+
+
+def _is_http(function: FunctionEnvelope) -> bool:
+    return any(binding.get("type") == "httpTrigger" for binding in _bindings(function))
+
+
+def _is_timer(function: FunctionEnvelope) -> bool:
+    return any(binding.get("type") == "timerTrigger" for binding in _bindings(function))
+
+
+def _function_name(function: FunctionEnvelope) -> str:
+    return str(function.name or "").rsplit("/", 1)[-1]
+
+
+# -- steps -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateStorage(Step):
+    """The app's own storage account and its deployment container."""
+
+    kind: ClassVar[str] = CREATE
+    account: str = ""
+
+
+@dataclass(frozen=True)
+class Grant(Step):
+    """A role for the app's identity on a scope (a storage account or container)."""
+
+    kind: ClassVar[str] = UPDATE_CONFIG
+    role: str = ""
+    scope: str = ""
+
+
+@dataclass(frozen=True)
+class Revoke(Step):
+    """A role deployer granted the app's identity that it no longer needs (inputs moved)."""
+
+    kind: ClassVar[str] = UPDATE_CONFIG
+    assignment_id: str = ""
+
+
+@dataclass(frozen=True)
+class DeleteAssignment(Step):
+    kind: ClassVar[str] = DELETE
+    assignment_id: str = ""
+
+
+@dataclass(frozen=True)
+class DeleteStorage(Step):
+    kind: ClassVar[str] = DELETE
+    account: str = ""
+
+
+def _ships_zip(step: Step) -> bool:
+    """Whether carrying out ``step`` means publishing the app zip."""
+    if isinstance(step, (UpdateCode, TriggerStep)):
+        return True
+    return isinstance(step, UpdateConfig) and step.setting in ZIP_SETTINGS
+
+
+class AzureProvider(BaseProvider):
+    name = "azure"
+    Options = AzureOptions
+    function_noun = "function app"
+    # The app zip vendors every dependency: nothing is taken from the worker's image.
+    preinstalled = frozenset[str]()
+
+    def __init__(
+        self,
+        *,
+        subscription_id: str | None = None,
+        resource_group: str | None = None,
+        location: str | None = None,
+        storage_account: str | None = None,
+    ) -> None:
+        """Where function apps live (default: AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP,
+        AZURE_LOCATION) and the storage account of ``az://`` URLs (default:
+        AZURE_STORAGE_ACCOUNT_NAME)."""
+        self._subscription_option = subscription_id
+        self._resource_group_option = resource_group
+        self._location_option = location
+        self._storage_account_option = storage_account
+        self._credential: Any = None
+        self._clients: dict[str, Any] = {}
+        self._accounts: dict[str, str] | None = None  # storage account name -> ARM id
+
+    # -- configuration, credentials, clients ---------------------------------------
+
+    @property
+    def subscription(self) -> str:
+        subscription = self._subscription_option or os.environ.get(SUBSCRIPTION_VARIABLE)
+        if not subscription:
+            raise ConfigError(NO_SUBSCRIPTION)
+        return subscription
+
+    @property
+    def resource_group(self) -> str:
+        group = self._resource_group_option or os.environ.get(RESOURCE_GROUP_VARIABLE)
+        if not group:
+            raise ConfigError(NO_RESOURCE_GROUP)
+        return group
+
+    @property
+    def location(self) -> str:
+        location = self._location_option or os.environ.get(LOCATION_VARIABLE)
+        if not location:
+            raise ConfigError(NO_LOCATION)
+        return location
+
+    @property
+    def data_account(self) -> str | None:
+        return self._storage_account_option or os.environ.get(STORAGE_ACCOUNT_VARIABLE) or None
+
+    @property
+    def where(self) -> str:
+        return f"on azure in resource group {self.resource_group}"
+
+    @property
+    def _arm_url(self) -> str:
+        return (os.environ.get(ARM_URL_VARIABLE) or ARM_URL).rstrip("/")
+
+    @property
+    def _scope(self) -> str:
+        # The audience of ARM tokens is ARM's own URL (another cloud's, its own).
+        return f"{self._arm_url}/.default"
+
+    @property
+    def credential(self) -> Any:
+        if self._credential is None:
+            self._credential = DefaultAzureCredential()
+        return self._credential
+
+    def _token(self) -> str:
+        """An ARM token (also what Kudu accepts for a publish); no credentials: ConfigError."""
+        try:
+            token: str = self.credential.get_token(self._scope).token
+        except ClientAuthenticationError:
+            raise ConfigError(NO_CREDENTIALS) from None
+        return token
+
+    def _client(self, kind: str, factory: Callable[..., T]) -> T:
+        if kind not in self._clients:
+            self._clients[kind] = factory(
+                self.credential,
+                self.subscription,
+                base_url=self._arm_url,
+                credential_scopes=[self._scope],
+            )
+        client: T = self._clients[kind]
+        return client
+
+    @property
+    def web(self) -> WebSiteManagementClient:
+        return self._client("web", WebSiteManagementClient)
+
+    @property
+    def storage(self) -> StorageManagementClient:
+        return self._client("storage", StorageManagementClient)
+
+    @property
+    def authorization(self) -> AuthorizationManagementClient:
+        return self._client("authorization", AuthorizationManagementClient)
+
+    def require_access(self) -> None:
+        """Subscription, resource group and credentials, named when missing, before any request."""
+        _ = self.subscription
+        _ = self.resource_group
+        self._token()
+
+    def require_python(self, python: str) -> None:
+        azure_platform(python)
+
+    @contextmanager
+    def _azure_errors(self, action: str) -> Iterator[None]:
+        """Turn an Azure error into one that says what was being done, and what to do."""
+        try:
+            yield
+        except ClientAuthenticationError:
+            raise ConfigError(NO_CREDENTIALS) from None
+        except HttpResponseError as error:
+            code = _error_code(error)
+            if code == "ResourceGroupNotFound":
+                raise ConfigError(
+                    f"resource group {self.resource_group!r} does not exist in subscription "
+                    f"{self.subscription}: create it (`az group create --name "
+                    f"{self.resource_group} --location <location>`) or configure another"
+                ) from None
+            if code in ("AuthorizationFailed", "LinkedAuthorizationFailed") or (
+                error.status_code == 403
+            ):
+                raise ProviderError(
+                    f"{action}: permission denied ({_error_message(error)}): {PERMISSIONS}"
+                ) from None
+            raise ProviderError(f"{action} failed: {_error_message(error)}") from None
+        except (ServiceRequestError, requests.RequestException) as error:
+            raise ProviderError(f"{action} failed: {error}") from None
+
+    # -- names and state ---------------------------------------------------------
+
+    def app(self, name: str) -> str:
+        return app_name(name, self.subscription, self.resource_group)
+
+    def host_account(self, name: str) -> str:
+        return storage_account_name(name, self.subscription, self.resource_group)
+
+    def _site(self, name: str) -> Site | None:
+        app = self.app(name)
+        with self._azure_errors(f"reading function app {app}"):
+            try:
+                site: Site = self.web.web_apps.get(self.resource_group, app)
+            except ResourceNotFoundError as error:
+                if _error_code(error) == "ResourceGroupNotFound":
+                    raise
+                return None
+        return site
+
+    @staticmethod
+    def _owned(tags: Mapping[str, str] | None, name: str) -> bool:
+        tags = tags or {}
+        return tags.get(MANAGED_BY_TAG) == MANAGED_BY and tags.get(NAME_TAG) == name
+
+    def _functions(self, name: str) -> builtins.list[FunctionEnvelope]:
+        app = self.app(name)
+        with self._azure_errors(f"listing the functions of {app}"):
+            return list(self.web.web_apps.list_functions(self.resource_group, app))
+
+    def _http_function(self, name: str) -> FunctionEnvelope | None:
+        """The app's HTTP function (every app has one: with no Http trigger, only the
+        master key may call it, which is how ``deployer invoke`` runs it)."""
+        return next((f for f in self._functions(name) if _function_name(f) == HTTP_FUNCTION), None)
+
+    def _state(self, site: Site) -> DeploymentState:
+        tags = site.tags or {}
+        name = tags[NAME_TAG]
+        triggers = _triggers_of(tags)
+        url = None
+        if _http_trigger(triggers) is not None:
+            function = self._http_function(name)
+            url = function.invoke_url_template if function is not None else None
+        modified = site.last_modified_time_utc
+        return DeploymentState(
+            name=name,
+            provider=self.name,
+            url=url,
+            code_hash=tags.get(CODE_HASH_TAG, ""),
+            deps_hash=tags.get(DEPS_HASH_TAG, ""),
+            output=tags.get(OUTPUT_TAG, ""),
+            inputs=tags.get(INPUTS_TAG) or None,
+            triggers=tuple(triggers),
+            deployed_at=modified.isoformat() if modified else "",
+            qualname=tags.get(QUALNAME_TAG, ""),
+        )
+
+    def get(self, name: str) -> DeploymentState | None:
+        site = self._site(name)
+        if site is None or not self._owned(site.tags, name):
+            return None
+        return self._state(site)
+
+    def list(self) -> builtins.list[DeploymentState]:
+        with self._azure_errors(f"listing the function apps of {self.resource_group}"):
+            sites = list(self.web.web_apps.list_by_resource_group(self.resource_group))
+        return [
+            self._state(site)
+            for site in sites
+            if (site.tags or {}).get(MANAGED_BY_TAG) == MANAGED_BY
+            and (site.tags or {}).get(NAME_TAG)
+        ]
+
+    def deployed(self, name: str) -> Deployed | None:
+        site = self._site(name)
+        if site is None:
+            return None
+        if not self._owned(site.tags, name):
+            raise ProviderError(
+                f"a function app named {site.name!r} exists in resource group "
+                f"{self.resource_group} but was not deployed by deployer for {name!r} (its tags "
+                "say so): deployer does not take over apps it did not make. Choose another "
+                "name, or delete it yourself (`az functionapp delete --name "
+                f"{site.name} --resource-group {self.resource_group}`)"
+            )
+        tags = site.tags or {}
+        config = site.function_app_config or FunctionAppConfig()
+        scale = config.scale_and_concurrency or FunctionsScaleAndConcurrency()
+        runtime = config.runtime or FunctionsRuntime()
+        timeout = tags.get(TIMEOUT_TAG, "")
+        return Deployed(
+            code_hash=tags.get(CODE_HASH_TAG, ""),
+            deps_hash=tags.get(DEPS_HASH_TAG, ""),
+            settings={
+                "name": tags.get(NAME_TAG),
+                "output": tags.get(OUTPUT_TAG),
+                "inputs": tags.get(INPUTS_TAG) or None,
+                "timeout": int(timeout) if timeout.isdigit() else timeout,
+                "memory": scale.instance_memory_mb,
+                "python": runtime.version,
+            },
+            triggers=tuple(_triggers_of(tags)),
+        )
+
+    def wanted_settings(self, spec: DeploySpec) -> dict[str, Any]:
+        return {
+            "name": spec.name,
+            "output": spec.output,
+            "inputs": spec.inputs,
+            "timeout": spec.timeout_seconds,
+            "memory": instance_memory(spec.memory_mb),
+        }
+
+    # -- validation and artifacts (no network) ----------------------------------
+
+    def default_output(self) -> str:
+        raise ConfigError(
+            "provider 'azure' needs output='az://<container>/<prefix>' (or "
+            "abfs://<container>@<account>.dfs.core.windows.net/<prefix>): runs are written to "
+            "Azure Blob Storage"
+        )
+
+    def platform(self, python: str) -> str | None:
+        # The newest wheel tag the Functions image takes names the target (part of deps_hash).
+        return azure_platform(python).platform_tags[0]
+
+    def check(self, spec: DeploySpec) -> DeploySpec:
+        """Everything that can be wrong is found here, before any request or upload."""
+        from deployer.bundle import python_version
+
+        runs_on = "an Azure Functions app (Flex Consumption)"
+        if not _is_blob_url(spec.output):
+            raise ConfigError(
+                f"output {spec.output!r}: {runs_on} writes to Azure Blob Storage, so use "
+                "output='az://<container>/<prefix>' or "
+                "'abfs://<container>@<account>.dfs.core.windows.net/<prefix>'"
+            )
+        if spec.inputs is not None and not _is_blob_url(spec.inputs):
+            raise ConfigError(
+                f"inputs {spec.inputs!r}: {runs_on} reads from Azure Blob Storage, so upload "
+                "the data set and pass inputs='az://<container>/<key>'"
+            )
+        for label, value in (("output", spec.output), ("inputs", spec.inputs)):
+            if value is not None and len(value) > TAG_VALUE_LIMIT:
+                raise ConfigError(
+                    f"{label} {value[:60]!r}... is {len(value)} characters: deployer records "
+                    f"it in a tag of the app, and Azure tag values hold at most "
+                    f"{TAG_VALUE_LIMIT}; use a shorter path"
+                )
+        if spec.timeout_seconds > MAX_TIMEOUT_SECONDS:
+            raise ConfigError(
+                f"timeout {spec.timeout_seconds} s is over the {MAX_TIMEOUT_SECONDS} s "
+                f"{runs_on} guarantees a run (Flex Consumption gives a run 60 minutes when the "
+                f"app scales in): use timeout={MAX_TIMEOUT_SECONDS} or less"
+            )
+        if spec.memory_mb > INSTANCE_MEMORY_MB[-1]:
+            raise ConfigError(
+                f"memory {spec.memory_mb} MB is over the {INSTANCE_MEMORY_MB[-1]} MB of the "
+                f"largest Flex Consumption instance: use memory={INSTANCE_MEMORY_MB[-1]} or less"
+            )
+        azure_platform(python_version())
+        for trigger in spec.triggers:
+            if isinstance(trigger, (Cron, Every)):
+                timer_schedule(trigger)  # TriggerError if the timer trigger cannot run it
+        # No subscription, group or credentials here: building needs none (plan checks them).
+        return spec
+
+    def write_artifacts(
+        self, bundle: Bundle, directory: Path, reporter: Reporter
+    ) -> builtins.list[Path]:
+        """The app zip that deploy publishes."""
+        path = directory / f"{bundle.name}-{bundle.code_hash[:12]}-app.zip"
+        site_packages = install_app_dependencies(bundle, reporter)
+        app_zip(bundle, site_packages, path)
+        return [path]
+
+    def _package(self, bundle: Bundle, reporter: Reporter) -> bytes:
+        site_packages = install_app_dependencies(bundle, reporter)
+        with tempfile.TemporaryDirectory(prefix="deployer-azure-") as directory:
+            path = Path(directory) / "app.zip"
+            app_zip(bundle, site_packages, path)
+            return path.read_bytes()
+
+    # -- access: the app identity's roles ------------------------------------------
+
+    def _account_ids(self) -> dict[str, str]:
+        """Storage account name -> ARM id, for every account of the subscription."""
+        if self._accounts is None:
+            with self._azure_errors(f"listing the storage accounts of {self.subscription}"):
+                self._accounts = {
+                    str(account.name): str(account.id)
+                    for account in self.storage.storage_accounts.list()
+                }
+        return self._accounts
+
+    def _container_scope(self, location: BlobLocation, url: str) -> str:
+        account_id = self._account_ids().get(location.account)
+        if account_id is None:
+            raise ConfigError(
+                f"{url!r}: storage account {location.account!r} is not in subscription "
+                f"{self.subscription} (or this identity cannot see it): create it, or name "
+                "the right one"
+            )
+        return f"{account_id}/blobServices/default/containers/{location.container}"
+
+    def _host_account_id(self, name: str) -> str:
+        return (
+            f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}/providers/"
+            f"Microsoft.Storage/storageAccounts/{self.host_account(name)}"
+        )
+
+    def _wanted_roles(self, spec: DeploySpec) -> builtins.list[tuple[str, str, str]]:
+        """(role, scope, what it is for, in words) the app's identity needs."""
+        account = self.host_account(spec.name)
+        wanted = [
+            (BLOB_OWNER, self._host_account_id(spec.name), f"its own storage account {account}")
+        ]
+        output = blob_location(spec.output, self.data_account)
+        output_scope = self._container_scope(output, spec.output)
+        # The narrowest scope Azure's data-plane RBAC offers is a container: the
+        # function may write all of it, not only {output}/{name}/.
+        wanted.append(
+            (
+                BLOB_CONTRIBUTOR,
+                output_scope,
+                f"container {output.container} of storage account {output.account} (output)",
+            )
+        )
+        if spec.inputs is not None:
+            inputs = blob_location(spec.inputs, self.data_account)
+            inputs_scope = self._container_scope(inputs, spec.inputs)
+            if inputs_scope.lower() != output_scope.lower():  # Contributor already reads
+                wanted.append(
+                    (
+                        BLOB_READER,
+                        inputs_scope,
+                        f"container {inputs.container} of storage account {inputs.account} "
+                        "(inputs)",
+                    )
+                )
+        return wanted
+
+    def _role_definition(self, role: str) -> str:
+        return (
+            f"/subscriptions/{self.subscription}/providers/Microsoft.Authorization/"
+            f"roleDefinitions/{ROLE_IDS[role]}"
+        )
+
+    def _assignments(self, principal: str) -> dict[str, Any]:
+        """Id -> role assignment deployer made for ``principal`` (names it derived)."""
+        with self._azure_errors("listing the app identity's role assignments"):
+            found = list(
+                self.authorization.role_assignments.list_for_subscription(
+                    filter=f"principalId eq '{principal}'"
+                )
+            )
+        mine = {}
+        for assignment in found:
+            role = next(
+                (
+                    role
+                    for role, role_id in ROLE_IDS.items()
+                    if str(assignment.role_definition_id or "").lower().endswith(role_id)
+                ),
+                None,
+            )
+            if role is None:
+                continue
+            if assignment.name == assignment_name(principal, role, str(assignment.scope)):
+                mine[str(assignment.id)] = assignment
+        return mine
+
+    def _access_steps(self, spec: DeploySpec, principal: str | None) -> builtins.list[Step]:
+        wanted = self._wanted_roles(spec)
+        existing = self._assignments(principal) if principal else {}
+        have = {
+            (str(a.scope).lower(), str(a.role_definition_id).lower().rsplit("/", 1)[-1])
+            for a in existing.values()
+        }
+        steps: list[Step] = []
+        for role, scope, what in wanted:
+            if (scope.lower(), ROLE_IDS[role]) not in have:
+                steps.append(Grant(f"grant {role} on {what} to the app's identity", role, scope))
+        wanted_keys = {(scope.lower(), ROLE_IDS[role]) for role, scope, _ in wanted}
+        for assignment_id, assignment in existing.items():
+            key = (
+                str(assignment.scope).lower(),
+                str(assignment.role_definition_id).lower().rsplit("/", 1)[-1],
+            )
+            if key not in wanted_keys:
+                steps.append(
+                    Revoke(
+                        f"revoke the app identity's role on {assignment.scope} (no longer needed)",
+                        assignment_id=assignment_id,
+                    )
+                )
+        return steps
+
+    # -- plan ----------------------------------------------------------------------
+
+    def _owned_account(self, name: str) -> Any:
+        """The app's storage account when deployer made it for ``name``; None when absent.
+
+        One with that name that deployer did not make is never adopted."""
+        account_name = self.host_account(name)
+        with self._azure_errors(f"reading storage account {account_name}"):
+            try:
+                account = self.storage.storage_accounts.get_properties(
+                    self.resource_group, account_name
+                )
+            except ResourceNotFoundError as error:
+                if _error_code(error) == "ResourceGroupNotFound":
+                    raise
+                return None
+        tags = account.tags or {}
+        if tags.get(MANAGED_BY_TAG) != MANAGED_BY or tags.get(NAME_TAG) != name:
+            raise ProviderError(
+                f"storage account {account_name} exists in resource group {self.resource_group} "
+                f"but was not made by deployer for {name!r} (its tags say so): deployer does not "
+                "take over resources it did not make; delete it yourself or deploy under "
+                "another name"
+            )
+        return account
+
+    def _require_names_free(self, name: str, *, site: bool, account: bool) -> None:
+        """The global names deployer will create are not someone else's."""
+        if site:
+            app = self.app(name)
+            with self._azure_errors(f"checking that the app name {app} is free"):
+                answer = self.web.check_name_availability(name=app, type="Microsoft.Web/sites")
+            if not answer.name_available:
+                raise ConfigError(
+                    f"the function app name {app} (derived from {name!r} and this subscription "
+                    f"and resource group) is taken elsewhere in Azure ({answer.message}): "
+                    "deploy under another name"
+                )
+        if account:
+            account_name = self.host_account(name)
+            with self._azure_errors(f"checking that storage account name {account_name} is free"):
+                result = self.storage.storage_accounts.check_name_availability(
+                    StorageAccountCheckNameAvailabilityParameters(name=account_name)
+                )
+            if not result.name_available:
+                raise ConfigError(
+                    f"the storage account name {account_name} (derived from {name!r}) is taken "
+                    f"elsewhere in Azure ({result.message}): deploy under another name"
+                )
+
+    def plan(self, bundle: Bundle, spec: DeploySpec) -> Plan:
+        self.require_python(bundle.manifest.python)
+        self.require_access()
+        app = self.app(spec.name)
+        observed = self.observe(spec.name)
+        deployed = self.deployed(spec.name)  # a foreign app stops the plan here
+        account = self._owned_account(spec.name)  # and a foreign storage account
+        site = self._site(spec.name) if deployed is not None else None
+        python = bundle.manifest.python
+        steps: list[Step] = []
+        if account is None or site is None:
+            _ = self.location  # named when missing, before anything is made
+            self._require_names_free(spec.name, site=site is None, account=account is None)
+        if account is None:
+            steps.append(
+                CreateStorage(
+                    f"storage account {self.host_account(spec.name)} in {self.location} (the "
+                    f"app's host storage and its deployment container {DEPLOYMENT_CONTAINER})",
+                    account=self.host_account(spec.name),
+                )
+            )
+        principal = None
+        if site is None:
+            steps.append(
+                CreateFunction(
+                    f"function app {app} on a Flex Consumption plan in {self.location} (Python "
+                    f"{python}, {instance_memory(spec.memory_mb)} MB instances, its own "
+                    "managed identity)"
+                )
+            )
+        else:
+            principal = site.identity.principal_id if site.identity else None
+        steps += self._access_steps(spec, principal)
+        if site is None or deployed is None:  # (both or neither)
+            steps.append(
+                UpdateCode(
+                    f"publish the app zip ({bundle.code_hash[:12]}, dependencies "
+                    f"{bundle.deps_hash[:12]} vendored; no remote build)"
+                )
+            )
+            existing: builtins.list[dict[str, Any]] = []
+        else:
+            current_python = deployed.settings.get("python")
+            if current_python != python:
+                steps.append(
+                    UpdateConfig(f"python: {current_python!r} -> {python!r}", setting="python")
+                )
+            for step in self.function_steps(deployed, bundle, spec):
+                if isinstance(step, UpdateConfig) and step.setting in ZIP_SETTINGS:
+                    step = replace(
+                        step, description=f"{step.description} (in the app zip: published again)"
+                    )
+                elif isinstance(step, UpdateCode):
+                    step = replace(step, description=f"publish the app zip: {step.description}")
+                steps.append(step)
+            existing = list(deployed.triggers)
+        for step in trigger_changes(list(bundle.manifest.triggers), existing):
+            note = (
+                "function_app.py declares it: in the published app zip"
+                if site is None
+                else "function_app.py declares the triggers: the app zip is published again"
+            )
+            steps.append(replace(step, description=f"{step.description} ({note})"))
+        return self.make_plan(bundle, spec, steps, observed)
+
+    # -- apply ---------------------------------------------------------------------
+
+    def execute(self, plan: Plan, reporter: Reporter) -> DeploymentState:
+        bundle, spec = plan.bundle, plan.spec
+        assert bundle is not None and spec is not None
+        # The zip is built before any request: a wheel that cannot be installed
+        # for the Azure image stops the deploy with nothing changed.
+        package = self._package(bundle, reporter) if any(map(_ships_zip, plan.steps)) else None
+        site = self._site(spec.name)
+        published = False
+        for step in plan.steps:
+            if isinstance(step, CreateStorage):
+                self._create_storage(spec.name, reporter)
+            elif isinstance(step, CreateFunction):
+                site = self._create_app(spec, bundle, reporter)
+            elif isinstance(step, Grant):
+                assert site is not None
+                self._grant(site, step, reporter)
+            elif isinstance(step, Revoke):
+                self._revoke(step.assignment_id, reporter)
+            elif isinstance(step, UpdateConfig) and step.setting in SITE_SETTINGS:
+                assert site is not None
+                # Before the zip: a new Python's wheels need the new worker.
+                site = self._put_site(spec, bundle, site, tags=dict(site.tags or {}))
+                reporter.say(f"{spec.name}: {step.description}")
+            elif _ships_zip(step) and not published:
+                assert site is not None and package is not None
+                self._publish(spec, bundle, site, package, reporter)
+                published = True
+        assert site is not None
+        # Last, and only now: the tags say what runs, and the settings follow.
+        tags = self._tags(spec, bundle, current=dict(site.tags or {}), published=published)
+        current = self._current_app_settings(site)
+        settings = self._merged_app_settings(spec, current)
+        if tags != dict(site.tags or {}) or settings != current:
+            site = self._put_site(spec, bundle, site, tags=tags, settings=settings)
+        state = self.get(spec.name)
+        assert state is not None
+        return state
+
+    def _tags(
+        self, spec: DeploySpec, bundle: Bundle, *, current: dict[str, str], published: bool
+    ) -> dict[str, str]:
+        """The app's tags: the user's own kept; deployer's describe what runs.
+
+        Code, dependencies and triggers are claimed only once a publish of them
+        succeeded (``published``); until then they stay what they were."""
+        tags = {
+            key: value
+            for key, value in current.items()
+            if key != MANAGED_BY_TAG and not key.startswith("deployer-")
+        }
+        tags[MANAGED_BY_TAG] = MANAGED_BY
+        tags[NAME_TAG] = spec.name
+        tags[OUTPUT_TAG] = spec.output
+        if spec.inputs:
+            tags[INPUTS_TAG] = spec.inputs
+        tags[TIMEOUT_TAG] = str(spec.timeout_seconds)
+        if published:
+            tags[CODE_HASH_TAG] = bundle.code_hash
+            tags[DEPS_HASH_TAG] = bundle.deps_hash
+            tags[QUALNAME_TAG] = bundle.manifest.function.qualname[:TAG_VALUE_LIMIT]
+            for trigger in bundle.manifest.triggers:
+                tags[trigger_tag(trigger)] = json.dumps(trigger, sort_keys=True)
+        else:
+            for key in (CODE_HASH_TAG, DEPS_HASH_TAG, QUALNAME_TAG):
+                tags[key] = current.get(key, "")
+            for key, value in current.items():
+                if key.startswith(TRIGGER_TAG_PREFIX):
+                    tags[key] = value
+        return tags
+
+    def _wanted_app_settings(self, spec: DeploySpec) -> dict[str, str]:
+        """What the runtime and the Functions host read from the app's settings."""
+        settings = {
+            # The host's storage through the app's identity: no key anywhere.
+            "AzureWebJobsStorage__accountName": self.host_account(spec.name),
+            ENVIRONMENT_NAME: spec.name,
+            ENVIRONMENT_OUTPUT: spec.output,
+        }
+        if spec.inputs:
+            settings[ENVIRONMENT_INPUTS] = spec.inputs
+        if self.data_account:
+            # The account of az:// URLs, as runtimes/storage.py reads it.
+            settings[STORAGE_ACCOUNT_SETTING] = self.data_account
+        if spec.alerts:
+            settings[ALERTS_VARIABLE] = json.dumps(list(spec.alerts))
+        return settings
+
+    def _current_app_settings(self, site: Site) -> dict[str, str]:
+        with self._azure_errors(f"reading the app settings of {site.name}"):
+            found = self.web.web_apps.list_application_settings(self.resource_group, site.name)
+        return dict(found.properties or {})
+
+    def _merged_app_settings(self, spec: DeploySpec, current: Mapping[str, str]) -> dict[str, str]:
+        # Settings someone else put on the app are kept; deployer's own are exactly the wanted.
+        merged = {
+            key: value
+            for key, value in current.items()
+            if not key.startswith(DEPLOYER_SETTING_PREFIXES) and key != STORAGE_ACCOUNT_SETTING
+        }
+        merged.update(self._wanted_app_settings(spec))
+        return merged
+
+    def _site_resource(
+        self,
+        spec: DeploySpec,
+        bundle: Bundle,
+        settings: Mapping[str, str],
+        tags: Mapping[str, str],
+        location: str,
+    ) -> Site:
+        app = self.app(spec.name)
+        account = self.host_account(spec.name)
+        plan_id = (
+            f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}/providers/"
+            f"Microsoft.Web/serverfarms/{app}"
+        )
+        return Site(
+            location=location,
+            kind="functionapp,linux",
+            tags=dict(tags),
+            identity=ManagedServiceIdentity(type="SystemAssigned"),
+            server_farm_id=plan_id,
+            reserved=True,
+            https_only=True,
+            site_config=SiteConfig(
+                app_settings=[NameValuePair(name=k, value=v) for k, v in sorted(settings.items())],
+                min_tls_version="1.2",
+                ftps_state="Disabled",
+            ),
+            function_app_config=FunctionAppConfig(
+                deployment=FunctionsDeployment(
+                    storage=FunctionsDeploymentStorage(
+                        type="blobContainer",
+                        value=f"https://{account}.blob.core.windows.net/{DEPLOYMENT_CONTAINER}",
+                        # The app reads its package as itself: Storage Blob Data
+                        # Owner on its account (a grant of this plan) covers it.
+                        authentication=FunctionsDeploymentStorageAuthentication(
+                            type="SystemAssignedIdentity"
+                        ),
+                    )
+                ),
+                runtime=FunctionsRuntime(name="python", version=bundle.manifest.python),
+                scale_and_concurrency=FunctionsScaleAndConcurrency(
+                    maximum_instance_count=MAXIMUM_INSTANCE_COUNT,
+                    instance_memory_mb=instance_memory(spec.memory_mb),
+                ),
+            ),
+        )
+
+    def _put_site(
+        self,
+        spec: DeploySpec,
+        bundle: Bundle,
+        site: Site,
+        *,
+        tags: Mapping[str, str],
+        settings: Mapping[str, str] | None = None,
+    ) -> Site:
+        """One update of the app: its whole configuration, as ``az functionapp update``
+        does (read, change, PUT): Flex settings, app settings (the user's kept), tags."""
+        if settings is None:
+            settings = self._merged_app_settings(spec, self._current_app_settings(site))
+        resource = self._site_resource(spec, bundle, settings, tags, str(site.location))
+        with self._azure_errors(f"updating function app {site.name}"):
+            poller = self.web.web_apps.begin_create_or_update(
+                self.resource_group, str(site.name), resource
+            )
+            updated: Site = poller.result()
+        return updated
+
+    def _create_storage(self, name: str, reporter: Reporter) -> None:
+        account = self.host_account(name)
+        tags = {MANAGED_BY_TAG: MANAGED_BY, NAME_TAG: name, APP_TAG: self.app(name)}
+        with (
+            self._azure_errors(f"creating storage account {account}"),
+            reporter.status(f"creating storage account {account}"),
+        ):
+            self.storage.storage_accounts.begin_create(
+                self.resource_group,
+                account,
+                StorageAccountCreateParameters(
+                    sku=Sku(name="Standard_LRS"),
+                    kind="StorageV2",
+                    location=self.location,
+                    tags=tags,
+                    properties=StorageAccountPropertiesCreateParameters(
+                        # Identity only: the host and the deployment use the app's identity.
+                        allow_shared_key_access=False,
+                        allow_blob_public_access=False,
+                        minimum_tls_version="TLS1_2",
+                    ),
+                ),
+            ).result()
+        with self._azure_errors(f"creating container {DEPLOYMENT_CONTAINER} in {account}"):
+            self.storage.blob_containers.create(
+                self.resource_group, account, DEPLOYMENT_CONTAINER, BlobContainer()
+            )
+        reporter.say(f"created storage account {account} and its {DEPLOYMENT_CONTAINER} container")
+
+    def _create_app(self, spec: DeploySpec, bundle: Bundle, reporter: Reporter) -> Site:
+        app = self.app(spec.name)
+        owner = {MANAGED_BY_TAG: MANAGED_BY, NAME_TAG: spec.name, APP_TAG: app}
+        with (
+            self._azure_errors(f"creating the Flex Consumption plan {app}"),
+            reporter.status(f"creating the Flex Consumption plan {app}"),
+        ):
+            # Flex Consumption hosts one app per plan.
+            self.web.app_service_plans.begin_create_or_update(
+                self.resource_group,
+                app,
+                AppServicePlan(
+                    location=self.location,
+                    kind="functionapp",
+                    reserved=True,  # Linux
+                    sku=SkuDescription(name="FC1", tier="FlexConsumption"),
+                    tags=owner,
+                ),
+            ).result()
+        tags = self._tags(spec, bundle, current={}, published=False)
+        settings = self._wanted_app_settings(spec)
+        resource = self._site_resource(spec, bundle, settings, tags, self.location)
+        with (
+            self._azure_errors(f"creating function app {app}"),
+            reporter.status(f"creating function app {app}"),
+        ):
+            site: Site = self.web.web_apps.begin_create_or_update(
+                self.resource_group, app, resource
+            ).result()
+        reporter.say(f"created function app {app} (Flex Consumption, {self.location})")
+        return site
+
+    def _grant(self, site: Site, step: Grant, reporter: Reporter) -> None:
+        principal = site.identity.principal_id if site.identity else None
+        if not principal:
+            raise ProviderError(
+                f"function app {site.name} has no managed identity to grant {step.role} to: "
+                "deploy again"
+            )
+        parameters = RoleAssignmentCreateParameters(
+            role_definition_id=self._role_definition(step.role),
+            principal_id=principal,
+            # Said outright: a principal made a moment ago may not have reached
+            # every Entra ID replica yet, and ARM would fail to look it up.
+            principal_type="ServicePrincipal",
+            description=f"deployer: {site.name}",
+        )
+        name = assignment_name(principal, step.role, step.scope)
+        deadline = time.monotonic() + PRINCIPAL_SETTLE_SECONDS
+        delay = 0.5
+        with self._azure_errors(f"granting {step.role} to {site.name}'s identity"):
+            while True:
+                try:
+                    self.authorization.role_assignments.create(step.scope, name, parameters)
+                    break
+                except HttpResponseError as error:
+                    if _error_code(error) == "RoleAssignmentExists":
+                        break  # made by the try that failed to answer
+                    if _error_code(error) != "PrincipalNotFound" or (
+                        time.monotonic() + delay > deadline
+                    ):
+                        raise
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        reporter.say(step.description)
+
+    def _revoke(self, assignment_id: str, reporter: Reporter) -> None:
+        with self._azure_errors(f"deleting role assignment {assignment_id}"):
+            self.authorization.role_assignments.delete_by_id(assignment_id)
+        reporter.say(f"revoked {assignment_id}")
+
+    # -- publishing ------------------------------------------------------------------
+
+    def _scm_url(self, site: Site) -> str:
+        template = os.environ.get(SCM_URL_VARIABLE)
+        if template:
+            return template.format(app=site.name).rstrip("/")
+        names: builtins.list[str] = list(site.enabled_host_names or [])
+        host = next(
+            (name for name in names if ".scm." in name), f"{site.name}.scm.azurewebsites.net"
+        )
+        return f"https://{host}"
+
+    def _publish(
+        self, spec: DeploySpec, bundle: Bundle, site: Site, package: bytes, reporter: Reporter
+    ) -> None:
+        """OneDeploy the zip without a remote build, wait for Kudu, then for the host
+        to list the functions (Kudu says "success" also when the host loads nothing)."""
+        scm = self._scm_url(site)
+        headers = {"Authorization": f"Bearer {self._token()}", "Content-Type": "application/zip"}
+        deadline = time.monotonic() + PUBLISH_BUSY_SECONDS
+        delay = 0.5
+        with reporter.status(
+            f"publishing the app zip ({len(package) / 1e6:.1f} MB) to {site.name}"
+        ):
+            while True:
+                try:
+                    response = requests.post(
+                        f"{scm}/api/publish",
+                        params={"RemoteBuild": "false"},
+                        data=package,
+                        headers=headers,
+                        timeout=UPLOAD_TIMEOUT_SECONDS,
+                    )
+                except requests.RequestException as error:
+                    raise ProviderError(
+                        f"publishing the app zip to {site.name} failed: {error}"
+                    ) from None
+                # 409: another deployment of this app is running; Kudu takes one at a time.
+                if response.status_code != 409 or time.monotonic() + delay > deadline:
+                    break
+                time.sleep(delay)
+                delay = min(delay * 2, 15.0)
+            if response.status_code not in (200, 202):
+                raise ProviderError(
+                    f"publishing the app zip to {site.name} failed: HTTP {response.status_code} "
+                    f"{response.text[:300]}"
+                )
+            self._wait_for_deployment(site, scm, headers)
+        self._wait_for_functions(spec, bundle, site)
+        reporter.say(f"published the app zip ({bundle.code_hash[:12]}) to {site.name}")
+
+    def _wait_for_deployment(self, site: Site, scm: str, headers: Mapping[str, str]) -> None:
+        deadline = time.monotonic() + DEPLOYMENT_TIMEOUT_SECONDS
+        delay = 0.25
+        while True:
+            try:
+                response = requests.get(
+                    f"{scm}/api/deployments/latest",
+                    headers={"Authorization": headers["Authorization"]},
+                    timeout=60,
+                )
+            except requests.RequestException as error:
+                raise ProviderError(
+                    f"reading the deployment of {site.name} failed: {error}"
+                ) from None
+            deployment = response.json() if response.ok else {}
+            # Kudu's statuses: 0 pending, 1 building, 2 deploying, 3 failed, 4 success.
+            if deployment.get("complete") and deployment.get("status") == 4:
+                return
+            if deployment.get("status") == 3:
+                raise ProviderError(
+                    f"the deployment of the app zip to {site.name} failed: "
+                    f"{deployment.get('status_text') or 'see its log'} ({scm}/api/deployments/"
+                    f"{deployment.get('id', 'latest')}/log)"
+                )
+            if time.monotonic() > deadline:
+                raise ProviderError(
+                    f"the deployment of the app zip to {site.name} is not done after "
+                    f"{DEPLOYMENT_TIMEOUT_SECONDS // 60} minutes: see {scm}/api/deployments/latest"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    def _wait_for_functions(self, spec: DeploySpec, bundle: Bundle, site: Site) -> None:
+        # function_app.py declares the HTTP function and one timer per schedule.
+        timers = sum(1 for trigger in bundle.manifest.triggers if is_schedule(trigger))
+        deadline = time.monotonic() + REGISTRATION_TIMEOUT_SECONDS
+        delay = 0.5
+        while True:
+            functions = self._functions(spec.name)
+            has_http = any(_function_name(f) == HTTP_FUNCTION and _is_http(f) for f in functions)
+            if has_http and sum(map(_is_timer, functions)) == timers:
+                return
+            if time.monotonic() + delay > deadline:
+                listed = ", ".join(sorted(map(_function_name, functions))) or "none"
+                raise ProviderError(
+                    f"the app zip was published to {site.name}, but the Functions host lists "
+                    f"{listed} of its functions after {REGISTRATION_TIMEOUT_SECONDS} s: it could "
+                    "not load function_app.py, most often a dependency missing from "
+                    ".python_packages or built for another platform. Flex Consumption keeps only "
+                    "the current package, so the app serves nothing until a deploy succeeds; the "
+                    "app's tags still name the previous code, so deploying again publishes again. "
+                    "See the host's errors in Application Insights, or `az functionapp "
+                    f"log deployment show --name {site.name} --resource-group "
+                    f"{self.resource_group}`"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    # -- invoke, logs, delete --------------------------------------------------------
+
+    def invoke(
+        self, name: str, payload: Any = None, *, timeout_seconds: int | None = None
+    ) -> Invocation:
+        state = self.require(name)
+        http = _http_trigger(state.triggers)
+        function = self._http_function(name)
+        if function is None or not function.invoke_url_template:
+            raise ProviderError(
+                f"{name}'s app lists no HTTP function: the last publish did not load; deploy again"
+            )
+        url = str(function.invoke_url_template)
+        headers = {
+            "content-type": "application/json",
+            # Recorded as a manual run, not an HTTP-triggered one.
+            "x-deployer-trigger": "manual",
+        }
+        if http is None or not http.get("public"):
+            headers["x-functions-key"] = self._key(name, function, master=http is None)
+        # Azure's load balancer drops an HTTP request after 230 s, whatever the timeout.
+        timeout = min(timeout_seconds or HTTP_RESPONSE_LIMIT_SECONDS, HTTP_RESPONSE_LIMIT_SECONDS)
+        try:
+            response = requests.post(
+                url, data=invoke_body(payload), headers=headers, timeout=timeout + 30
+            )
+        except requests.RequestException as error:
+            raise ProviderError(f"calling {name} at {url} failed: {error}") from None
+        if response.status_code in (401, 403):
+            raise ProviderError(
+                f"{name} refused the call (HTTP {response.status_code}): its function key was "
+                "not accepted; `az functionapp function keys list` shows the keys"
+            )
+        return invocation_from_reply(response.status_code, response.text)
+
+    def _key(self, name: str, function: FunctionEnvelope, *, master: bool) -> str:
+        """The HTTP function's default key (Http()); the host's master key when the app
+        has no Http trigger (the function's auth level is ADMIN: only invoke calls it)."""
+        app = self.app(name)
+        with self._azure_errors(f"reading the keys of {app}"):
+            if master:
+                host_keys = self.web.web_apps.list_host_keys(self.resource_group, app)
+                key = host_keys.master_key
+            else:
+                keys = self.web.web_apps.list_function_keys(
+                    self.resource_group, app, _function_name(function)
+                )
+                key = (keys.properties or {}).get("default")
+        if not key:
+            raise ProviderError(
+                f"{app} has no {'master' if master else 'default function'} key yet: see "
+                f"`az functionapp keys list --name {app} --resource-group {self.resource_group}`"
+            )
+        return str(key)
+
+    def logs(self, name: str, *, lines: int = 100, run_id: str | None = None) -> str:
+        app = self.app(name)
+        search = f" and look for {run_id}" if run_id else ""
+        raise ProviderError(
+            "deployer does not read Azure Functions logs yet: a Flex Consumption app streams "
+            "them through Application Insights. Connect one (`az monitor app-insights component "
+            f"create` and the app setting APPLICATIONINSIGHTS_CONNECTION_STRING on {app}), then "
+            f"open Live metrics / Logs in the portal, or run `func azure functionapp logstream "
+            f"{app}`{search}"
+        )
+
+    def delete_steps(self, name: str, state: DeploymentState) -> builtins.list[Step]:
+        steps: list[Step] = []
+        site = self._site(name)
+        principal = site.identity.principal_id if site is not None and site.identity else None
+        if principal:
+            for assignment_id, assignment in self._assignments(principal).items():
+                steps.append(
+                    DeleteAssignment(
+                        f"role assignment of the app's identity on {assignment.scope}",
+                        assignment_id=assignment_id,
+                    )
+                )
+        try:
+            account = self._owned_account(name)
+        except ProviderError:
+            account = None  # someone else's: left alone
+        if account is not None:
+            steps.append(
+                DeleteStorage(
+                    f"storage account {account.name} (the app's host storage and deployment "
+                    "container; outputs are elsewhere and stay)",
+                    account=str(account.name),
+                )
+            )
+        return steps
+
+    def execute_delete(self, plan: Plan, state: DeploymentState, reporter: Reporter) -> None:
+        name = plan.name
+        app = self.app(name)
+        # Role assignments first, while the identity they name exists; then the
+        # app (its timers and HTTP function go with it), its plan, its storage.
+        for step in plan.of_type(DeleteAssignment):
+            assert isinstance(step, DeleteAssignment)
+            with self._azure_errors(f"deleting role assignment {step.assignment_id}"):
+                self.authorization.role_assignments.delete_by_id(step.assignment_id)
+        with self._azure_errors(f"deleting function app {app}"):
+            self.web.web_apps.delete(self.resource_group, app)
+        with self._azure_errors(f"deleting the Flex Consumption plan {app}"):
+            try:
+                plan_resource = self.web.app_service_plans.get(self.resource_group, app)
+            except ResourceNotFoundError:
+                plan_resource = None
+            if plan_resource is not None and self._owned(plan_resource.tags, name):
+                self.web.app_service_plans.delete(self.resource_group, app)
+        for step in plan.of_type(DeleteStorage):
+            assert isinstance(step, DeleteStorage)
+            if self._owned_account(name) is None:
+                continue
+            with self._azure_errors(f"deleting storage account {step.account}"):
+                self.storage.storage_accounts.delete(self.resource_group, step.account)
+        reporter.say(f"deleted function app {app} and what deployer made for it")
+
+
+def _error_code(error: HttpResponseError) -> str:
+    inner = getattr(error, "error", None)
+    code = getattr(inner, "code", None)
+    if code:
+        return str(code)
+    try:
+        body = json.loads(error.response.text()) if error.response is not None else {}
+    except (ValueError, AttributeError):
+        body = {}
+    return str((body.get("error") or {}).get("code", "")) if isinstance(body, dict) else ""
+
+
+def _error_message(error: HttpResponseError) -> str:
+    inner = getattr(error, "error", None)
+    message = getattr(inner, "message", None)
+    return str(message or error.message or error)

@@ -1,0 +1,931 @@
+"""A loopback fake of the Azure Resource Manager APIs the Azure provider calls.
+
+There is no emulator for Azure Resource Manager, so the tests that use this
+fake are contract tests, and are named so (``test_contract_...``). The
+official clients (azure-mgmt-web, azure-mgmt-storage,
+azure-mgmt-authorization) and azure-identity's DefaultAzureCredential are
+pointed at it by configuration alone: ``AZURE_RESOURCE_MANAGER_URL`` (the ARM
+endpoint), ``IDENTITY_ENDPOINT``/``IDENTITY_HEADER`` (an App Service managed
+identity endpoint, the first credential DefaultAzureCredential finds),
+``DEPLOYER_AZURE_SCM_URL`` (the Kudu host of an app) and
+``REQUESTS_CA_BUNDLE`` (the fake's own certificate: azure-core sends bearer
+tokens over TLS only, so the fake serves HTTPS on 127.0.0.1). The fake keeps
+the resources in memory and records every request (method, path, query, JSON
+body), so a test can assert both the resources that result and the exact
+calls that made them. Errors use ARM's format, ``{"error": {"code",
+"message"}}``.
+
+Served (paths as the clients send them; {rg} = /subscriptions/{s}/resourceGroups/{g}):
+
+    identity      GET    /msi/token?resource=...                (App Service MI protocol)
+    Web           GET    {rg}/providers/Microsoft.Web/sites
+                  GET    {rg}/providers/Microsoft.Web/sites/{app}
+                  PUT    {rg}/providers/Microsoft.Web/sites/{app}           (200, synchronous)
+                  DELETE {rg}/providers/Microsoft.Web/sites/{app}
+                  POST   {rg}/providers/Microsoft.Web/sites/{app}/config/appsettings/list
+                  GET    {rg}/providers/Microsoft.Web/sites/{app}/functions
+                  POST   {rg}/providers/Microsoft.Web/sites/{app}/functions/{fn}/listkeys
+                  POST   {rg}/providers/Microsoft.Web/sites/{app}/host/default/listkeys
+                  GET    {rg}/providers/Microsoft.Web/serverfarms/{plan}
+                  PUT    {rg}/providers/Microsoft.Web/serverfarms/{plan}     (202 +
+                         Azure-AsyncOperation: done on the first poll)
+                  DELETE {rg}/providers/Microsoft.Web/serverfarms/{plan}
+                  POST   /subscriptions/{s}/providers/Microsoft.Web/checknameavailability
+    Storage       GET    /subscriptions/{s}/providers/Microsoft.Storage/storageAccounts
+                  GET    {rg}/providers/Microsoft.Storage/storageAccounts/{account}
+                  PUT    {rg}/providers/Microsoft.Storage/storageAccounts/{account}  (202 +
+                         Location: done on the first poll, then the account is read)
+                  DELETE {rg}/providers/Microsoft.Storage/storageAccounts/{account}
+                  PUT    .../storageAccounts/{account}/blobServices/default/containers/{c}
+                  GET    .../storageAccounts/{account}/blobServices/default/containers/{c}
+                  POST   /subscriptions/{s}/providers/Microsoft.Storage/checkNameAvailability
+                  GET    /operations/{id}                       (the pollers' URLs)
+    Authorization PUT    {scope}/providers/Microsoft.Authorization/roleAssignments/{guid}
+                  GET    {scope}/providers/Microsoft.Authorization/roleAssignments/{guid}
+                  DELETE {scope}/providers/Microsoft.Authorization/roleAssignments/{guid}
+                  GET    /subscriptions/{s}/providers/Microsoft.Authorization/roleAssignments
+                         ?$filter=principalId eq '...'
+    Kudu (SCM)    POST   /scm/{app}/api/publish?RemoteBuild=false    (202; 409 while busy)
+                  GET    /scm/{app}/api/deployments/latest
+    function URL  POST   /sites/{app}/api/{route}               (x-functions-key unless anonymous)
+
+It checks what Azure documents and deployer relies on: a site's plan and its
+deployment container exist, a role assignment names a principal that exists
+(``unsettled`` makes the next N assignments for an existing one fail with
+PrincipalNotFound, as Entra ID does for a few seconds after an identity is
+made), the same principal, role and scope cannot be assigned twice, and a
+publish carries a zip with a bearer token. It does not run anything: a
+publish registers the functions the bundle's manifest (inside the zip) says
+``function_app.py`` declares, one HTTP function and one timer per schedule,
+unless ``register_nothing`` is set (as Azure does when the host cannot load
+the app: the publish "succeeds" and no function appears). A function's URL
+echoes the records it was sent as the predictions.
+
+``fail_next(method, contains, status, code, message)`` makes the next request
+whose method matches and whose path contains ``contains`` fail with that
+error, after it is recorded.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import ipaddress
+import itertools
+import json
+import re
+import ssl
+import tempfile
+import threading
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+IDENTITY_HEADER = "fake-identity-header"
+TOKEN = "fake-arm-token"
+TENANT = "72f988bf-0000-0000-0000-000000000000"
+
+RG = r"/subscriptions/(?P<subscription>[^/]+)/resourceGroups/(?P<group>[^/]+)"
+SITE = rf"{RG}/providers/Microsoft\.Web/sites/(?P<app>[^/]+)"
+ACCOUNT = rf"{RG}/providers/Microsoft\.Storage/storageAccounts/(?P<account>[^/]+)"
+ASSIGNMENT = r"(?P<scope>/.+)/providers/Microsoft\.Authorization/roleAssignments/(?P<id>[^/]+)"
+ROUTES: list[tuple[str, re.Pattern[str], str]] = [
+    ("GET", re.compile(r"^/msi/token$"), "token"),
+    ("GET", re.compile(rf"^{RG}/providers/Microsoft\.Web/sites$"), "list_sites"),
+    ("GET", re.compile(rf"^{SITE}$"), "get_site"),
+    ("PUT", re.compile(rf"^{SITE}$"), "put_site"),
+    ("DELETE", re.compile(rf"^{SITE}$"), "delete_site"),
+    ("POST", re.compile(rf"^{SITE}/config/appsettings/list$"), "list_settings"),
+    ("GET", re.compile(rf"^{SITE}/functions$"), "list_functions"),
+    ("POST", re.compile(rf"^{SITE}/functions/(?P<function>[^/]+)/listkeys$"), "list_keys"),
+    ("POST", re.compile(rf"^{SITE}/host/default/listkeys$"), "list_host_keys"),
+    (
+        "GET",
+        re.compile(rf"^{RG}/providers/Microsoft\.Web/serverfarms/(?P<plan>[^/]+)$"),
+        "get_plan",
+    ),
+    (
+        "PUT",
+        re.compile(rf"^{RG}/providers/Microsoft\.Web/serverfarms/(?P<plan>[^/]+)$"),
+        "put_plan",
+    ),
+    (
+        "DELETE",
+        re.compile(rf"^{RG}/providers/Microsoft\.Web/serverfarms/(?P<plan>[^/]+)$"),
+        "delete_plan",
+    ),
+    (
+        "POST",
+        re.compile(r"^/subscriptions/[^/]+/providers/Microsoft\.Web/checknameavailability$"),
+        "check_site_name",
+    ),
+    (
+        "GET",
+        re.compile(r"^/subscriptions/[^/]+/providers/Microsoft\.Storage/storageAccounts$"),
+        "list_accounts",
+    ),
+    ("GET", re.compile(rf"^{ACCOUNT}$"), "get_account"),
+    ("PUT", re.compile(rf"^{ACCOUNT}$"), "put_account"),
+    ("DELETE", re.compile(rf"^{ACCOUNT}$"), "delete_account"),
+    (
+        "PUT",
+        re.compile(rf"^{ACCOUNT}/blobServices/default/containers/(?P<container>[^/]+)$"),
+        "put_container",
+    ),
+    (
+        "GET",
+        re.compile(rf"^{ACCOUNT}/blobServices/default/containers/(?P<container>[^/]+)$"),
+        "get_container",
+    ),
+    (
+        "POST",
+        re.compile(r"^/subscriptions/[^/]+/providers/Microsoft\.Storage/checkNameAvailability$"),
+        "check_account_name",
+    ),
+    ("GET", re.compile(r"^/operations/(?P<id>[^/]+)$"), "get_operation"),
+    (
+        "GET",
+        re.compile(
+            r"^/subscriptions/(?P<subscription>[^/]+)/providers/Microsoft\.Authorization/"
+            r"roleAssignments$"
+        ),
+        "list_assignments",
+    ),
+    ("PUT", re.compile(rf"^{ASSIGNMENT}$"), "put_assignment"),
+    ("GET", re.compile(rf"^{ASSIGNMENT}$"), "get_assignment"),
+    ("DELETE", re.compile(rf"^{ASSIGNMENT}$"), "delete_assignment"),
+    ("POST", re.compile(r"^/scm/(?P<app>[^/]+)/api/publish$"), "publish"),
+    ("GET", re.compile(r"^/scm/(?P<app>[^/]+)/api/deployments/latest$"), "latest_deployment"),
+    ("POST", re.compile(r"^/sites/(?P<app>[^/]+)/api/(?P<route>.+)$"), "invoke"),
+]
+
+# What the provider may put on a site, besides tags, that the fake keeps as sent.
+PLAN_KIND = "functionapp"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request as the fake received it."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any  # the JSON body, or None
+    headers: dict[str, str] = field(repr=False)
+    data: bytes = field(default=b"", repr=False)  # the raw body
+
+    @property
+    def call(self) -> str:
+        """ "METHOD path", for assertions on the sequence of calls."""
+        return f"{self.method} {self.path}"
+
+    @property
+    def changes(self) -> bool:
+        """Whether Azure would change something for it (reads that are POSTs are not)."""
+        reads = ("/list", "/listkeys", "/checknameavailability", "/checkNameAvailability")
+        return self.method in ("PUT", "POST", "DELETE", "PATCH") and not self.path.endswith(reads)
+
+
+class FakeError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _not_found(kind: str, name: str) -> FakeError:
+    return FakeError(404, "ResourceNotFound", f"The Resource '{kind}/{name}' was not found.")
+
+
+def _certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (the fake's TLS identity)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "azure-fake")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    certificate_path = directory / "fake-azure.pem"
+    key_path = directory / "fake-azure-key.pem"
+    certificate_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return certificate_path, key_path
+
+
+class FakeAzure:
+    """The fake's state and its HTTPS server on a free loopback port."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counter = itertools.count(1)
+        self._directory = Path(tempfile.mkdtemp(prefix="azure-fake-"))
+        self.certificate, key = _certificate(self._directory)
+        self.reset()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                fake._serve(self)
+
+            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.certificate, key)
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"https://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def scm_url(self) -> str:
+        """The template DEPLOYER_AZURE_SCM_URL takes: an app's Kudu on this fake."""
+        return f"{self.endpoint}/scm/{{app}}"
+
+    def start(self) -> FakeAzure:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests: list[Recorded] = []
+            self.groups: set[tuple[str, str]] = set()  # (subscription, group) that exist
+            self.sites: dict[str, dict[str, Any]] = {}  # ARM id (lower) -> site
+            self.settings: dict[str, dict[str, str]] = {}  # site id (lower) -> app settings
+            self.functions: dict[str, list[dict[str, Any]]] = {}  # site id -> registered
+            self.keys: dict[str, str] = {}  # site id / function -> default key
+            self.packages: dict[str, bytes] = {}  # site id -> the published zip
+            self.deployments: dict[str, dict[str, Any]] = {}  # app name -> latest deployment
+            self.plans: dict[str, dict[str, Any]] = {}
+            self.accounts: dict[str, dict[str, Any]] = {}  # ARM id (lower) -> account
+            self.containers: dict[str, dict[str, Any]] = {}  # container id (lower) -> container
+            self.assignments: dict[str, dict[str, Any]] = {}  # assignment id (lower) -> it
+            self.operations: dict[str, dict[str, Any]] = {}
+            self.taken_site_names: set[str] = set()  # names taken in someone else's subscription
+            self.taken_account_names: set[str] = set()
+            self.unsettled = 0  # assignments for an existing principal still refused
+            self.busy = 0  # publishes answered 409 (a deployment is in progress)
+            self.register_nothing = False  # the next publishes register no function
+            self._failures: list[tuple[str, str, FakeError]] = []
+
+    # -- hooks and queries for tests --------------------------------------------
+
+    def add_resource_group(self, subscription: str, group: str) -> None:
+        self.groups.add((subscription, group.lower()))
+
+    def fail_next(
+        self,
+        method: str,
+        contains: str,
+        *,
+        status: int = 500,
+        code: str = "InternalServerError",
+        message: str = "injected failure",
+    ) -> None:
+        """The next ``method`` request whose path contains ``contains`` fails so."""
+        self._failures.append((method, contains, FakeError(status, code, message)))
+
+    def add_storage_account(
+        self,
+        subscription: str,
+        group: str,
+        name: str,
+        *,
+        containers: tuple[str, ...] = (),
+        tags: dict[str, str] | None = None,
+    ) -> str:
+        """An account someone else made (a data account, or one deployer did not make)."""
+        self.add_resource_group(subscription, group)
+        account_id = (
+            f"/subscriptions/{subscription}/resourceGroups/{group}/providers/"
+            f"Microsoft.Storage/storageAccounts/{name}"
+        )
+        self.accounts[account_id.lower()] = self._account_body(
+            account_id, name, {"location": "westeurope", "tags": tags or {}}
+        )
+        for container in containers:
+            container_id = f"{account_id}/blobServices/default/containers/{container}"
+            self.containers[container_id.lower()] = {
+                "id": container_id,
+                "name": container,
+                "type": "Microsoft.Storage/storageAccounts/blobServices/containers",
+                "properties": {"publicAccess": "None"},
+            }
+        return account_id
+
+    def calls(self, *, method: str | None = None, contains: str = "") -> list[Recorded]:
+        return [
+            request
+            for request in self.requests
+            if (method is None or request.method == method) and contains in request.path
+        ]
+
+    def changing_calls(self) -> list[Recorded]:
+        """The requests that would change something in Azure."""
+        return [request for request in self.requests if request.changes]
+
+    # -- serving ----------------------------------------------------------------
+
+    def _serve(self, handler: BaseHTTPRequestHandler) -> None:
+        split = urlsplit(handler.path)
+        length = int(handler.headers.get("Content-Length") or 0)
+        data = handler.rfile.read(length) if length else b""
+        body: Any = None
+        if data and "json" in (handler.headers.get("Content-Type") or ""):
+            body = json.loads(data)
+        query = {key: values[0] for key, values in parse_qs(split.query).items()}
+        path = unquote(split.path)
+        recorded = Recorded(
+            method=handler.command,
+            path=path,
+            query=query,
+            body=body,
+            headers={key.lower(): value for key, value in handler.headers.items()},
+            data=data,
+        )
+        reply = Reply(404, {"error": {"code": "NoRoute", "message": f"no route {path}"}})
+        with self._lock:
+            self.requests.append(recorded)
+            try:
+                self._authorize(recorded)
+                self._injected(recorded)
+                for method, pattern, action in ROUTES:
+                    match = pattern.match(path)
+                    if method == handler.command and match:
+                        result = getattr(self, f"_{action}")(recorded, **match.groupdict())
+                        reply = result if isinstance(result, Reply) else Reply(200, result)
+                        break
+            except FakeError as error:
+                reply = Reply(
+                    error.status, {"error": {"code": error.code, "message": error.message}}
+                )
+        encoded = b"" if reply.body is None else json.dumps(reply.body).encode()
+        handler.send_response(reply.status)
+        handler.send_header("Content-Type", "application/json; charset=utf-8")
+        handler.send_header("Content-Length", str(len(encoded)))
+        handler.send_header("x-ms-request-id", str(uuid.uuid4()))
+        for key, value in reply.headers.items():
+            handler.send_header(key, value)
+        handler.end_headers()
+        handler.wfile.write(encoded)
+
+    def _authorize(self, request: Recorded) -> None:
+        if request.path == "/msi/token":
+            if request.headers.get("x-identity-header") != IDENTITY_HEADER:
+                raise FakeError(401, "Unauthorized", "wrong X-IDENTITY-HEADER")
+            return
+        if request.path.startswith("/sites/"):
+            return  # a function's URL: its key is checked by the route
+        if request.headers.get("authorization") != f"Bearer {TOKEN}":
+            raise FakeError(
+                401, "AuthenticationFailed", "Authentication failed: no valid bearer token."
+            )
+
+    def _injected(self, request: Recorded) -> None:
+        for index, (method, contains, error) in enumerate(self._failures):
+            if method == request.method and contains in request.path:
+                del self._failures[index]
+                raise error
+
+    def _group(self, subscription: str, group: str) -> None:
+        if (subscription, group.lower()) not in self.groups:
+            raise FakeError(
+                404, "ResourceGroupNotFound", f"Resource group '{group}' could not be found."
+            )
+
+    def _operation(self, result: dict[str, Any] | None = None) -> str:
+        operation_id = f"op-{next(self._counter)}"
+        self.operations[operation_id] = {"status": "Succeeded", **(result or {})}
+        return f"{self.endpoint}/operations/{operation_id}"
+
+    def _get_operation(self, request: Recorded, id: str) -> Any:
+        if id not in self.operations:
+            raise _not_found("operations", id)
+        return self.operations[id]
+
+    # -- identity ---------------------------------------------------------------
+
+    def _token(self, request: Recorded) -> dict[str, Any]:
+        return {
+            "access_token": TOKEN,
+            "expires_on": str(int(datetime.datetime.now().timestamp()) + 3600),
+            "resource": request.query.get("resource", ""),
+            "token_type": "Bearer",
+        }
+
+    # -- Microsoft.Web ------------------------------------------------------------
+
+    @staticmethod
+    def _site_id(subscription: str, group: str, app: str) -> str:
+        return (
+            f"/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.Web/sites/"
+            + app
+        )
+
+    def _list_sites(self, request: Recorded, subscription: str, group: str) -> dict[str, Any]:
+        self._group(subscription, group)
+        prefix = f"/subscriptions/{subscription}/resourcegroups/{group.lower()}/"
+        return {"value": [site for key, site in self.sites.items() if key.startswith(prefix)]}
+
+    def _site(self, subscription: str, group: str, app: str) -> dict[str, Any]:
+        self._group(subscription, group)
+        site = self.sites.get(self._site_id(subscription, group, app).lower())
+        if site is None:
+            raise _not_found("Microsoft.Web/sites", app)
+        return site
+
+    def _get_site(self, request: Recorded, subscription: str, group: str, app: str) -> Any:
+        return self._site(subscription, group, app)
+
+    def _put_site(self, request: Recorded, subscription: str, group: str, app: str) -> Any:
+        self._group(subscription, group)
+        site_id = self._site_id(subscription, group, app)
+        body = request.body or {}
+        existing = self.sites.get(site_id.lower())
+        if existing is None and app.lower() in self.taken_site_names:
+            raise FakeError(409, "Conflict", f"Website with given name {app} already exists.")
+        properties = dict(body.get("properties") or {})
+        plan = str(properties.get("serverFarmId") or "")
+        if plan.lower() not in self.plans:
+            raise FakeError(400, "BadRequest", f"Server farm {plan!r} does not exist.")
+        storage = properties.get("functionAppConfig", {}).get("deployment", {}).get("storage", {})
+        self._check_deployment_container(str(storage.get("value") or ""))
+        site_config = dict(properties.pop("siteConfig", None) or {})
+        settings = {
+            item["name"]: item["value"] for item in site_config.pop("appSettings", None) or []
+        }
+        identity = body.get("identity") or {}
+        if identity.get("type") == "SystemAssigned":
+            kept = (existing or {}).get("identity") or {}
+            identity = {
+                "type": "SystemAssigned",
+                "principalId": kept.get("principalId") or str(uuid.uuid4()),
+                "tenantId": TENANT,
+            }
+        site = {
+            "id": site_id,
+            "name": app,
+            "type": "Microsoft.Web/sites",
+            "kind": body.get("kind"),
+            "location": body.get("location"),
+            "tags": body.get("tags") or {},
+            "identity": identity or None,
+            "properties": {
+                **properties,
+                "siteConfig": {**site_config, "appSettings": None},  # GET never shows them
+                "state": "Running",
+                "defaultHostName": f"{app}.azurewebsites.net",
+                "enabledHostNames": [f"{app}.azurewebsites.net", f"{app}.scm.azurewebsites.net"],
+                "lastModifiedTimeUtc": f"2026-01-01T00:00:{next(self._counter) % 60:02d}",
+                "provisioningState": "Succeeded",
+            },
+        }
+        self.sites[site_id.lower()] = site
+        self.settings[site_id.lower()] = settings
+        self.functions.setdefault(site_id.lower(), [])
+        return Reply(200, site)  # Web answers a site PUT synchronously
+
+    def _check_deployment_container(self, url: str) -> None:
+        match = re.match(r"^https://([a-z0-9]+)\.blob\.core\.windows\.net/([^/]+)/?$", url)
+        if not match:
+            raise FakeError(400, "BadRequest", f"invalid deployment storage value {url!r}")
+        account, container = match.groups()
+        for key in self.containers:
+            if key.endswith(
+                f"/storageaccounts/{account}/blobservices/default/containers/{container}"
+            ):
+                return
+        raise FakeError(400, "BadRequest", f"deployment container {url} does not exist")
+
+    def _delete_site(self, request: Recorded, subscription: str, group: str, app: str) -> Any:
+        site = self._site(subscription, group, app)
+        key = site["id"].lower()
+        for table in (self.sites, self.settings, self.functions, self.packages):
+            table.pop(key, None)  # type: ignore[attr-defined]
+        self.deployments.pop(app, None)
+        return None
+
+    def _list_settings(self, request: Recorded, subscription: str, group: str, app: str) -> Any:
+        site = self._site(subscription, group, app)
+        return {
+            "id": f"{site['id']}/config/appsettings",
+            "name": "appsettings",
+            "properties": dict(self.settings[site["id"].lower()]),
+        }
+
+    def _list_functions(self, request: Recorded, subscription: str, group: str, app: str) -> Any:
+        site = self._site(subscription, group, app)
+        return {"value": self.functions.get(site["id"].lower(), [])}
+
+    def _list_keys(
+        self, request: Recorded, subscription: str, group: str, app: str, function: str
+    ) -> Any:
+        site = self._site(subscription, group, app)
+        names = {entry["properties"]["name"] for entry in self.functions[site["id"].lower()]}
+        if function not in names:
+            raise _not_found(f"Microsoft.Web/sites/{app}/functions", function)
+        key = self.keys.setdefault(f"{site['id'].lower()}/{function}", f"key-{uuid.uuid4().hex}")
+        return {"properties": {"default": key}}
+
+    def _list_host_keys(self, request: Recorded, subscription: str, group: str, app: str) -> Any:
+        site = self._site(subscription, group, app)
+        key = self.keys.setdefault(f"{site['id'].lower()}/_master", f"master-{uuid.uuid4().hex}")
+        return {"masterKey": key, "functionKeys": {}, "systemKeys": {}}
+
+    def _plan_id(self, subscription: str, group: str, plan: str) -> str:
+        group_id = f"/subscriptions/{subscription}/resourceGroups/{group}"
+        return f"{group_id}/providers/Microsoft.Web/serverfarms/{plan}"
+
+    def _get_plan(self, request: Recorded, subscription: str, group: str, plan: str) -> Any:
+        self._group(subscription, group)
+        found = self.plans.get(self._plan_id(subscription, group, plan).lower())
+        if found is None:
+            raise _not_found("Microsoft.Web/serverFarms", plan)
+        return found
+
+    def _put_plan(self, request: Recorded, subscription: str, group: str, plan: str) -> Any:
+        self._group(subscription, group)
+        body = request.body or {}
+        plan_id = self._plan_id(subscription, group, plan)
+        self.plans[plan_id.lower()] = {
+            "id": plan_id,
+            "name": plan,
+            "type": "Microsoft.Web/serverfarms",
+            "kind": body.get("kind"),
+            "location": body.get("location"),
+            "tags": body.get("tags") or {},
+            "sku": body.get("sku"),
+            "properties": {**(body.get("properties") or {}), "provisioningState": "Succeeded"},
+        }
+        # Created asynchronously: done on the first poll, then read.
+        return Reply(
+            202,
+            self.plans[plan_id.lower()],
+            {"Azure-AsyncOperation": self._operation(), "Retry-After": "0"},
+        )
+
+    def _delete_plan(self, request: Recorded, subscription: str, group: str, plan: str) -> Any:
+        found = self._get_plan(request, subscription, group, plan)
+        if any(
+            site["properties"].get("serverFarmId", "").lower() == found["id"].lower()
+            for site in self.sites.values()
+        ):
+            raise FakeError(409, "Conflict", f"Server farm {plan} still hosts a site.")
+        del self.plans[found["id"].lower()]
+        return None
+
+    def _check_site_name(self, request: Recorded) -> Any:
+        name = str((request.body or {}).get("name", "")).lower()
+        taken = name in self.taken_site_names or any(
+            site["name"].lower() == name for site in self.sites.values()
+        )
+        return {
+            "nameAvailable": not taken,
+            "reason": "AlreadyExists" if taken else None,
+            "message": f"Hostname '{name}' already exists." if taken else None,
+        }
+
+    # -- Microsoft.Storage ----------------------------------------------------------
+
+    def _account_body(self, account_id: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": account_id,
+            "name": name,
+            "type": "Microsoft.Storage/storageAccounts",
+            "location": body.get("location"),
+            "kind": body.get("kind", "StorageV2"),
+            "sku": body.get("sku") or {"name": "Standard_LRS"},
+            "tags": body.get("tags") or {},
+            "properties": {
+                **(body.get("properties") or {}),
+                "provisioningState": "Succeeded",
+                "primaryEndpoints": {"blob": f"https://{name}.blob.core.windows.net/"},
+            },
+        }
+
+    def _account(self, subscription: str, group: str, account: str) -> dict[str, Any]:
+        self._group(subscription, group)
+        account_id = (
+            f"/subscriptions/{subscription}/resourceGroups/{group}/providers/"
+            f"Microsoft.Storage/storageAccounts/{account}"
+        )
+        found = self.accounts.get(account_id.lower())
+        if found is None:
+            raise _not_found("Microsoft.Storage/storageAccounts", account)
+        return found
+
+    def _list_accounts(self, request: Recorded) -> Any:
+        return {"value": list(self.accounts.values())}
+
+    def _get_account(self, request: Recorded, subscription: str, group: str, account: str) -> Any:
+        return self._account(subscription, group, account)
+
+    def _put_account(self, request: Recorded, subscription: str, group: str, account: str) -> Any:
+        self._group(subscription, group)
+        if not re.fullmatch(r"[a-z0-9]{3,24}", account):
+            raise FakeError(400, "AccountNameInvalid", f"{account} is not a valid account name.")
+        if account in self.taken_account_names:
+            raise FakeError(409, "StorageAccountAlreadyTaken", f"{account} is already taken.")
+        account_id = (
+            f"/subscriptions/{subscription}/resourceGroups/{group}/providers/"
+            f"Microsoft.Storage/storageAccounts/{account}"
+        )
+        self.accounts[account_id.lower()] = self._account_body(
+            account_id, account, request.body or {}
+        )
+        # Storage creates accounts asynchronously: 202 and a Location to poll.
+        return Reply(202, None, {"Location": self._operation(), "Retry-After": "0"})
+
+    def _delete_account(
+        self, request: Recorded, subscription: str, group: str, account: str
+    ) -> Any:
+        found = self._account(subscription, group, account)
+        del self.accounts[found["id"].lower()]
+        prefix = f"{found['id'].lower()}/"
+        for key in [key for key in self.containers if key.startswith(prefix)]:
+            del self.containers[key]
+        return None
+
+    def _put_container(
+        self, request: Recorded, subscription: str, group: str, account: str, container: str
+    ) -> Any:
+        found = self._account(subscription, group, account)
+        container_id = f"{found['id']}/blobServices/default/containers/{container}"
+        existed = container_id.lower() in self.containers
+        self.containers[container_id.lower()] = {
+            "id": container_id,
+            "name": container,
+            "type": "Microsoft.Storage/storageAccounts/blobServices/containers",
+            "properties": {**((request.body or {}).get("properties") or {})},
+        }
+        return Reply(200 if existed else 201, self.containers[container_id.lower()])
+
+    def _get_container(
+        self, request: Recorded, subscription: str, group: str, account: str, container: str
+    ) -> Any:
+        found = self._account(subscription, group, account)
+        container_id = f"{found['id']}/blobServices/default/containers/{container}"
+        if container_id.lower() not in self.containers:
+            raise FakeError(404, "ContainerNotFound", "The specified container does not exist.")
+        return self.containers[container_id.lower()]
+
+    def _check_account_name(self, request: Recorded) -> Any:
+        name = str((request.body or {}).get("name", ""))
+        taken = name in self.taken_account_names or any(
+            account["name"] == name for account in self.accounts.values()
+        )
+        return {
+            "nameAvailable": not taken,
+            "reason": "AlreadyExists" if taken else None,
+            "message": f"The storage account named {name} is already taken." if taken else None,
+        }
+
+    # -- Microsoft.Authorization ------------------------------------------------------
+
+    def _principals(self) -> set[str]:
+        return {
+            str((site.get("identity") or {}).get("principalId"))
+            for site in self.sites.values()
+            if (site.get("identity") or {}).get("principalId")
+        }
+
+    def _scope_exists(self, scope: str) -> bool:
+        scope = scope.lower()
+        return scope in self.accounts or scope in self.containers
+
+    def _put_assignment(self, request: Recorded, scope: str, id: str) -> Any:
+        properties = (request.body or {}).get("properties") or {}
+        principal = str(properties.get("principalId") or "")
+        role = str(properties.get("roleDefinitionId") or "")
+        if not self._scope_exists(scope):
+            raise FakeError(404, "ResourceNotFound", f"scope {scope} does not exist")
+        if principal not in self._principals() or self.unsettled > 0:
+            if principal in self._principals():
+                self.unsettled -= 1
+            raise FakeError(
+                400,
+                "PrincipalNotFound",
+                f"Principal {principal} does not exist in the directory {TENANT}.",
+            )
+        key = f"{scope}/providers/Microsoft.Authorization/roleAssignments/{id}".lower()
+        for other_key, other in self.assignments.items():
+            same = (
+                other["properties"]["principalId"] == principal
+                and other["properties"]["roleDefinitionId"].lower() == role.lower()
+                and other["properties"]["scope"].lower() == scope.lower()
+            )
+            if same and other_key != key:
+                raise FakeError(409, "RoleAssignmentExists", "The role assignment already exists.")
+        assignment = {
+            "id": f"{scope}/providers/Microsoft.Authorization/roleAssignments/{id}",
+            "name": id,
+            "type": "Microsoft.Authorization/roleAssignments",
+            "properties": {
+                "roleDefinitionId": role,
+                "principalId": principal,
+                "principalType": properties.get("principalType"),
+                "scope": scope,
+                "description": properties.get("description"),
+            },
+        }
+        existed = key in self.assignments
+        self.assignments[key] = assignment
+        return Reply(200 if existed else 201, assignment)
+
+    def _get_assignment(self, request: Recorded, scope: str, id: str) -> Any:
+        key = f"{scope}/providers/Microsoft.Authorization/roleAssignments/{id}".lower()
+        if key not in self.assignments:
+            raise FakeError(404, "RoleAssignmentNotFound", "The role assignment was not found.")
+        return self.assignments[key]
+
+    def _delete_assignment(self, request: Recorded, scope: str, id: str) -> Any:
+        key = f"{scope}/providers/Microsoft.Authorization/roleAssignments/{id}".lower()
+        found = self.assignments.pop(key, None)
+        if found is None:
+            return Reply(204, None)
+        return found
+
+    def _list_assignments(self, request: Recorded, subscription: str) -> Any:
+        wanted = re.fullmatch(r"principalId eq '([^']+)'", request.query.get("$filter", ""))
+        return {
+            "value": [
+                assignment
+                for assignment in self.assignments.values()
+                if assignment["properties"]["scope"].startswith(f"/subscriptions/{subscription}")
+                and (wanted is None or assignment["properties"]["principalId"] == wanted.group(1))
+            ]
+        }
+
+    # -- Kudu ---------------------------------------------------------------------------
+
+    def _site_by_name(self, app: str) -> dict[str, Any]:
+        for site in self.sites.values():
+            if site["name"] == app:
+                return site
+        raise _not_found("Microsoft.Web/sites", app)
+
+    def _publish(self, request: Recorded, app: str) -> Any:
+        site = self._site_by_name(app)
+        if request.query.get("RemoteBuild") != "false":
+            raise FakeError(400, "BadRequest", "deployer publishes without a remote build")
+        if request.headers.get("content-type") != "application/zip":
+            raise FakeError(415, "UnsupportedMediaType", "send application/zip")
+        if self.busy > 0:
+            self.busy -= 1
+            raise FakeError(409, "Conflict", "There is a deployment currently in progress.")
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(request.data))
+        except zipfile.BadZipFile:
+            raise FakeError(400, "BadRequest", "the body is not a zip") from None
+        key = site["id"].lower()
+        self.packages[key] = request.data
+        deployment_id = uuid.uuid4().hex
+        self.deployments[app] = {
+            "id": deployment_id,
+            "status": 4,  # success: Kudu says so even when the host registers nothing
+            "complete": True,
+            "status_text": "",
+        }
+        self.functions[key] = (
+            [] if self.register_nothing else _registered(site, archive, self.endpoint)
+        )
+        return Reply(202, deployment_id)
+
+    def _latest_deployment(self, request: Recorded, app: str) -> Any:
+        self._site_by_name(app)
+        if app not in self.deployments:
+            raise FakeError(404, "NotFound", "no deployment yet")
+        return self.deployments[app]
+
+    # -- a function's URL -----------------------------------------------------------------
+
+    def _invoke(self, request: Recorded, app: str, route: str) -> Any:
+        site = self._site_by_name(app)
+        key = site["id"].lower()
+        for entry in self.functions.get(key, []):
+            bindings = entry["properties"]["config"]["bindings"]
+            http = next((b for b in bindings if b["type"] == "httpTrigger"), None)
+            if http is None or http.get("route") != route:
+                continue
+            given = request.headers.get("x-functions-key") or request.query.get("code")
+            master = self.keys.get(f"{key}/_master")
+            if http.get("authLevel") == "function":
+                wanted = self.keys.get(f"{key}/{entry['properties']['name']}")
+                if given is None or given not in (wanted, master):
+                    raise FakeError(401, "Unauthorized", "a function key is needed")
+            elif http.get("authLevel") == "admin" and (given is None or given != master):
+                raise FakeError(401, "Unauthorized", "the master key is needed")
+            return {"run_id": "fake-run", "status": "succeeded", "predictions": request.body}
+        raise _not_found("functions", route)
+
+
+def _registered(
+    site: dict[str, Any], archive: zipfile.ZipFile, endpoint: str
+) -> list[dict[str, Any]]:
+    """The functions Azure would list once the host loaded the app: those
+    function_app.py declares for the bundle's manifest (providers/azure/app_package.py)."""
+    triggers: list[dict[str, Any]] = []
+    manifest_name = ""
+    for name in archive.namelist():
+        if name.endswith("manifest.json"):
+            try:
+                manifest = json.loads(archive.read(name))
+            except ValueError:
+                continue
+            if isinstance(manifest, dict) and "triggers" in manifest and "code_hash" in manifest:
+                triggers = list(manifest["triggers"])
+                manifest_name = manifest.get("name", "")
+                break
+    app = site["name"]
+    # function_app.py always declares the HTTP function: with no Http trigger
+    # its auth level is admin (only the master key, which invoke uses, may call it).
+    http = next((trigger for trigger in triggers if trigger.get("type") == "http"), None)
+    level = "admin" if http is None else "anonymous" if http.get("public") else "function"
+    route = str(manifest_name)
+    functions: list[tuple[str, dict[str, Any], str]] = [
+        (
+            "http",
+            {
+                "type": "httpTrigger",
+                "direction": "in",
+                "name": "req",
+                "route": route,
+                "authLevel": level,
+                "methods": ["post"],
+            },
+            # Azure names the app's own host; here, the fake.
+            f"{endpoint}/sites/{app}/api/{route}",
+        )
+    ]
+    schedules = [trigger for trigger in triggers if trigger.get("type") in ("cron", "every")]
+    for index, _ in enumerate(schedules):
+        functions.append(
+            (
+                f"schedule_{index}",
+                {"type": "timerTrigger", "direction": "in", "name": "timer"},
+                "",
+            )
+        )
+    return [
+        {
+            "id": f"{site['id']}/functions/{name}",
+            "name": f"{app}/{name}",
+            "type": "Microsoft.Web/sites/functions",
+            "properties": {
+                "name": name,
+                "config": {"bindings": [binding]},
+                "invoke_url_template": url,
+                "language": "python",
+                "isDisabled": False,
+            },
+        }
+        for name, binding, url in functions
+    ]
