@@ -239,6 +239,30 @@ def encode_payload(payload: Any) -> Any:
     return payload
 
 
+def invoke_body(payload: Any) -> bytes:
+    """The HTTP body of an invoke over a function URL: the payload as JSON (a
+    DataFrame as records, timestamps as ISO strings); no payload, no body, which
+    the runtime answers with a 400 unless the function takes no input."""
+    if payload is None:
+        return b""
+    return json.dumps(encode_payload(payload), default=str).encode()
+
+
+def invocation_from_reply(status: int, text: str) -> Invocation:
+    """An HTTP reply of a deployed function as an Invocation; a reply that is not
+    the runtime's JSON (a platform error page) becomes a failed one quoting it."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return Invocation(
+            status,
+            {"status": "failed", "error": {"type": f"HTTP {status}", "message": text[:500]}},
+        )
+    return Invocation(status, body)
+
+
 def fingerprint(state: DeploymentState | None) -> str:
     """A digest of what is deployed under a name, as ``get`` reports it."""
     data = None if state is None else asdict(state)

@@ -130,6 +130,24 @@ def load(bundle_dir: str) -> Loaded:
     )
 
 
+_loaded_bundles: dict[str, Loaded] = {}
+# Platforms serve requests on threads (functions-framework, the Azure worker):
+# the first requests of a cold instance may arrive together and must not
+# unpickle the function twice.
+_load_lock = threading.Lock()
+
+
+def load_once(bundle_dir: str) -> Loaded:
+    """``load``, once per process: a warm instance reuses what its cold start loaded."""
+    loaded = _loaded_bundles.get(bundle_dir)
+    if loaded is None:
+        with _load_lock:
+            loaded = _loaded_bundles.get(bundle_dir)
+            if loaded is None:
+                loaded = _loaded_bundles[bundle_dir] = load(bundle_dir)
+    return loaded
+
+
 def _users_traceback(error: BaseException) -> str:
     """The traceback from the user's code down, without the runtime's frames above
     it; all of it when the error arose in the runtime itself."""

@@ -99,10 +99,6 @@ SIGNATURE_REMOVED = "SIGNATURE_REMOVED_BY_GOOGLE"
 CLOCK_SKEW_SECONDS = 10
 CERTS_TIMEOUT_SECONDS = 10
 
-_loaded: Any = None
-# functions-framework serves requests on threads; the first requests of a cold
-# instance may arrive together and must not unpickle the function twice.
-_load_lock = threading.Lock()
 _certificates: Any = None
 _certificates_lock = threading.Lock()
 
@@ -128,14 +124,9 @@ def _source_root() -> str:
 
 
 def _load() -> Any:
-    global _loaded
-    if _loaded is None:
-        with _load_lock:
-            if _loaded is None:
-                from . import core
+    from . import core
 
-                _loaded = core.load(_source_root())
-    return _loaded
+    return core.load_once(_source_root())
 
 
 def parse_schedule_time(value: str) -> datetime:

@@ -100,7 +100,8 @@ from deployer.providers.base import (
     TriggerStep,
     UpdateCode,
     describe_trigger,
-    encode_payload,
+    invocation_from_reply,
+    invoke_body,
     is_schedule,
     is_schedule_of,
     schedule_id,
@@ -261,18 +262,6 @@ def _is_public(triggers: builtins.list[dict[str, Any]]) -> bool:
 def _url(function: functions_v2.Function) -> str:
     url: str = function.url or function.service_config.uri
     return url
-
-
-def invoke_body(payload: Any) -> bytes:
-    """The HTTP body of an invoke: the payload itself as JSON (see runtimes/gcp.py).
-
-    A DataFrame becomes records, with timestamps as ISO strings; no payload is
-    an empty body, which the runtime answers with a 400 unless the function
-    takes no input (an HTTP call never runs over the deployed inputs).
-    """
-    if payload is None:
-        return b""
-    return json.dumps(encode_payload(payload), default=str).encode()
 
 
 class AccessStep(Step):
@@ -1440,22 +1429,7 @@ class GcpProvider(BaseProvider):
                 f"add-invoker-policy-binding {name} --region {self.region} "
                 "--member user:<you>`"
             )
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            return Invocation(
-                response.status_code,
-                {
-                    "status": "failed",
-                    "error": {
-                        "type": f"HTTP {response.status_code}",
-                        "message": response.text[:500],
-                    },
-                },
-            )
-        return Invocation(response.status_code, body)
+        return invocation_from_reply(response.status_code, response.text)
 
     def logs(self, name: str, *, lines: int = 100, run_id: str | None = None) -> str:
         search = f" --filter 'textPayload:\"{run_id}\"'" if run_id else ""

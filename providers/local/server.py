@@ -698,13 +698,9 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
             raw = self._read_body()
             if raw is None:
                 return
-            message: dict[str, Any] = {"trigger": "http"}
-            try:
-                payload = core.parse_body(raw)
-            except core.PayloadError as error:
-                return self._send(400, core.bad_request(error))
-            if payload is not core.NO_PAYLOAD:
-                message["payload"] = payload
+            message = self._json_message(raw, "http")
+            if message is None:
+                return
             invocation = server.dispatch(name, message)
             if invocation is None:
                 return self._error(404, "NotFound", f"{name} was deleted")
@@ -723,24 +719,36 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
             raw = self._read_body()
             if raw is None:
                 return
-            message: dict[str, Any] = {"trigger": "manual"}
             with tempfile.TemporaryDirectory(prefix="deployer-invoke-") as scratch:
                 if self.headers.get("Content-Type") == PARQUET_TYPE:
                     # A DataFrame: Parquet keeps the dtypes JSON would lose.
                     payload_file = os.path.join(scratch, "payload.parquet")
                     Path(payload_file).write_bytes(raw)
-                    message["payload_file"] = payload_file
+                    message: dict[str, Any] | None = {
+                        "trigger": "manual",
+                        "payload_file": payload_file,
+                    }
                 else:
-                    try:
-                        payload = core.parse_body(raw)
-                    except core.PayloadError as error:
-                        return self._send(400, core.bad_request(error))
-                    if payload is not core.NO_PAYLOAD:
-                        message["payload"] = payload
+                    message = self._json_message(raw, "manual")
+                if message is None:
+                    return
                 invocation = server.dispatch(name, message, timeout)
             if invocation is None:
                 return self._error(404, "NotFound", f"no function named {name!r} is deployed")
             self._send(invocation.http_status, invocation.body)
+
+        def _json_message(self, raw: bytes, trigger: str) -> dict[str, Any] | None:
+            """The run request for a JSON body; None after answering 400 to one
+            that cannot become the function's input."""
+            try:
+                payload = core.parse_body(raw)
+            except core.PayloadError as error:
+                self._send(400, core.bad_request(error))
+                return None
+            message: dict[str, Any] = {"trigger": trigger}
+            if payload is not core.NO_PAYLOAD:
+                message["payload"] = payload
+            return message
 
         def _read_body(self) -> bytes | None:
             """The body, or None after answering a request whose body cannot be read."""
