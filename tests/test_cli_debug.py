@@ -94,7 +94,7 @@ def test_outputs_shows_a_bounded_preview_and_writes_everything_on_request(
         (["runs", "x", "--last", "-1"], "-1 is not in the range x>=1"),
         (["runs", "x", "--since", "yesterday"], "'yesterday' is not an ISO date or time"),
         (["invoke", "x", "--data", "@missing.csv"], "missing.csv does not exist"),
-        (["list", "--provider", "azure"], "Invalid value for '--provider'"),
+        (["list", "--provider", "heroku"], "Invalid value for '--provider'"),
     ],
 )
 def test_mistakes_get_a_message_not_a_traceback(
