@@ -54,6 +54,10 @@ from deployer.providers.azure.app_package import (  # noqa: E402
 
 MEGABYTE = 2**20
 NAME = "bench-azure"
+# Lambda's python3.11 (Amazon Linux 2, glibc 2.26) needs older numpy and
+# scikit-learn than installed here, as in bench/aws_deploy.py; Azure's Debian
+# takes the installed versions (the model's pickle needs them for the cold start).
+AWS_PINS = ["scikit-learn==1.7.2", "numpy==2.2.6"]
 
 
 def build_app(function: Any, output: str, destination: Path) -> tuple[float, Bundle, Path]:
@@ -80,7 +84,11 @@ def build_lambda(function: Any, destination: Path) -> tuple[float, int]:
         name=NAME,
         provider="aws",
         output="s3://bench-bucket/runs",
+        inputs="s3://bench-bucket/features.parquet",
         triggers=[Cron("0 6 * * *", tz="Europe/Berlin"), Http()],
+        requirements=AWS_PINS,
+        # Over Lambda's 250 MB for layers: the slim archive, unpacked on cold start.
+        provider_options={"slim": True},
     )
     written = deployer.write_artifacts(built, destination, quiet=True)
     return time.perf_counter() - started, sum(path.stat().st_size for path in written)
