@@ -44,7 +44,6 @@ import os
 import re
 import sys
 import time
-import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -125,19 +124,7 @@ def handle_http(req: Any) -> Any:
     except core.PayloadError as error:
         return _reply(400, core.bad_request(error))
     except Exception as error:
-        # The bundle or the store failed, not the user's function (that is a
-        # failed run, answered below): the log gets the traceback, the caller
-        # only the type, since the message may name paths or secrets.
-        traceback.print_exc(file=sys.stderr)
-        return _reply(
-            500,
-            {
-                "error": {
-                    "type": type(error).__name__,
-                    "message": "the function failed outside the run; see its logs",
-                }
-            },
-        )
+        return _reply(*core.failure_outside_run(error))
     status, body = core.response_body(result)
     return _reply(*core.for_http_caller(status, body, loaded.manifest.name))
 

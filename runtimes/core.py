@@ -148,6 +148,15 @@ def load_once(bundle_dir: str) -> Loaded:
     return loaded
 
 
+def failure_outside_run(error: BaseException) -> tuple[int, dict[str, Any]]:
+    """The reply when the bundle or the store failed, not the user's function
+    (that is a failed run, with its record): the log gets the traceback, the
+    caller only the error's type, since its message may name paths or secrets."""
+    traceback.print_exc(file=sys.stderr)
+    message = "the function failed outside the run; see its logs"
+    return 500, {"error": {"type": type(error).__name__, "message": message}}
+
+
 def _users_traceback(error: BaseException) -> str:
     """The traceback from the user's code down, without the runtime's frames above
     it; all of it when the error arose in the runtime itself."""

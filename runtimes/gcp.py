@@ -69,7 +69,6 @@ import re
 import sys
 import threading
 import time
-import traceback
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlparse
@@ -349,20 +348,9 @@ def handle(request: Any) -> tuple[str, int, dict[str, str]]:
             },
         )
     except Exception as error:
-        # Not the user's function failing (that is a failed run, answered
-        # below) but the bundle or the store: the log gets the traceback, the
-        # caller gets what is wrong without it.
-        # The message may name paths or secrets: it goes to the log only.
-        traceback.print_exc(file=sys.stderr)
-        return _reply(
-            500,
-            {
-                "error": {
-                    "type": type(error).__name__,
-                    "message": "the function failed outside the run; see its logs",
-                }
-            },
-        )
+        from . import core
+
+        return _reply(*core.failure_outside_run(error))
 
 
 def _scheduled(request: Any, deadline: float) -> tuple[str, int, dict[str, str]]:
