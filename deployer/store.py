@@ -18,6 +18,7 @@ costs no more than before.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -188,7 +189,7 @@ def _listed_runs(
             listed = runs.setdefault(run_id, _Listed())
             listed.files.add(file)
             if file == storage.RUN_FILE:
-                listed.stamp = Stamp(int(entry.size or 0), int(entry.mtime_ns or 0))
+                listed.stamp = _stamp(entry)
     return runs
 
 
@@ -207,11 +208,20 @@ def _records(
 ) -> list[dict[str, Any]]:
     filesystem, root = _open(output)
     runs_dir = storage.runs_path(root, name)
-    listed = _listed_runs(filesystem, runs_dir, name, output)
+    # For the last few runs of a long history on S3, list the run folders (a
+    # thousand a page) and look at the newest ones only, instead of every file.
+    quick = last is not None and _lists_folders(filesystem)
+    listed: Mapping[str, _Listed] = (
+        _FolderListing(filesystem, runs_dir, name, output)
+        if quick
+        else _listed_runs(filesystem, runs_dir, name, output)
+    )
     if committed_only:
         spooled: dict[str, dict[str, Any]] = {}
         run_ids = sorted(
-            run_id for run_id, found in listed.items() if storage.RUN_FILE in found.files
+            listed
+            if quick  # whether each committed is found in the loop, newest first
+            else (run_id for run_id, found in listed.items() if storage.RUN_FILE in found.files)
         )
     else:
         spooled = _spooled_runs(name, output or _default_output())
@@ -249,9 +259,72 @@ def _records(
         records.append(record)
         if last is not None and len(records) >= last:
             break
-    index.save(set(listed))
+    # Entries of deleted runs are dropped only when every run was listed.
+    index.save(None if quick else set(listed))
     records.reverse()
     return records
+
+
+def _stamp(entry: Any) -> Stamp:
+    """run.json's size and modification time, to the second: a listing and a HEAD
+    report the same object's time at different precisions on some stores."""
+    seconds = int(entry.mtime_ns or 0) // 1_000_000_000
+    return Stamp(int(entry.size or 0), seconds * 1_000_000_000)
+
+
+def _lists_folders(filesystem: Any) -> bool:
+    """Whether a listing of ``runs/`` that is not recursive names every run: true on
+    S3 and disk; not on GCS, where pyarrow leaves out prefixes without a marker
+    object (apache/arrow#35993)."""
+    from pyarrow import fs as pafs
+
+    return isinstance(filesystem, (pafs.S3FileSystem, pafs.LocalFileSystem))
+
+
+class _FolderListing(Mapping[str, _Listed]):
+    """Run id -> its marker files, from a listing of the run folders; each run's
+    files are looked up (two HEADs) only when that run is asked for."""
+
+    def __init__(self, filesystem: Any, runs_dir: str, name: str, output: str | None) -> None:
+        from pyarrow import fs as pafs
+
+        self.filesystem = filesystem
+        self.runs_dir = runs_dir
+        selector = pafs.FileSelector(runs_dir, allow_not_found=True, recursive=False)
+        try:
+            entries = filesystem.get_file_info(selector)
+        except OSError as error:
+            raise StoreError(f"cannot list runs of {name!r} under {output}: {error}") from error
+        self.run_ids = sorted(
+            entry.base_name for entry in entries if entry.type == pafs.FileType.Directory
+        )
+        self._looked_up: dict[str, _Listed] = {}
+
+    def __getitem__(self, run_id: str) -> _Listed:
+        if run_id not in self._looked_up:
+            if run_id not in self.run_ids:
+                raise KeyError(run_id)
+            from pyarrow import fs as pafs
+
+            directory = storage.join(self.runs_dir, run_id)
+            found = _Listed()
+            markers = [storage.RUN_FILE, storage.STARTED_FILE]
+            for entry in self.filesystem.get_file_info(
+                [storage.join(directory, marker) for marker in markers]
+            ):
+                if entry.type != pafs.FileType.File:
+                    continue
+                found.files.add(entry.base_name)
+                if entry.base_name == storage.RUN_FILE:
+                    found.stamp = _stamp(entry)
+            self._looked_up[run_id] = found
+        return self._looked_up[run_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.run_ids)
+
+    def __len__(self) -> int:
+        return len(self.run_ids)
 
 
 def _read_record(filesystem: Any, directory: str) -> dict[str, Any] | None:

@@ -115,3 +115,42 @@ def test_outputs_of_many_runs_read_as_one_dataset_in_run_order(
     assert frame.run_id.tolist() == run_ids
     assert frame.x.tolist() == list(range(30))
     assert frame.score.tolist() == pytest.approx([x / 10 for x in range(30)])
+
+
+def test_the_last_runs_of_a_history_on_s3_are_read_from_its_newest_folders(
+    tmp_path: Path, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    output = f"s3://{s3_bucket}/predictions"
+    loaded = loaded_bundle(tmp_path, output)
+    run_ids = [core.run(loaded, trigger="manual", payload=[{"x": x}]).run_id for x in range(12)]
+    # A run that has started and not committed: in the history, not among committed runs.
+    running = run_ids[-1].replace("Z-", "Z-zz", 1)
+    filesystem, root = storage.filesystem(output)
+    storage.write_json(
+        filesystem,
+        storage.join(storage.runs_path(root, "scores"), running, storage.STARTED_FILE),
+        {"run_id": running, "name": "scores", "trigger": "manual",
+         "started": "2026-11-29T00:00:00+00:00", "timeout_seconds": 300},
+    )  # fmt: skip
+    full = read_runs("scores", output=output)
+    listed: list[bool] = []
+    original = store._listed_runs
+
+    def recursive_listing(*arguments: object) -> object:
+        listed.append(True)
+        return original(*arguments)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "_listed_runs", recursive_listing)
+    last = read_runs("scores", output=output, last=3)
+    assert listed == []  # the run folders, not every file
+    pd.testing.assert_frame_equal(last.reset_index(drop=True), full.tail(3).reset_index(drop=True))
+    committed = store.committed_runs("scores", output=output, last=2)
+    assert [record["run_id"] for record in committed] == run_ids[-2:]
+    # A record rewritten since the index was made is read again in this mode too.
+    rewritten = storage.join(storage.runs_path(root, "scores"), run_ids[-1], storage.RUN_FILE)
+    record = json.loads(storage.read_bytes(filesystem, rewritten))
+    record["status"] = "failed"
+    record["error"] = {"type": "Timeout", "message": "rewritten", "traceback": None}
+    storage.write_bytes(filesystem, rewritten, (json.dumps(record) + " " * 40).encode())
+    newest = store.committed_runs("scores", output=output, last=1)[0]
+    assert newest["status"] == "failed" and newest["error"]["message"] == "rewritten"
