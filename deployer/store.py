@@ -210,12 +210,14 @@ def _records(
     runs_dir = storage.runs_path(root, name)
     # For the last few runs of a long history on S3, list the run folders (a
     # thousand a page) and look at the newest ones only, instead of every file.
-    quick = last is not None and _lists_folders(filesystem)
-    listed: Mapping[str, _Listed] = (
-        _FolderListing(filesystem, runs_dir, name, output)
-        if quick
-        else _listed_runs(filesystem, runs_dir, name, output)
-    )
+    listed: Mapping[str, _Listed] | None = None
+    if last is not None and _lists_folders(filesystem):
+        folders = _FolderListing(filesystem, runs_dir, name, output)
+        if last * QUICK_LISTING_FACTOR < len(folders):
+            listed = folders
+    quick = listed is not None
+    if listed is None:
+        listed = _listed_runs(filesystem, runs_dir, name, output)
     if committed_only:
         spooled: dict[str, dict[str, Any]] = {}
         run_ids = sorted(
@@ -263,6 +265,12 @@ def _records(
     index.save(None if quick else set(listed))
     records.reverse()
     return records
+
+
+# The newest runs are looked at one by one (two HEADs each) only when there are
+# this many times more runs than asked for: a full listing costs a LIST page per
+# thousand files (about five a run), and a page costs about ten HEADs.
+QUICK_LISTING_FACTOR = 40
 
 
 def _stamp(entry: Any) -> Stamp:
@@ -343,7 +351,10 @@ def _read_record(filesystem: Any, directory: str) -> dict[str, Any] | None:
 def count_runs(name: str, *, output: str | None = None) -> int:
     """How many runs ``name`` has in the store (committed or not), from one listing."""
     filesystem, root = _open(output)
-    return len(_listed_runs(filesystem, storage.runs_path(root, name), name, output))
+    runs_dir = storage.runs_path(root, name)
+    if _lists_folders(filesystem):  # a page per thousand runs, not per thousand files
+        return len(_FolderListing(filesystem, runs_dir, name, output))
+    return len(_listed_runs(filesystem, runs_dir, name, output))
 
 
 def default_output() -> str:

@@ -141,6 +141,8 @@ def test_the_last_runs_of_a_history_on_s3_are_read_from_its_newest_folders(
         return original(*arguments)  # type: ignore[arg-type]
 
     monkeypatch.setattr(store, "_listed_runs", recursive_listing)
+    # A dozen runs stand for a long history: a few asked for, the newest looked at.
+    monkeypatch.setattr(store, "QUICK_LISTING_FACTOR", 3)
     last = read_runs("scores", output=output, last=3)
     assert listed == []  # the run folders, not every file
     pd.testing.assert_frame_equal(last.reset_index(drop=True), full.tail(3).reset_index(drop=True))
@@ -154,3 +156,5 @@ def test_the_last_runs_of_a_history_on_s3_are_read_from_its_newest_folders(
     storage.write_bytes(filesystem, rewritten, (json.dumps(record) + " " * 40).encode())
     newest = store.committed_runs("scores", output=output, last=1)[0]
     assert newest["status"] == "failed" and newest["error"]["message"] == "rewritten"
+    # Many runs asked for: one listing of every file is cheaper than two HEADs a run.
+    assert len(read_runs("scores", output=output, last=10)) == 10 and listed == [True]
