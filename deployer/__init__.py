@@ -52,6 +52,7 @@ __all__ = [
     "GcpOptions",
     "Http",
     "Invocation",
+    "MapRun",
     "Metric",
     "Plan",
     "ProviderError",
@@ -69,6 +70,7 @@ __all__ = [
     "get",
     "invoke",
     "list_deployments",
+    "map",
     "plan",
     "read_outputs",
     "read_quality",
@@ -93,6 +95,8 @@ if TYPE_CHECKING:
         plan,
         write_artifacts,
     )
+    from deployer.fanout import MapRun
+    from deployer.fanout import run_map as map
     from deployer.providers.aws.target import AwsOptions
     from deployer.providers.azure.options import AzureOptions
     from deployer.providers.base import DeploymentState, Invocation, Plan
@@ -117,6 +121,7 @@ _LAZY = {
     "Invocation": "deployer.providers.base",
     "Plan": "deployer.providers.base",
     "invoke": "deployer.api",
+    "MapRun": "deployer.fanout",
     "register_provider": "deployer.registry",
     "build": "deployer.api",
     "delete": "deployer.api",
@@ -138,4 +143,8 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name == "map":
+        from deployer.fanout import run_map
+
+        return run_map
     raise AttributeError(f"module 'deployer' has no attribute {name!r}")

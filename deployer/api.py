@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from deployer.bundle import Bundle
     from deployer.console import Reporter
+    from deployer.fanout import MapRun
     from deployer.providers.base import Invocation, Plan, Provider
     from deployer.requirements import Requirements
 
@@ -93,6 +94,34 @@ class Deployment:
             provider_options=self.provider_options,
         )
         return _predictions(invocation, self.name)
+
+    def map(
+        self,
+        data: Any,
+        *,
+        concurrency: int | None = None,
+        rows_per_shard: int | None = None,
+        shard_mb: float | None = None,
+        retries: int = 2,
+        failure_budget: int = 0,
+        progress: bool = True,
+    ) -> MapRun:
+        """Score ``data`` (Parquet/CSV files, a folder or prefix, or a DataFrame) over
+        many concurrent invocations, committed as one run; see ``deployer.map``."""
+        from deployer.fanout import run_map
+
+        return run_map(
+            self.name,
+            data,
+            provider=self.provider,
+            provider_options=self.provider_options,
+            concurrency=concurrency,
+            rows_per_shard=rows_per_shard,
+            shard_mb=shard_mb,
+            retries=retries,
+            failure_budget=failure_budget,
+            progress=progress,
+        )
 
     def runs(self, *, last: int | None = None) -> pd.DataFrame:
         from deployer.store import read_runs

@@ -389,6 +389,84 @@ def invoke(
         sys.exit(EXIT_CHECK_FAILED)
 
 
+@main.command(name="map")
+@click.argument("name")
+@click.argument("data", nargs=-1, required=True)
+@provider_choice
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    help="shards at once (default: local, the cores; aws 100; gcp and azure 20)",
+)
+@click.option("--rows-per-shard", type=click.IntRange(min=1), help="rows in a shard at most")
+@click.option(
+    "--shard-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Parquet MB in a shard at most (default 64)",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="tries after a shard's first",
+)
+@click.option(
+    "--failure-budget",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="failed shards the run tolerates",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the run record as JSON")
+def map_command(
+    name: str,
+    data: tuple[str, ...],
+    provider: str,
+    provider_option: tuple[str, ...],
+    concurrency: int | None,
+    rows_per_shard: int | None,
+    shard_mb: float | None,
+    retries: int,
+    failure_budget: int,
+    as_json: bool,
+) -> None:
+    """Score DATA (Parquet or CSV files, folders or prefixes) with NAME over many
+    concurrent invocations, committed as one run."""
+    from deployer.errors import CheckFailed
+    from deployer.fanout import run_map, shard_sources
+
+    try:
+        run = run_map(
+            name,
+            shard_sources(data),
+            provider=provider,
+            provider_options=_provider_options(provider_option),
+            concurrency=concurrency,
+            rows_per_shard=rows_per_shard,
+            shard_mb=shard_mb,
+            retries=retries,
+            failure_budget=failure_budget,
+            progress=not as_json,
+        )
+    except CheckFailed as error:
+        click.secho(str(error), fg="red", err=True)
+        sys.exit(EXIT_CHECK_FAILED)
+    if as_json:
+        _emit(dict(run.record))
+        return
+    record = run.record
+    seconds = (record.get("duration_ms") or 0) / 1000
+    rate = (run.rows_in or 0) / seconds if seconds else 0
+    retried = record.get("map", {}).get("retried", 0)
+    click.echo(
+        f"run {run.run_id}: {run.status}, {run.rows_in:,} rows in {run.shards} shards "
+        f"({retried} retried, {len(run.failed_shards)} failed) in {seconds:,.1f} s, "
+        f"{rate:,.0f} rows/s"
+    )
+    click.echo(f"its outputs: deployer outputs {name} --run {run.run_id}")
+
+
 def _write_frame(frame: Any, to: str) -> None:
     if to.endswith(".parquet"):
         frame.to_parquet(to, index=False)
@@ -612,6 +690,7 @@ def _milliseconds(value: Any) -> str | None:
     type=click.Path(dir_okay=False),
     help="write every row to this .parquet or .csv file instead of showing a preview",
 )
+@click.option("--run", "run_id", help="only this run's outputs (e.g. a map run's)")
 def outputs(
     name: str,
     output: str | None,
@@ -623,6 +702,7 @@ def outputs(
     include_failed_checks: bool,
     limit: int,
     to: str | None,
+    run_id: str | None,
 ) -> None:
     """Predictions of NAME's committed runs (not of runs that failed a check, unless
     asked): a preview of the newest rows, or all of them into a file with --to."""
@@ -638,6 +718,7 @@ def outputs(
             last=last,
             since=since,
             include_failed_checks=include_failed_checks,
+            run_id=run_id,
         )
         _write_frame(frame, to)
         click.echo(f"{len(frame):,} rows of {name} written to {to}")
@@ -649,6 +730,7 @@ def outputs(
         since=since,
         include_failed_checks=include_failed_checks,
         limit=limit,
+        run_id=run_id,
     )
     _frame_out(frame, as_json, f"outputs of {name}: the newest {len(frame)} rows (--limit, --to)")
 

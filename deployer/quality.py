@@ -42,12 +42,19 @@ class Metric:
     A value outside ``[lower, upper]`` (or a metric that raises) fails the run's
     quality with ``severity``: "error" makes it ``check_failed``, "warning"
     makes it ``warned``. A plain callable is a Metric without bounds.
+
+    ``merge``: how a map run combines the shards' values into the run's value
+    (``"sum"``, ``"mean"`` weighted by each shard's output rows, ``"min"``,
+    ``"max"``); exact for a sum, a count, an extreme, or a mean of per-row
+    values. Without it a map run reports the metric per shard, and a bound
+    fails when any shard is outside it.
     """
 
     fn: Callable[[Any], Any]
     lower: float | None = None
     upper: float | None = None
     severity: str = "error"
+    merge: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +152,14 @@ def quality_config(
                 "upper": value.upper,
                 "severity": _severity(value.severity, owner),
             }
+            if value.merge is not None:
+                from deployer.runtimes.fanout import MERGES
+
+                if value.merge not in MERGES:
+                    raise ConfigError(
+                        f"{owner}: merge={value.merge!r} is not one of {', '.join(MERGES)}"
+                    )
+                settings["metrics"][name]["merge"] = value.merge
             value = value.fn
         metric_functions[name] = value
     for name, value in (checks or {}).items():

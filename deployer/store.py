@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 from deployer.archive import write_atomically
 from deployer.errors import SchemaChangeWarning, StoreError
 from deployer.run_index import RunIndex, Stamp
-from deployer.runtimes import storage
+from deployer.runtimes import fanout, storage
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -361,14 +361,43 @@ def default_output() -> str:
     return _default_output()
 
 
+def output_files(record: dict[str, Any]) -> list[str]:
+    """A run's output file names: output.parquet, or a map run's parts (its run.json lists them)."""
+    parts = record.get("parts")
+    if isinstance(parts, list):
+        return [str(part["file"]) for part in parts if fanout.PART_PATTERN.match(str(part["file"]))]
+    return [storage.OUTPUT_FILE]
+
+
+def _output_paths(record: dict[str, Any]) -> list[str]:
+    return [storage.join(record["_directory"], file) for file in output_files(record)]
+
+
 def first_rows_of_run(record: dict[str, Any], output: str | None, rows: int) -> pd.DataFrame | None:
     """The first ``rows`` predictions of a run from ``committed_runs``/``run_history``."""
     filesystem, _ = _open(output)
-    path = storage.join(record["_directory"], storage.OUTPUT_FILE)
-    try:
-        return _first_rows(path, filesystem, rows).to_pandas()
-    except FileNotFoundError:
+    table = _first_rows_of(record, filesystem, rows)
+    return None if table is None else table.to_pandas()
+
+
+def _first_rows_of(record: dict[str, Any], filesystem: Any, rows: int) -> pa.Table | None:
+    """The first ``rows`` rows of a run's output, reading its files only as far as needed."""
+    import pyarrow as pa
+
+    tables = []
+    have = 0
+    for path in _output_paths(record):
+        if have >= rows:
+            break
+        try:
+            table = _first_rows(path, filesystem, rows - have)
+        except FileNotFoundError:
+            continue  # the run returned None
+        tables.append(table)
+        have += table.num_rows
+    if not tables:
         return None
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
 def committed_runs(
@@ -502,10 +531,8 @@ def read_outputs(
         for record in reversed(readable):  # newest first, only as far as needed
             if have >= wanted:
                 break
-            path = storage.join(record["_directory"], storage.OUTPUT_FILE)
-            try:
-                table = _first_rows(path, filesystem, wanted - have)
-            except FileNotFoundError:
+            table = _first_rows_of(record, filesystem, wanted - have)
+            if table is None:
                 continue  # the run returned None
             have += table.num_rows
             tables.append((record["run_id"], table))
@@ -530,13 +557,13 @@ def _read_as_one_dataset(filesystem: Any, records: list[dict[str, Any]]) -> pd.D
     if len(records) < 2 or len(schemas) != 1 or "null" in schemas:
         return None
     runs_dir = records[0]["_directory"].rsplit("/", 1)[0]
-    paths = [storage.join(record["_directory"], storage.OUTPUT_FILE) for record in records]
+    paths = [path for record in records for path in _output_paths(record)]
     try:
         dataset = ds.dataset(
             paths,
             filesystem=filesystem,
             format="parquet",
-            # runs/{run_id}/output.parquet: the folder names each row's run.
+            # runs/{run_id}/output.parquet (or part-NNNNN.parquet): the folder names the run.
             partitioning=ds.partitioning(pa.schema([("run_id", pa.string())])),
             partition_base_dir=runs_dir,
         )
@@ -555,15 +582,20 @@ def _read_tables(filesystem: Any, records: list[dict[str, Any]]) -> list[tuple[s
     """Every run's output, read concurrently, in the runs' order (runs without one left out)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     def read(record: dict[str, Any]) -> tuple[str, pa.Table] | None:
-        path = storage.join(record["_directory"], storage.OUTPUT_FILE)
-        try:
-            # One thread per file here already: pyarrow's own pool would only contend.
-            return record["run_id"], pq.read_table(path, filesystem=filesystem, use_threads=False)
-        except FileNotFoundError:
-            return None  # the run returned None
+        tables = []
+        for path in _output_paths(record):
+            try:
+                # One thread per run here already: pyarrow's own pool would only contend.
+                tables.append(pq.read_table(path, filesystem=filesystem, use_threads=False))
+            except FileNotFoundError:
+                continue  # the run returned None
+        if not tables:
+            return None
+        return record["run_id"], tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
     if len(records) <= 1:
         found = [read(record) for record in records]
@@ -725,8 +757,9 @@ def committed_files(
         status = record.get("status")
         if status == "failed" or (status == "check_failed" and not include_failed_checks):
             continue
-        path = storage.join(record["_directory"], storage.OUTPUT_FILE)
-        if filesystem.get_file_info(path).type.name != "File":
-            continue  # the run returned nothing
-        files.append(storage.join(root, name, "runs", record["run_id"], storage.OUTPUT_FILE))
+        for file in output_files(record):
+            path = storage.join(record["_directory"], file)
+            if filesystem.get_file_info(path).type.name != "File":
+                continue  # the run returned nothing
+            files.append(storage.join(root, name, "runs", record["run_id"], file))
     return files

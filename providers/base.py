@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from deployer.bundle import Bundle
     from deployer.console import Reporter
+    from deployer.runtimes.fanout import Dispatch
     from deployer.spec import DeploySpec
 
 # Kinds of plan step, as printed.
@@ -296,6 +297,9 @@ class Provider(Protocol):
 
     def get(self, name: str) -> DeploymentState | None: ...
 
+    def require(self, name: str) -> DeploymentState:
+        """``get``, or a ConfigError naming what is deployed."""
+
     def list(self) -> list[DeploymentState]: ...
 
     def invoke(
@@ -308,6 +312,13 @@ class Provider(Protocol):
 
     def logs(self, name: str, *, lines: int = 100, run_id: str | None = None) -> str:
         """The function's last ``lines`` log lines; with ``run_id``, only that run's."""
+
+    map_concurrency: int
+
+    def map_dispatcher(
+        self, name: str, *, concurrency: int
+    ) -> contextlib.AbstractContextManager[Dispatch]:
+        """Runs shards of a map run of ``name`` (see BaseProvider.map_dispatcher)."""
 
 
 class BaseProvider:
@@ -370,6 +381,17 @@ class BaseProvider:
 
     def require_access(self) -> None:
         """Credentials, account, region: checked when planning, never when building."""
+
+    # How many shards of a map run go at once unless the caller says: bounded
+    # well below the platform's own limit (AWS: 1,000 concurrent executions).
+    map_concurrency: ClassVar[int] = 10
+
+    @contextlib.contextmanager
+    def map_dispatcher(self, name: str, *, concurrency: int) -> Iterator[Dispatch]:
+        """Runs shards of a map run on ``name``: a callable from a shard request to
+        the function's reply (runtimes/fanout.py), good for ``concurrency`` threads."""
+        raise ProviderError(f"map runs are not supported {self.where} yet")
+        yield  # pragma: no cover
 
     @contextlib.contextmanager
     def applying(self, name: str) -> Iterator[None]:

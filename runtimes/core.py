@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -384,15 +385,28 @@ class _RunWriter:
     def read_shared(self, file: str) -> dict[str, Any] | None:
         """A file the function's runs share ({output}/{name}/file); None if absent or
         unreadable: what it holds (the reference, the last schema) only informs."""
+        return self._read_json(self._function_directory, file)
+
+    def read_run_file(self, file: str) -> dict[str, Any] | None:
+        """A JSON file of this run's folder; None if absent or unreadable."""
+        return self._read_json(self._directory, file)
+
+    def _read_json(self, directory: str, file: str) -> dict[str, Any] | None:
         if self._open_error is not None:
             return None
         try:
-            value = json.loads(
-                storage.read_bytes(self._filesystem, storage.join(self._function_directory, file))
-            )
+            value = json.loads(storage.read_bytes(self._filesystem, storage.join(directory, file)))
         except Exception:  # absent, unreadable, not JSON: as if absent
             return None
         return value if isinstance(value, dict) else None
+
+    def remove_files(self, files: list[str]) -> None:
+        """Delete files of this run's folder, best effort (a map run's strays)."""
+        if self._open_error is not None:
+            return
+        for file in files:
+            storage.delete_quietly(self._filesystem, storage.join(self._directory, file))
+            self._written.discard(file)
 
     def remember(self, profile: dict[str, Any], run_id: str, *, have_reference: bool) -> None:
         """After a committed run: its columns for the next run's schema comparison,
@@ -760,17 +774,27 @@ def _builtin_metrics(
 
 
 def lines_of_run(lines: list[str], run_id: str) -> list[str]:
-    """The lines a run printed, between its markers (both included); [] if absent."""
-    start, end = f"{RUN_MARKER} {run_id} started", f"{RUN_MARKER} {run_id} ended"
+    """The lines a run printed, between its markers (both included); [] if absent.
+
+    A map run's shards mark themselves "... RUN_ID part N started": the lines
+    between any of its parts' markers are the run's (shards on one worker log
+    run one after another; on several they interleave, all of this run).
+    """
+    marker = re.compile(
+        rf"{re.escape(RUN_MARKER)} {re.escape(run_id)} (part (\d+) )?(started|ended)"
+    )
     found: list[str] = []
-    inside = False
+    open_parts: set[str] = set()
     for line in lines:
-        if start in line:
-            inside, found = True, []
-        if inside:
+        match = marker.search(line)
+        if match is not None and match.group(3) == "started":
+            if match.group(2) is None:
+                found, open_parts = [], set()  # a retry of the run starts it over
+            open_parts.add(match.group(2) or "")
+        if open_parts:
             found.append(line)
-            if end in line:
-                inside = False
+        if match is not None and match.group(3) == "ended":
+            open_parts.discard(match.group(2) or "")
     return found
 
 
@@ -820,10 +844,16 @@ def _quality_profile(
     if not any(side in document for side in frames):
         return None
     document["had_reference"] = stored is not None
+    _summarise_quality(record, document)
+    return document
+
+
+def _summarise_quality(record: dict[str, Any], document: dict[str, Any]) -> None:
+    """The drifted columns and schema changes of profile.json, into run.json."""
     drifted: dict[str, Any] = {}
     dataset_drift = False
     changes: list[dict[str, Any]] = []
-    for side in frames:
+    for side in ("input", "output"):
         entry = document.get(side)
         if not isinstance(entry, dict):
             continue
@@ -837,7 +867,6 @@ def _quality_profile(
         record["drift"] = {"dataset_drift": dataset_drift, "columns": drifted}
     if changes:
         record["schema_changes"] = changes
-    return document
 
 
 def to_arrow(frame: Any) -> Any:

@@ -15,7 +15,7 @@ import traceback
 from datetime import datetime
 from typing import Any, TextIO
 
-from . import core
+from . import core, fanout
 
 
 def _reply(channel: TextIO, message: dict[str, Any]) -> None:
@@ -24,6 +24,11 @@ def _reply(channel: TextIO, message: dict[str, Any]) -> None:
 
 
 def _handle(loaded: core.Loaded, request: dict[str, Any]) -> dict[str, Any]:
+    if "map" in request:  # one shard of a map run (runtimes/fanout.py)
+        try:
+            return {"map": fanout.run_shard(loaded, request["map"])}
+        except fanout.ShardRequestError as error:
+            return {"http_status": 400, "body": core.bad_request(str(error))}
     payload: Any = core.NO_PAYLOAD
     if "payload_file" in request:
         import pandas as pd

@@ -132,6 +132,38 @@ def profile_run(
 ) -> dict[str, Any]:
     """profile.json of a run: per side, its profile, drift against the reference,
     and schema changes against the reference and the previous run."""
+    return judge_sides(profile_sides(frames, reference), reference, previous_schema, config)
+
+
+def profile_sides(frames: Mapping[str, Any], reference: Mapping[str, Any]) -> dict[str, Any]:
+    """Each side's profile, binned on the reference's edges where it has one.
+
+    Output columns that are the input's own, unchanged (df.assign(score=...)),
+    are profiled once, on the input side, and marked ``passthrough`` on the
+    output side: their drift is the input's.
+    """
+    from . import profile as profiling
+
+    profiles: dict[str, Any] = {}
+    for side, frame in frames.items():
+        if not _is_frame(frame):
+            continue
+        kept = _passthrough(frames.get("input"), frame) if side == "output" else []
+        own = frame.drop(columns=kept) if kept else frame
+        judged = profiling.profile_frame(own, reference=reference.get(side))
+        profiles[side] = _with_passthrough(judged, frame, kept, profiles.get("input"))
+    return profiles
+
+
+def judge_sides(
+    profiles: Mapping[str, Any],
+    reference: Mapping[str, Any],
+    previous_schema: Mapping[str, Any] | None,
+    config: Mapping[str, Any],
+) -> dict[str, Any]:
+    """profile.json from each side's profile (one run's, or a map run's shards
+    merged): drift against the reference, schema changes against the reference
+    and the previous run."""
     from . import profile as profiling
 
     drift_config = config.get("drift", {})
@@ -142,18 +174,13 @@ def profile_run(
     }
     min_rows = int(drift_config.get("min_rows", DEFAULT_MIN_ROWS))
     document: dict[str, Any] = {"format": 1}
-    profiles: dict[str, dict[str, Any]] = {}
-    for side, frame in frames.items():
-        if not _is_frame(frame):
-            continue
+    for side, profile in profiles.items():
         side_reference = reference.get(side)
-        # Output columns that are the input's own, unchanged (df.assign(score=...)),
-        # are profiled once, on the input side: their drift is the input's.
-        kept = _passthrough(frames.get("input"), frame) if side == "output" else []
-        own = frame.drop(columns=kept) if kept else frame
-        judged = profiling.profile_frame(own, reference=side_reference)
-        profile = _with_passthrough(judged, frame, kept, profiles.get("input"))
-        profiles[side] = profile
+        kept = [name for name, column in profile["columns"].items() if column.get("passthrough")]
+        judged = profile
+        if kept:
+            own = {name: column for name, column in profile["columns"].items() if name not in kept}
+            judged = {**profile, "columns": own}
         entry: dict[str, Any] = {"profile": profile, "schema_changes": []}
         if kept:
             entry["passthrough"] = kept
@@ -162,13 +189,14 @@ def profile_run(
                 {**change, "against": "reference"}
                 for change in profiling.schema_changes(profile, side_reference)
             ]
-            if len(frame) >= min_rows:
+            rows = int(profile.get("rows") or 0)
+            if rows >= min_rows:
                 entry["drift"] = profiling.drift(
                     judged, side_reference, thresholds=thresholds, column_thresholds=per_column
                 )
             else:
                 entry["drift_skipped"] = (
-                    f"{len(frame)} rows, fewer than the {min_rows} needed to judge drift"
+                    f"{rows} rows, fewer than the {min_rows} needed to judge drift"
                 )
         previous = (previous_schema or {}).get(side)
         if previous:

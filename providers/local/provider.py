@@ -32,6 +32,7 @@ import hashlib
 import io
 import json
 import os
+import queue
 import selectors
 import shutil
 import subprocess
@@ -61,7 +62,7 @@ from deployer.providers.base import (
     UpdateCode,
     trigger_changes,
 )
-from deployer.runtimes import core, storage
+from deployer.runtimes import core, fanout, storage
 from deployer.spec import NAME_PATTERN, NAME_RULE, check_name
 
 if TYPE_CHECKING:
@@ -728,6 +729,7 @@ def run_request(
 
 class LocalProvider(BaseProvider):
     name = "local"
+    map_concurrency = os.cpu_count() or 2  # a worker per core
 
     @property
     def where(self) -> str:
@@ -906,6 +908,46 @@ class LocalProvider(BaseProvider):
                 )
             finally:
                 worker.stop()
+
+    @contextlib.contextmanager
+    def map_dispatcher(self, name: str, *, concurrency: int) -> Iterator[fanout.Dispatch]:
+        """Shards run on warm workers of this machine, one per thread, each started on
+        first use and kept for the next shard; a worker that crashed or ran over the
+        timeout is stopped, and that shard's retry starts a fresh one."""
+        entry = self._entry(name)
+        timeout = float(entry["timeout_seconds"])
+        idle: queue.SimpleQueue[Worker] = queue.SimpleQueue()
+        started: list[Worker] = []
+        lock = threading.Lock()
+
+        def dispatch(request: dict[str, Any]) -> dict[str, Any]:
+            try:
+                worker = idle.get_nowait()
+            except queue.Empty:
+                worker = Worker(entry)
+                with lock:
+                    started.append(worker)
+                try:
+                    worker.start()
+                except WorkerError as error:
+                    raise fanout.ShardUnavailable(error.kind, str(error)) from None
+            try:
+                reply = worker.request({"map": request}, timeout)
+            except WorkerError as error:  # the worker is stopped; a retry starts another
+                raise fanout.ShardUnavailable(error.kind, str(error)) from None
+            idle.put(worker)
+            if "map" not in reply:
+                message = (reply.get("body") or {}).get("error", {}).get("message")
+                raise fanout.ShardUnavailable("BadRequest", str(message))
+            result: dict[str, Any] = reply["map"]
+            return result
+
+        try:
+            yield dispatch
+        finally:
+            with lock:
+                for worker in started:
+                    worker.stop()
 
     def execute_delete(self, plan: Plan, state: DeploymentState, reporter: Reporter) -> None:
         self._entry(plan.name)
