@@ -92,6 +92,9 @@ def run_map(
             )
         except fanout.MapError as error:
             raise ConfigError(str(error)) from None
+        target.check_map_data(
+            name, sorted({piece.path for shard in plan.shards for piece in shard.pieces})
+        )
         for note in plan.notes:
             warnings.warn(note, UserWarning, stacklevel=2)
         with (

@@ -315,6 +315,8 @@ class Provider(Protocol):
 
     map_concurrency: int
 
+    def check_map_data(self, name: str, urls: Iterable[str]) -> None: ...
+
     def map_dispatcher(
         self, name: str, *, concurrency: int
     ) -> contextlib.AbstractContextManager[Dispatch]:
@@ -392,6 +394,9 @@ class BaseProvider:
         the function's reply (runtimes/fanout.py), good for ``concurrency`` threads."""
         raise ProviderError(f"map runs are not supported {self.where} yet")
         yield  # pragma: no cover
+
+    def check_map_data(self, name: str, urls: Iterable[str]) -> None:
+        """Refuse data the function cannot read, before any shard runs (AWS: its role)."""
 
     @contextlib.contextmanager
     def applying(self, name: str) -> Iterator[None]:

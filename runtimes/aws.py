@@ -9,6 +9,8 @@ Events it answers:
 - Function URL requests (payload format 2.0): JSON in, JSON out, 400 on a body
   that is not JSON or not a table.
 - Direct invokes: ``{"deployer": {"trigger": "manual", "payload": ...}}``.
+- Shards of a map run, by direct invoke only (IAM: the owner):
+  ``{"deployer": {"trigger": "map", "shard": {...}}}`` (runtimes/fanout.py).
 
 Every run gets the invocation's deadline (``context.get_remaining_time_in_millis()``),
 so a run about to be stopped by Lambda's timeout records itself as failed
@@ -128,6 +130,13 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         return _http_reply(*core.for_http_caller(status, body, loaded.manifest.name))
     request = event.get("deployer", {})
     trigger = request.get("trigger", "manual")
+    if trigger == "map":  # one shard of a map run: only a direct invoke reaches here
+        from . import fanout
+
+        try:
+            return {"map": fanout.run_shard(loaded, request.get("shard"))}
+        except fanout.ShardRequestError as error:
+            return {"http_status": 400, "body": core.bad_request(str(error))}
     if trigger == "schedule":
         fire_time = datetime.fromisoformat(request["scheduled_time"].replace("Z", "+00:00"))
         result = core.run(

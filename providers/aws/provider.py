@@ -33,6 +33,8 @@ import builtins
 import functools
 import json
 import os
+import random
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -81,6 +83,7 @@ from deployer.providers.base import (
     split_bucket_url,
     trigger_changes,
 )
+from deployer.runtimes import fanout
 from deployer.runtimes.core import ALERTS_VARIABLE, RUN_MARKER
 from deployer.spec import check_cloud_spec
 from deployer.triggers import Cron, Every, describe, trigger_from_dict
@@ -1206,6 +1209,74 @@ class AwsProvider(BaseProvider):
             )
         return Invocation(int(reply.get("http_status", 500)), reply.get("body", {}))
 
+    map_concurrency = 100  # of the account's 1,000 concurrent executions by default
+
+    @contextmanager
+    def map_dispatcher(self, name: str, *, concurrency: int) -> Iterator[fanout.Dispatch]:
+        """Each shard is one synchronous invoke of the live alias (a request of a few
+        hundred bytes, inside Lambda's 6 MB); throttling is retried here, with
+        backoff, and does not count as a failed attempt of the shard."""
+        import botocore.config
+
+        self.require(name)
+        configuration = self.client("lambda").get_function_configuration(FunctionName=name)
+        wait = int(configuration.get("Timeout") or MAX_TIMEOUT_SECONDS) + 60
+        client = self.session.client(
+            "lambda",
+            config=botocore.config.Config(
+                max_pool_connections=concurrency,
+                read_timeout=wait,
+                connect_timeout=10,
+                retries={"max_attempts": 1},  # throttling: below, where it is counted
+            ),
+        )
+
+        def dispatch(request: dict[str, Any]) -> dict[str, Any]:
+            event = {"deployer": {"trigger": "map", "shard": request}}
+            for pause in [*throttle_pauses(), None]:
+                try:
+                    response = client.invoke(
+                        FunctionName=name, Qualifier=ALIAS, Payload=json.dumps(event).encode()
+                    )
+                    break
+                except ClientError as error:
+                    code = error.response["Error"]["Code"]
+                    if code not in THROTTLED or pause is None:
+                        raise fanout.ShardUnavailable(code, str(error)) from None
+                    time.sleep(pause)
+            reply = json.loads(response["Payload"].read() or b"{}")
+            if response.get("FunctionError"):  # Lambda's: a timeout, a crash, out of memory
+                raise fanout.ShardUnavailable(
+                    str(reply.get("errorType", "LambdaError")), str(reply.get("errorMessage", ""))
+                )
+            if "map" not in reply:
+                message = (reply.get("body") or {}).get("error", {}).get("message", reply)
+                raise fanout.ShardUnavailable("BadRequest", str(message))
+            result: dict[str, Any] = reply["map"]
+            return result
+
+        yield dispatch
+
+    def check_map_data(self, name: str, urls: Iterable[str]) -> None:
+        """The execution role reads only the function's inputs and its own output
+        folder (least privilege): data elsewhere would fail in every shard."""
+        state = self.require(name)
+        readable = [f"{state.output.rstrip('/')}/{name}/"]
+        if state.inputs:
+            readable += [state.inputs.rstrip("/"), state.inputs.rstrip("/") + "/"]
+        outside = [
+            url
+            for url in urls
+            if not any(url == prefix or url.startswith(prefix) for prefix in readable if prefix)
+        ]
+        if outside:
+            raise ConfigError(
+                f"{outside[0]} is outside what {name}'s role may read "
+                f"({', '.join(readable[:2])}): deploy it with inputs= the prefix to map "
+                f"(e.g. inputs='{_prefix_of(outside[0])}'), or pass a DataFrame, which is "
+                "staged under its output"
+            )
+
     @_reports_aws_errors
     def logs(self, name: str, *, lines: int = 100, run_id: str | None = None) -> str:
         self.require(name)
@@ -1291,6 +1362,23 @@ class AwsProvider(BaseProvider):
                 continue
             layer_name, version = arn.rsplit(":", 2)[-2:]
             lambda_client.delete_layer_version(LayerName=layer_name, VersionNumber=int(version))
+
+
+# Lambda's answers to more concurrent invokes than the account or function allows.
+THROTTLED = ("TooManyRequestsException", "ThrottlingException")
+THROTTLE_ATTEMPTS = 8
+
+
+def throttle_pauses(
+    attempts: int = THROTTLE_ATTEMPTS, first: float = 0.5, cap: float = 20.0
+) -> list[float]:
+    """Pauses before each retry of a throttled call: exponential, capped, jittered
+    (so that throttled shards do not all come back at once)."""
+    return [min(cap, first * 2**index) * (0.5 + random.random()) for index in range(attempts - 1)]
+
+
+def _prefix_of(url: str) -> str:
+    return url.rsplit("/", 1)[0] + "/"
 
 
 def invoke_event(payload: Any) -> dict[str, Any]:
