@@ -12,6 +12,7 @@ import builtins
 import contextlib
 import hashlib
 import json
+import random
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -262,6 +263,18 @@ def invocation_from_reply(status: int, text: str) -> Invocation:
             {"status": "failed", "error": {"type": f"HTTP {status}", "message": text[:500]}},
         )
     return Invocation(status, body)
+
+
+THROTTLE_ATTEMPTS = 8
+
+
+def throttle_pauses(
+    attempts: int = THROTTLE_ATTEMPTS, first: float = 0.5, cap: float = 20.0
+) -> list[float]:
+    """Pauses before each retry of a call the platform throttled (more concurrent
+    invocations than it allows): exponential, capped, and jittered so that
+    throttled callers do not all come back at once."""
+    return [min(cap, first * 2**index) * (0.5 + random.random()) for index in range(attempts - 1)]
 
 
 def fingerprint(state: DeploymentState | None) -> str:

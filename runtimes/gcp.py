@@ -76,7 +76,8 @@ from urllib.parse import urlparse
 SCHEDULER_HEADER = "X-CloudScheduler"
 JOB_NAME_HEADER = "X-CloudScheduler-JobName"
 SCHEDULE_TIME_HEADER = "X-CloudScheduler-ScheduleTime"
-MANUAL_HEADER = "X-Deployer-Trigger"
+MANUAL_HEADER = "X-Deployer-Trigger"  # "manual" (deployer invoke) or "map" (a shard)
+MAP_TRIGGER = "map"
 # Cloud Run authenticates this header instead of Authorization when both are
 # present, and then passes Authorization through unchecked.
 SERVERLESS_AUTHORIZATION_HEADER = "X-Serverless-Authorization"
@@ -334,6 +335,8 @@ def handle(request: Any) -> tuple[str, int, dict[str, str]]:
                 )
             else:
                 return _scheduled(request, deadline)
+        if request.headers.get(MANUAL_HEADER, "").lower() == MAP_TRIGGER:
+            return _map_shard(request)
         return _prediction(request, deadline)
     except CertificatesUnavailable as error:
         # Not the caller's fault: 503, so that Scheduler tries this firing again.
@@ -351,6 +354,33 @@ def handle(request: Any) -> tuple[str, int, dict[str, str]]:
         from . import core
 
         return _reply(*core.failure_outside_run(error))
+
+
+def _map_shard(request: Any) -> tuple[str, int, dict[str, str]]:
+    """One shard of a map run (runtimes/fanout.py). Only for a function whose every
+    caller Cloud Run authenticated as an invoker: a shard names files for the
+    function to read with its own account, which a public URL must not offer."""
+    from . import fanout
+
+    if os.environ.get(HTTP_ACCESS_VARIABLE) != AUTHENTICATED:
+        return _reply(
+            403,
+            {
+                "error": {
+                    "type": "Forbidden",
+                    "message": "this function is public: it takes no map shards; map with "
+                    "a function deployed without Http(public=True)",
+                }
+            },
+        )
+    try:
+        shard = json.loads(request.get_data(cache=False) or b"null")
+    except ValueError:
+        return _bad_request("a map shard is a JSON object")
+    try:
+        return _reply(200, {"map": fanout.run_shard(_load(), shard)})
+    except fanout.ShardRequestError as error:
+        return _bad_request(error)
 
 
 def _scheduled(request: Any, deadline: float) -> tuple[str, int, dict[str, str]]:

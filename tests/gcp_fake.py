@@ -59,6 +59,8 @@ import itertools
 import json
 import re
 import threading
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -72,6 +74,7 @@ LOCATION = r"projects/(?P<project>[^/]+)/locations/(?P<region>[^/:]+)"
 ACCOUNTS = r"^/v1/projects/(?P<project>[^/]+)/serviceAccounts"
 # IAM's rule for account ids.
 ACCOUNT_ID = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])$")
+INVOKE_ROUTE = re.compile(r"^/invoke/(?P<project>[^/]+)/(?P<region>[^/]+)/(?P<id>[^/]+)$")
 ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(rf"{ACCOUNTS}/(?P<email>[^/:]+)$"), "get_account"),
     ("POST", re.compile(rf"{ACCOUNTS}$"), "create_account"),
@@ -91,7 +94,7 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("PATCH", re.compile(rf"^/v1/{LOCATION}/jobs/(?P<id>[^/:]+)$"), "update_job"),
     ("DELETE", re.compile(rf"^/v1/{LOCATION}/jobs/(?P<id>[^/:]+)$"), "delete_job"),
     ("PUT", re.compile(r"^/upload/(?P<id>[^/]+)$"), "upload"),
-    ("POST", re.compile(r"^/invoke/(?P<project>[^/]+)/(?P<region>[^/]+)/(?P<id>[^/]+)$"), "invoke"),
+    ("POST", INVOKE_ROUTE, "invoke"),
 ]
 
 
@@ -189,6 +192,8 @@ class FakeGoogleCloud:
             self.unsettled = 0  # references to an existing account still refused
             self.refused: list[str] = []  # accounts a reference to was refused for
             self.fail_next_build: str | None = None
+            # Function id -> URL of a functions-framework serving it: its calls go there.
+            self.backends: dict[str, str] = {}
 
     # -- queries for tests ----------------------------------------------------
 
@@ -218,6 +223,8 @@ class FakeGoogleCloud:
             data=data,
         )
         status, reply = 404, {"error": {"code": 404, "status": "NOT_FOUND", "message": "no route"}}
+        if self._forward(handler, recorded):
+            return
         with self._lock:
             self.requests.append(recorded)
             for method, pattern, action in ROUTES:
@@ -244,6 +251,45 @@ class FakeGoogleCloud:
         handler.send_header("Content-Length", str(len(encoded)))
         handler.end_headers()
         handler.wfile.write(encoded)
+
+    def _forward(self, handler: BaseHTTPRequestHandler, recorded: Recorded) -> bool:
+        """A call of a function URL whose function runs for real (``backends``): Cloud
+        Run's part (an identity token is required), then the request as it came, to
+        functions-framework; outside the lock, so that calls run concurrently."""
+        match = INVOKE_ROUTE.match(recorded.path)
+        backend = self.backends.get(match.group("id")) if match else None
+        if backend is None:
+            return False
+        with self._lock:
+            self.requests.append(recorded)
+        if not recorded.headers.get("authorization", "").startswith("Bearer "):
+            status, headers, answer = 401, {}, b"Unauthorized"
+        else:
+            forwarded = urllib.request.Request(
+                backend,
+                data=recorded.data,
+                method="POST",
+                headers={
+                    key: value
+                    for key, value in recorded.headers.items()
+                    if key in ("content-type", "authorization", "x-deployer-trigger")
+                },
+            )
+            try:
+                with urllib.request.urlopen(forwarded, timeout=300) as response:
+                    status, headers, answer = (
+                        response.status,
+                        dict(response.headers),
+                        response.read(),
+                    )
+            except urllib.error.HTTPError as error:
+                status, headers, answer = error.code, dict(error.headers), error.read()
+        handler.send_response(status)
+        handler.send_header("Content-Type", headers.get("Content-Type", "text/plain"))
+        handler.send_header("Content-Length", str(len(answer)))
+        handler.end_headers()
+        handler.wfile.write(answer)
+        return True
 
     def _operation(self, project: str, region: str, result: dict[str, Any]) -> dict[str, Any]:
         name = f"projects/{project}/locations/{region}/operations/operation-{next(self._counter)}"

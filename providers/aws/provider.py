@@ -33,7 +33,6 @@ import builtins
 import functools
 import json
 import os
-import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -81,6 +80,7 @@ from deployer.providers.base import (
     schedule_id,
     schedule_prefix,
     split_bucket_url,
+    throttle_pauses,
     trigger_changes,
 )
 from deployer.runtimes import fanout
@@ -1366,15 +1366,6 @@ class AwsProvider(BaseProvider):
 
 # Lambda's answers to more concurrent invokes than the account or function allows.
 THROTTLED = ("TooManyRequestsException", "ThrottlingException")
-THROTTLE_ATTEMPTS = 8
-
-
-def throttle_pauses(
-    attempts: int = THROTTLE_ATTEMPTS, first: float = 0.5, cap: float = 20.0
-) -> list[float]:
-    """Pauses before each retry of a throttled call: exponential, capped, jittered
-    (so that throttled shards do not all come back at once)."""
-    return [min(cap, first * 2**index) * (0.5 + random.random()) for index in range(attempts - 1)]
 
 
 def _prefix_of(url: str) -> str:

@@ -59,8 +59,9 @@ import builtins
 import hashlib
 import json
 import os
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -106,14 +107,18 @@ from deployer.providers.base import (
     is_schedule_of,
     schedule_id,
     split_bucket_url,
+    throttle_pauses,
     trigger_changes,
 )
 from deployer.providers.gcp.source import ENTRY_POINT, gcp_runtime, source_zip
 from deployer.providers.gcp.target import GcpOptions, to_cloud_scheduler
+from deployer.runtimes import fanout
 from deployer.runtimes.core import ALERTS_VARIABLE
 from deployer.runtimes.gcp import (
     AUTHENTICATED,
     HTTP_ACCESS_VARIABLE,
+    MANUAL_HEADER,
+    MAP_TRIGGER,
     SCHEDULER_ACCOUNT_VARIABLE,
     SCHEDULER_AUDIENCE_VARIABLE,
 )
@@ -257,6 +262,25 @@ def _schedule_triggers(triggers: builtins.list[dict[str, Any]]) -> builtins.list
 def _is_public(triggers: builtins.list[dict[str, Any]]) -> bool:
     http = _http_trigger(triggers)
     return http is not None and bool(http.get("public"))
+
+
+class _FreshToken:
+    """An identity token, minted again before it expires (they last an hour) so
+    that a map run longer than that keeps calling."""
+
+    LIFETIME_SECONDS = 45 * 60
+
+    def __init__(self, mint: Callable[[], str]) -> None:
+        self._mint = mint
+        self._token = ""
+        self._minted = 0.0
+        self._lock = threading.Lock()
+
+    def get(self) -> str:
+        with self._lock:
+            if not self._token or time.monotonic() - self._minted > self.LIFETIME_SECONDS:
+                self._token, self._minted = self._mint(), time.monotonic()
+            return self._token
 
 
 def _url(function: functions_v2.Function) -> str:
@@ -1430,6 +1454,73 @@ class GcpProvider(BaseProvider):
                 "--member user:<you>`"
             )
         return invocation_from_reply(response.status_code, response.text)
+
+    map_concurrency = 20  # below Cloud Functions' default of 100 instances
+
+    @contextmanager
+    def map_dispatcher(self, name: str, *, concurrency: int) -> Iterator[fanout.Dispatch]:
+        """Each shard is one authenticated POST to the function's URL; Cloud Run's 429
+        and 503 (no instance free yet) are retried with backoff, not counted against
+        the shard. A public function is refused: its URL would take anyone's shards."""
+        function = self._require(name)
+        if _is_public(list(self._current_triggers(function))):
+            raise ConfigError(
+                f"{name} has a public HTTP trigger, and a public function takes no map "
+                "shards (anyone could send one): deploy it with Http() (authenticated) "
+                "to map with it"
+            )
+        url = _url(function)
+        timeout = (function.service_config.timeout_seconds or 300) + 60
+        session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=concurrency)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        token = _FreshToken(lambda: self._identity_token(url))
+
+        def dispatch(request: dict[str, Any]) -> dict[str, Any]:
+            for pause in [*throttle_pauses(), None]:
+                headers = {
+                    "content-type": "application/json",
+                    "authorization": f"Bearer {token.get()}",
+                    MANUAL_HEADER: MAP_TRIGGER,
+                }
+                try:
+                    response = session.post(
+                        url, data=json.dumps(request), headers=headers, timeout=timeout
+                    )
+                except requests.RequestException as error:
+                    raise fanout.ShardUnavailable(type(error).__name__, str(error)) from None
+                if response.status_code not in (429, 503) or pause is None:
+                    break
+                time.sleep(pause)
+            reply = invocation_from_reply(response.status_code, response.text)
+            if "map" not in reply.body:
+                refused = reply.body.get("error") or {}
+                raise fanout.ShardUnavailable(
+                    str(refused.get("type") or f"HTTP {response.status_code}"),
+                    str(refused.get("message") or response.text[:500]),
+                )
+            result: dict[str, Any] = reply.body["map"]
+            return result
+
+        try:
+            yield dispatch
+        finally:
+            session.close()
+
+    def check_map_data(self, name: str, urls: Iterable[str]) -> None:
+        """The function's account may read its output and inputs buckets only."""
+        state = self.require(name)
+        buckets = {split_bucket_url(state.output)[0]}
+        if state.inputs:
+            buckets.add(split_bucket_url(state.inputs)[0])
+        for url in urls:
+            if not url.startswith("gs://") or split_bucket_url(url)[0] not in buckets:
+                raise ConfigError(
+                    f"{url} is outside what {name}'s account may read (the buckets "
+                    f"{', '.join(sorted(buckets))}): deploy it with inputs= in the bucket "
+                    "to map, or pass a DataFrame, which is staged under its output"
+                )
 
     def logs(self, name: str, *, lines: int = 100, run_id: str | None = None) -> str:
         search = f" --filter 'textPayload:\"{run_id}\"'" if run_id else ""
