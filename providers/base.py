@@ -14,7 +14,8 @@ import hashlib
 import json
 import random
 import re
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -275,6 +276,73 @@ def throttle_pauses(
     invocations than it allows): exponential, capped, and jittered so that
     throttled callers do not all come back at once."""
     return [min(cap, first * 2**index) * (0.5 + random.random()) for index in range(attempts - 1)]
+
+
+def require_readable_buckets(
+    name: str, urls: Iterable[str], state: DeploymentState, who: str
+) -> None:
+    """For providers whose function is granted its output's and inputs' buckets
+    (GCS buckets, Azure containers): data elsewhere would fail in every shard,
+    so it is refused before any runs."""
+    buckets = {split_bucket_url(state.output)[0]}
+    if state.inputs:
+        buckets.add(split_bucket_url(state.inputs)[0])
+    scheme = state.output.partition("://")[0]
+    for url in urls:
+        if url.partition("://")[0] != scheme or split_bucket_url(url)[0] not in buckets:
+            raise ConfigError(
+                f"{url} is outside what {name}'s {who} may read ({', '.join(sorted(buckets))}): "
+                "deploy it with inputs= in the bucket to map, or pass a DataFrame, which is "
+                "staged under its output"
+            )
+
+
+# What a function URL answers when no instance is free yet (Cloud Run, Azure's front end).
+BUSY_STATUSES = (429, 503)
+
+
+@contextlib.contextmanager
+def posting_shards(
+    url: str, headers: Callable[[], dict[str, str]], *, timeout: float, concurrency: int
+) -> Iterator[Dispatch]:
+    """A map run's dispatcher for a provider whose function is called over HTTPS:
+    each shard one POST of its JSON request (``headers()`` for each, so that a
+    token can be renewed), the reply's ``map`` the answer; a busy platform
+    (429/503) is retried with backoff and does not count against the shard."""
+    import requests
+
+    from deployer.runtimes import fanout
+
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_maxsize=concurrency)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+
+    def dispatch(request: dict[str, Any]) -> dict[str, Any]:
+        for pause in [*throttle_pauses(), None]:
+            try:
+                response = session.post(
+                    url, data=json.dumps(request), headers=headers(), timeout=timeout
+                )
+            except requests.RequestException as error:
+                raise fanout.ShardUnavailable(type(error).__name__, str(error)) from None
+            if response.status_code not in BUSY_STATUSES or pause is None:
+                break
+            time.sleep(pause)
+        reply = invocation_from_reply(response.status_code, response.text)
+        if "map" not in reply.body:
+            refused = reply.body.get("error") or {}
+            raise fanout.ShardUnavailable(
+                str(refused.get("type") or f"HTTP {response.status_code}"),
+                str(refused.get("message") or response.text[:500]),
+            )
+        result: dict[str, Any] = reply.body["map"]
+        return result
+
+    try:
+        yield dispatch
+    finally:
+        session.close()
 
 
 def fingerprint(state: DeploymentState | None) -> str:

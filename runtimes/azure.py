@@ -7,7 +7,9 @@ Python v2 programming model) declares the functions and calls in here:
   that is not JSON or not a table, or on no body when the function takes an
   input (an HTTP request never runs over the deployed inputs). A request
   carrying ``X-Deployer-Trigger: manual`` (``deployer invoke``) is recorded as
-  a manual run. No answer carries a traceback or a failed run's message.
+  a manual run; one carrying ``X-Deployer-Trigger: map`` is a shard of a map
+  run (never on a public function). No answer carries a traceback or a failed
+  run's message.
 - ``handle_timer(timer, schedule_index, cron=..., tz=...)``: one timer
   function per schedule. The fire time is the occurrence the timer was due
   at (``ScheduleStatus.Next`` as the timer passes it, see ``fire_time_of``);
@@ -48,7 +50,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-MANUAL_HEADER = "X-Deployer-Trigger"
+MANUAL_HEADER = "X-Deployer-Trigger"  # "manual" (deployer invoke) or "map" (a shard)
+MAP_TRIGGER = "map"
 JSON_MIMETYPE = "application/json"
 MINUTE = timedelta(minutes=1)
 
@@ -101,6 +104,8 @@ def handle_http(req: Any) -> Any:
             {"Allow": "POST"},
         )
     arrived = time.monotonic()
+    if (req.headers.get(MANUAL_HEADER) or "").lower() == MAP_TRIGGER:
+        return _map_shard(req)
     try:
         loaded = _load()
         # Azure stops an invocation at functionTimeout (host.json) without a
@@ -127,6 +132,36 @@ def handle_http(req: Any) -> Any:
         return _reply(*core.failure_outside_run(error))
     status, body = core.response_body(result)
     return _reply(*core.for_http_caller(status, body, loaded.manifest.name))
+
+
+def _map_shard(req: Any) -> Any:
+    """One shard of a map run (runtimes/fanout.py), for a caller holding a key: the
+    function's own (Http()) or the master key (no Http trigger). A public function
+    takes none: a shard names files for the app to read with its identity."""
+    from . import core, fanout
+
+    try:
+        loaded = _load()
+        if any(t.get("type") == "http" and t.get("public") for t in loaded.manifest.triggers):
+            return _reply(
+                403,
+                {
+                    "error": {
+                        "type": "Forbidden",
+                        "message": "this function is public: it takes no map shards; map "
+                        "with a function deployed without Http(public=True)",
+                    }
+                },
+            )
+        try:
+            shard = json.loads(req.get_body() or b"null")
+        except ValueError:
+            return _reply(400, core.bad_request("a map shard is a JSON object"))
+        return _reply(200, {"map": fanout.run_shard(loaded, shard)})
+    except fanout.ShardRequestError as error:
+        return _reply(400, core.bad_request(str(error)))
+    except Exception as error:
+        return _reply(*core.failure_outside_run(error))
 
 
 # -- timers ---------------------------------------------------------------------

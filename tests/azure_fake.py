@@ -77,6 +77,8 @@ import re
 import ssl
 import tempfile
 import threading
+import urllib.error
+import urllib.request
 import uuid
 import zipfile
 from dataclasses import dataclass, field
@@ -205,6 +207,13 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Forward:
+    """A function call to pass on to the app's Functions host."""
+
+    url: str
+
+
 def _not_found(kind: str, name: str) -> FakeError:
     return FakeError(404, "ResourceNotFound", f"The Resource '{kind}/{name}' was not found.")
 
@@ -315,6 +324,9 @@ class FakeAzure:
             self.busy = 0  # publishes answered 409 (a deployment is in progress)
             self.register_nothing = False  # the next publishes register no function
             self._failures: list[tuple[str, str, FakeError]] = []
+            # App name -> URL of a Functions host serving its zip (tests/azure_host.py):
+            # calls of its function URL go there once their key is checked.
+            self.backends: dict[str, str] = {}
 
     # -- hooks and queries for tests --------------------------------------------
 
@@ -392,6 +404,7 @@ class FakeAzure:
             data=data,
         )
         reply = Reply(404, {"error": {"code": "NoRoute", "message": f"no route {path}"}})
+        forward: Forward | None = None
         with self._lock:
             self.requests.append(recorded)
             try:
@@ -401,12 +414,18 @@ class FakeAzure:
                     match = pattern.match(path)
                     if method == handler.command and match:
                         result = getattr(self, f"_{action}")(recorded, **match.groupdict())
+                        if isinstance(result, Forward):
+                            forward = result
+                            break
                         reply = result if isinstance(result, Reply) else Reply(200, result)
                         break
             except FakeError as error:
                 reply = Reply(
                     error.status, {"error": {"code": error.code, "message": error.message}}
                 )
+        if forward is not None:  # outside the lock: calls of a function run concurrently
+            self._pass_on(handler, recorded, forward.url)
+            return
         encoded = b"" if reply.body is None else json.dumps(reply.body).encode()
         handler.send_response(reply.status)
         handler.send_header("Content-Type", "application/json; charset=utf-8")
@@ -416,6 +435,29 @@ class FakeAzure:
             handler.send_header(key, value)
         handler.end_headers()
         handler.wfile.write(encoded)
+
+    def _pass_on(self, handler: BaseHTTPRequestHandler, request: Recorded, url: str) -> None:
+        """The call, its key checked, to the Functions host serving the app (``backends``)."""
+        forwarded = urllib.request.Request(
+            url,
+            data=request.data,
+            method="POST",
+            headers={
+                key: value
+                for key, value in request.headers.items()
+                if key in ("content-type", "x-deployer-trigger")
+            },
+        )
+        try:
+            with urllib.request.urlopen(forwarded, timeout=300) as response:
+                status, headers, answer = response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            status, headers, answer = error.code, dict(error.headers), error.read()
+        handler.send_response(status)
+        handler.send_header("Content-Type", headers.get("Content-Type", "text/plain"))
+        handler.send_header("Content-Length", str(len(answer)))
+        handler.end_headers()
+        handler.wfile.write(answer)
 
     def _authorize(self, request: Recorded) -> None:
         if request.path == "/msi/token":
@@ -863,6 +905,8 @@ class FakeAzure:
                     raise FakeError(401, "Unauthorized", "a function key is needed")
             elif http.get("authLevel") == "admin" and (given is None or given != master):
                 raise FakeError(401, "Unauthorized", "the master key is needed")
+            if app in self.backends:
+                return Forward(f"{self.backends[app]}/api/{route}")
             return {"run_id": "fake-run", "status": "succeeded", "predictions": request.body}
         raise _not_found("functions", route)
 

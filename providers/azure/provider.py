@@ -69,7 +69,7 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -138,8 +138,11 @@ from deployer.providers.base import (
     invocation_from_reply,
     invoke_body,
     is_schedule,
+    posting_shards,
+    require_readable_buckets,
     trigger_changes,
 )
+from deployer.runtimes import fanout
 from deployer.runtimes.core import ALERTS_VARIABLE
 from deployer.triggers import Cron, Every
 
@@ -1321,6 +1324,43 @@ class AzureProvider(BaseProvider):
             delay = min(delay * 2, 10.0)
 
     # -- invoke, logs, delete --------------------------------------------------------
+
+    map_concurrency = 20
+
+    @contextmanager
+    def map_dispatcher(self, name: str, *, concurrency: int) -> Iterator[fanout.Dispatch]:
+        """Each shard one POST to the app's HTTP function with its key (the master
+        key when the app has no Http trigger). Azure's front end drops a request
+        after 230 s, so a shard must finish within that: give smaller shards."""
+        state = self.require(name)
+        http = _http_trigger(state.triggers)
+        if http is not None and http.get("public"):
+            raise ConfigError(
+                f"{name} has a public HTTP trigger, and a public function takes no map "
+                "shards (anyone could send one): deploy it with Http() (a function key) "
+                "to map with it"
+            )
+        function = self._http_function(name)
+        if function is None or not function.invoke_url_template:
+            raise ProviderError(
+                f"{name}'s app lists no HTTP function: the last publish did not load; deploy again"
+            )
+        headers = {
+            "content-type": "application/json",
+            "x-deployer-trigger": "map",
+            "x-functions-key": self._key(name, function, master=http is None),
+        }
+        with posting_shards(
+            str(function.invoke_url_template),
+            lambda: headers,
+            timeout=HTTP_RESPONSE_LIMIT_SECONDS + 30,
+            concurrency=concurrency,
+        ) as dispatch:
+            yield dispatch
+
+    def check_map_data(self, name: str, urls: Iterable[str]) -> None:
+        """The app's identity may read its output's and inputs' containers only."""
+        require_readable_buckets(name, urls, self.require(name), "identity")
 
     def invoke(
         self, name: str, payload: Any = None, *, timeout_seconds: int | None = None

@@ -105,9 +105,10 @@ from deployer.providers.base import (
     invoke_body,
     is_schedule,
     is_schedule_of,
+    posting_shards,
+    require_readable_buckets,
     schedule_id,
     split_bucket_url,
-    throttle_pauses,
     trigger_changes,
 )
 from deployer.providers.gcp.source import ENTRY_POINT, gcp_runtime, source_zip
@@ -1470,57 +1471,22 @@ class GcpProvider(BaseProvider):
                 "to map with it"
             )
         url = _url(function)
-        timeout = (function.service_config.timeout_seconds or 300) + 60
-        session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_maxsize=concurrency)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
         token = _FreshToken(lambda: self._identity_token(url))
 
-        def dispatch(request: dict[str, Any]) -> dict[str, Any]:
-            for pause in [*throttle_pauses(), None]:
-                headers = {
-                    "content-type": "application/json",
-                    "authorization": f"Bearer {token.get()}",
-                    MANUAL_HEADER: MAP_TRIGGER,
-                }
-                try:
-                    response = session.post(
-                        url, data=json.dumps(request), headers=headers, timeout=timeout
-                    )
-                except requests.RequestException as error:
-                    raise fanout.ShardUnavailable(type(error).__name__, str(error)) from None
-                if response.status_code not in (429, 503) or pause is None:
-                    break
-                time.sleep(pause)
-            reply = invocation_from_reply(response.status_code, response.text)
-            if "map" not in reply.body:
-                refused = reply.body.get("error") or {}
-                raise fanout.ShardUnavailable(
-                    str(refused.get("type") or f"HTTP {response.status_code}"),
-                    str(refused.get("message") or response.text[:500]),
-                )
-            result: dict[str, Any] = reply.body["map"]
-            return result
+        def headers() -> dict[str, str]:
+            return {
+                "content-type": "application/json",
+                "authorization": f"Bearer {token.get()}",
+                MANUAL_HEADER: MAP_TRIGGER,
+            }
 
-        try:
+        timeout = (function.service_config.timeout_seconds or 300) + 60
+        with posting_shards(url, headers, timeout=timeout, concurrency=concurrency) as dispatch:
             yield dispatch
-        finally:
-            session.close()
 
     def check_map_data(self, name: str, urls: Iterable[str]) -> None:
         """The function's account may read its output and inputs buckets only."""
-        state = self.require(name)
-        buckets = {split_bucket_url(state.output)[0]}
-        if state.inputs:
-            buckets.add(split_bucket_url(state.inputs)[0])
-        for url in urls:
-            if not url.startswith("gs://") or split_bucket_url(url)[0] not in buckets:
-                raise ConfigError(
-                    f"{url} is outside what {name}'s account may read (the buckets "
-                    f"{', '.join(sorted(buckets))}): deploy it with inputs= in the bucket "
-                    "to map, or pass a DataFrame, which is staged under its output"
-                )
+        require_readable_buckets(name, urls, self.require(name), "account")
 
     def logs(self, name: str, *, lines: int = 100, run_id: str | None = None) -> str:
         search = f" --filter 'textPayload:\"{run_id}\"'" if run_id else ""
