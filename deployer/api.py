@@ -232,6 +232,7 @@ def build(
         alerts=check_alerts(alerts),
     )
     spec = target.check(spec)
+    _check_map_schedules(spec, target)
     quality = quality_config(metrics, checks, drift, alerts=spec.alerts)
     reference_bytes = None
     profile = reference_profile(reference)
@@ -609,6 +610,24 @@ def delete(
     reporter.plan(computed)
     target.delete(computed, reporter)
     return computed
+
+
+def _check_map_schedules(spec: DeploySpec, target: Provider) -> None:
+    """A schedule with map=True fans the inputs out where the schedule fires."""
+    mapped = [trigger for trigger in spec.triggers if getattr(trigger, "map", False)]
+    if not mapped:
+        return
+    if not spec.inputs:
+        raise ConfigError(
+            f"{mapped[0]!r} with map=True fans the inputs data set out over many invocations, "
+            "and there is none: set inputs= to the Parquet file or prefix the schedule scores"
+        )
+    if not getattr(target, "scheduled_map", False):
+        raise ConfigError(
+            f"schedules with map=True do not run on {target.name} yet (their coordinator "
+            "runs in the function, on local and aws): schedule without map=True, and fan "
+            f"out from a machine with `deployer map {spec.name} {spec.inputs}`"
+        )
 
 
 def _predictions(invocation: Invocation, name: str) -> Any:

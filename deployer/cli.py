@@ -89,17 +89,23 @@ def _where_in(error: BaseException, path: Path) -> str:
 
 
 def _triggers(
-    cron: tuple[str, ...], tz: str, every: tuple[str, ...], http: bool, public: bool
+    cron: tuple[str, ...],
+    tz: str,
+    every: tuple[str, ...],
+    http: bool,
+    public: bool,
+    map_schedules: bool = False,
 ) -> list[Any]:
     from deployer.triggers import Cron, Every, Http
 
-    triggers: list[Any] = [Cron(expression, tz=tz) for expression in cron]
+    triggers: list[Any] = [Cron(expression, tz=tz, map=map_schedules) for expression in cron]
     for interval in every:
         amount, _, unit = interval.partition(" ")
         unit = (unit or "minutes").strip().rstrip("s") + "s"
         if unit not in ("minutes", "hours", "days") or not amount.isdigit():
             raise click.BadParameter(f"--every {interval!r}: use e.g. '15 minutes', '2 hours'")
-        triggers.append(Every(**{unit: int(amount)}))
+        lengths = {"minutes": 0, "hours": 0, "days": 0, unit: int(amount)}
+        triggers.append(Every(**lengths, map=map_schedules))
     if http or public:
         triggers.append(Http(public=public))
     return triggers
@@ -195,6 +201,12 @@ def deploy_options(command: Any) -> Any:
         click.option("--cron", multiple=True, help="5-field cron schedule (repeatable)"),
         click.option("--tz", default="UTC", show_default=True, help="time zone of --cron"),
         click.option("--every", multiple=True, help="interval schedule, e.g. '15 minutes'"),
+        click.option(
+            "--map",
+            "map_schedules",
+            is_flag=True,
+            help="the schedules fan --inputs out over many invocations (map runs)",
+        ),
         click.option("--http", is_flag=True, help="add an authenticated HTTP trigger"),
         click.option("--public", is_flag=True, help="add an HTTP trigger open to anyone"),
         click.option("--inputs", help="data set read and passed in on scheduled runs"),
@@ -234,7 +246,12 @@ def _build_options(options: dict[str, Any]) -> dict[str, Any]:
         "name": options["name"],
         "provider": options["provider"],
         "triggers": _triggers(
-            options["cron"], options["tz"], options["every"], options["http"], options["public"]
+            options["cron"],
+            options["tz"],
+            options["every"],
+            options["http"],
+            options["public"],
+            options["map_schedules"],
         ),
         "inputs": options["inputs"],
         "output": options["output"],

@@ -60,6 +60,8 @@ def run_map(
     failure_budget: int = 0,
     progress: bool = True,
     cancel: threading.Event | None = None,
+    run_id: str | None = None,
+    trigger: str = fanout.MAP_TRIGGER,
 ) -> MapRun:
     """Score ``data`` with the deployed ``name`` over many concurrent invocations,
     committed as one run (trigger ``map``). See README, "Fan-out".
@@ -68,6 +70,7 @@ def run_map(
     files, or a DataFrame (written to the store first). Raises RunError when
     more shards failed than ``failure_budget``, CheckFailed when a check of
     severity "error" failed; warns (QualityWarning) when the run warned.
+    ``run_id`` and ``trigger``: a scheduled map run's (the local scheduler's).
     """
     from deployer.registry import get_provider
 
@@ -111,6 +114,8 @@ def run_map(
                     failure_budget=failure_budget,
                     on_progress=bar.update,
                     cancel=cancel,
+                    run_id=run_id,
+                    trigger=trigger,
                 )
             except fanout.MapCancelled as error:
                 raise RunError(str(error)) from None

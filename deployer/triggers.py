@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Literal, TypeAlias
@@ -58,8 +58,12 @@ class Cron:
 
     expr: str
     tz: str = "UTC"
+    # True: each firing fans the deployed inputs out over many invocations, one
+    # map run (see deployer.map); its coordinator runs where the schedule fires.
+    map: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
+        _check_map(self)
         if not isinstance(self.expr, str):
             raise TriggerError(
                 f"Cron: expr must be a string such as '0 6 * * *', got {self.expr!r} "
@@ -85,8 +89,10 @@ class Every:
     minutes: int = 0
     hours: int = 0
     days: int = 0
+    map: bool = field(default=False, repr=False)  # as Cron's
 
     def __post_init__(self) -> None:
+        _check_map(self)
         for field_name in ("minutes", "hours", "days"):
             value = getattr(self, field_name)
             # bool is an int subclass; Every(minutes=True) is a bug, not one minute
@@ -125,6 +131,14 @@ class Http:
                 f"Http: public must be True or False, got {self.public!r} "
                 f"({type(self.public).__name__})"
             )
+
+
+def _check_map(schedule: object) -> None:
+    value = getattr(schedule, "map", False)
+    if not isinstance(value, bool):
+        raise TriggerError(
+            f"{schedule!r}: map must be True or False, got {value!r} ({type(value).__name__})"
+        )
 
 
 Trigger: TypeAlias = Cron | Every | Http
@@ -726,23 +740,27 @@ def trigger_to_dict(trigger: Trigger) -> dict[str, object]:
     >>> trigger_to_dict(Cron("0 6 * * *", tz="Europe/Berlin"))
     {'type': 'cron', 'expr': '0 6 * * *', 'tz': 'Europe/Berlin'}
     """
+    # "map" only when set: the dicts (and the schedule names made from them) of
+    # schedules without it stay as they were.
     if isinstance(trigger, Cron):
-        return {"type": "cron", "expr": trigger.expr, "tz": trigger.tz}
+        data: dict[str, object] = {"type": "cron", "expr": trigger.expr, "tz": trigger.tz}
+        return {**data, "map": True} if trigger.map else data
     if isinstance(trigger, Every):
-        return {
+        data = {
             "type": "every",
             "minutes": trigger.minutes,
             "hours": trigger.hours,
             "days": trigger.days,
         }
+        return {**data, "map": True} if trigger.map else data
     if isinstance(trigger, Http):
         return {"type": "http", "public": trigger.public}
     raise TriggerError(f"not a trigger: {trigger!r} ({type(trigger).__name__})")
 
 
 _DICT_KEYS: dict[str, tuple[str, ...]] = {
-    "cron": ("expr", "tz"),
-    "every": ("minutes", "hours", "days"),
+    "cron": ("expr", "tz", "map"),
+    "every": ("minutes", "hours", "days", "map"),
     "http": ("public",),
 }
 
@@ -778,6 +796,8 @@ def trigger_from_dict(data: Mapping[str, object]) -> Trigger:
 
 def describe(trigger: Trigger) -> str:
     """One human line, e.g. "cron '0 6 * * *' (Europe/Berlin)", "every 5 minutes"."""
+    if isinstance(trigger, (Cron, Every)) and trigger.map:
+        return f"{describe(replace(trigger, map=False))}, fanned out (map)"
     if isinstance(trigger, Cron):
         return f"cron {trigger.expr!r} ({trigger.tz})"
     if isinstance(trigger, Every):

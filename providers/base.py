@@ -12,7 +12,6 @@ import builtins
 import contextlib
 import hashlib
 import json
-import random
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -266,18 +265,6 @@ def invocation_from_reply(status: int, text: str) -> Invocation:
     return Invocation(status, body)
 
 
-THROTTLE_ATTEMPTS = 8
-
-
-def throttle_pauses(
-    attempts: int = THROTTLE_ATTEMPTS, first: float = 0.5, cap: float = 20.0
-) -> list[float]:
-    """Pauses before each retry of a call the platform throttled (more concurrent
-    invocations than it allows): exponential, capped, and jittered so that
-    throttled callers do not all come back at once."""
-    return [min(cap, first * 2**index) * (0.5 + random.random()) for index in range(attempts - 1)]
-
-
 def require_readable_buckets(
     name: str, urls: Iterable[str], state: DeploymentState, who: str
 ) -> None:
@@ -319,7 +306,7 @@ def posting_shards(
     session.mount("http://", adapter)
 
     def dispatch(request: dict[str, Any]) -> dict[str, Any]:
-        for pause in [*throttle_pauses(), None]:
+        for pause in [*fanout.busy_pauses(), None]:
             try:
                 response = session.post(
                     url, data=json.dumps(request), headers=headers(), timeout=timeout
@@ -468,6 +455,8 @@ class BaseProvider:
     # How many shards of a map run go at once unless the caller says: bounded
     # well below the platform's own limit (AWS: 1,000 concurrent executions).
     map_concurrency: ClassVar[int] = 10
+    # Whether a schedule with map=True can run here (its coordinator where it fires).
+    scheduled_map: ClassVar[bool] = False
 
     @contextlib.contextmanager
     def map_dispatcher(self, name: str, *, concurrency: int) -> Iterator[Dispatch]:

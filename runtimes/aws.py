@@ -137,6 +137,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             return {"map": fanout.run_shard(loaded, request.get("shard"))}
         except fanout.ShardRequestError as error:
             return {"http_status": 400, "body": core.bad_request(str(error))}
+    if trigger == "schedule" and request.get("map"):
+        return _scheduled_map(loaded, request, context, deadline)
     if trigger == "schedule":
         fire_time = datetime.fromisoformat(request["scheduled_time"].replace("Z", "+00:00"))
         result = core.run(
@@ -162,3 +164,86 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             return {"http_status": 400, "body": core.bad_request(error)}
     status, body = core.response_body(result)
     return {"http_status": status, "body": body}
+
+
+def _scheduled_map(
+    loaded: Any, request: dict[str, Any], context: Any, deadline: float | None
+) -> dict[str, Any]:
+    """A schedule with map=True: this invocation coordinates, invoking this very
+    function (its alias, as invoked) once per shard."""
+    import boto3
+    import botocore.config
+
+    from . import fanout
+
+    concurrency = int(
+        os.environ.get(fanout.CONCURRENCY_VARIABLE) or fanout.DEFAULT_SCHEDULED_CONCURRENCY
+    )
+    client = boto3.client(
+        "lambda",
+        config=botocore.config.Config(
+            max_pool_connections=concurrency,
+            read_timeout=960,  # a shard may run Lambda's 15 minutes
+            retries={"max_attempts": 1},  # throttling: invoke_shards retries it
+        ),
+    )
+    function = (
+        getattr(context, "invoked_function_arn", None) or os.environ["AWS_LAMBDA_FUNCTION_NAME"]
+    )
+    manifest = loaded.manifest
+    record = fanout.scheduled_map(
+        fanout.MapTarget(manifest.name, manifest.output, manifest.code_hash),
+        manifest.inputs,
+        invoke_shards(client, function),
+        fire_time=datetime.fromisoformat(request["scheduled_time"].replace("Z", "+00:00")),
+        event_id=f"aws:{request.get('schedule', '')}",
+        concurrency=concurrency,
+        deadline=deadline,
+        timeout_seconds=manifest.timeout_seconds,
+    )
+    if record["status"] == "failed":  # visible to Lambda; its retry redoes the same run
+        failure = record.get("error") or {}
+        raise ScheduledRunFailed(
+            f"map run {record['run_id']} failed: {failure.get('type')}: {failure.get('message')}"
+        )
+    return {"http_status": 200, "body": {"run_id": record["run_id"], "status": record["status"]}}
+
+
+# Lambda's answers to more concurrent invokes than the account or function allows.
+THROTTLED = ("TooManyRequestsException", "ThrottlingException")
+
+
+def invoke_shards(client: Any, function: str, qualifier: str | None = None) -> Any:
+    """A map run's dispatcher over Lambda: each shard one synchronous invoke (a
+    request of a few hundred bytes, inside Lambda's 6 MB); throttling is retried
+    here with backoff and does not count against the shard. Used by the host
+    (deployer map) and by a scheduled map run's coordinator in Lambda."""
+    from botocore.exceptions import ClientError
+
+    from . import fanout
+
+    target = {"FunctionName": function, **({"Qualifier": qualifier} if qualifier else {})}
+
+    def dispatch(request: dict[str, Any]) -> dict[str, Any]:
+        event = {"deployer": {"trigger": "map", "shard": request}}
+        for pause in [*fanout.busy_pauses(), None]:
+            try:
+                response = client.invoke(Payload=json.dumps(event).encode(), **target)
+                break
+            except ClientError as error:
+                code = error.response["Error"]["Code"]
+                if code not in THROTTLED or pause is None:
+                    raise fanout.ShardUnavailable(code, str(error)) from None
+                time.sleep(pause)
+        reply = json.loads(response["Payload"].read() or b"{}")
+        if response.get("FunctionError"):  # Lambda's: a timeout, a crash, out of memory
+            raise fanout.ShardUnavailable(
+                str(reply.get("errorType", "LambdaError")), str(reply.get("errorMessage", ""))
+            )
+        if "map" not in reply:
+            message = (reply.get("body") or {}).get("error", {}).get("message", reply)
+            raise fanout.ShardUnavailable("BadRequest", str(message))
+        result: dict[str, Any] = reply["map"]
+        return result
+
+    return dispatch

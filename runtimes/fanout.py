@@ -584,6 +584,18 @@ class ShardUnavailable(Exception):
         self.error_type = error_type
 
 
+BUSY_ATTEMPTS = 8
+
+
+def busy_pauses(
+    attempts: int = BUSY_ATTEMPTS, first: float = 0.5, cap: float = 20.0
+) -> list[float]:
+    """Pauses before each retry of a call the platform refused as busy (throttled:
+    more concurrent invocations than it allows): exponential, capped, and
+    jittered so that the refused shards do not all come back at once."""
+    return [min(cap, first * 2**index) * (0.5 + random.random()) for index in range(attempts - 1)]
+
+
 class MapCancelled(Exception):
     """The map run was cancelled before it committed; nothing of it is visible."""
 
@@ -1042,3 +1054,82 @@ def _judge(
     document = quality.judge_sides(merged, reference, previous, config)
     document["had_reference"] = bool(had)
     return document
+
+
+# --- a scheduled map run, coordinated inside the function ----------------------------
+
+CONCURRENCY_VARIABLE = "DEPLOYER_MAP_CONCURRENCY"  # shards at once of a scheduled map run
+DEFAULT_SCHEDULED_CONCURRENCY = 50
+# The coordinator stops starting shards this long before its own deadline, so
+# that the shards running can finish and the run is recorded before it is stopped.
+COORDINATOR_MARGIN_SECONDS = 30.0
+
+
+def scheduled_map(
+    target: MapTarget,
+    inputs: str,
+    dispatch: Dispatch,
+    *,
+    fire_time: Any,
+    event_id: str,
+    concurrency: int | None = None,
+    deadline: float | None = None,
+    timeout_seconds: int | None = None,
+) -> dict[str, Any]:
+    """A schedule with map=True: ``inputs`` fanned out, coordinated where the
+    schedule fired (the function it invoked; locally, the server), committed as
+    one run whose id comes from the fire time (a retry of the firing redoes the
+    same run). In a function the coordinator waits for its shards, so the run
+    must finish within the function's timeout (``deadline``): past it, shards
+    not started are dropped and the run is recorded as failed (Timeout).
+    Planning errors are a failed run too."""
+    from . import core
+
+    started = storage.utc_now()
+    run_id = storage.new_run_id(started, fire_time=fire_time, event_id=event_id)
+    if concurrency is None:
+        concurrency = int(os.environ.get(CONCURRENCY_VARIABLE) or DEFAULT_SCHEDULED_CONCURRENCY)
+    cancel = threading.Event()
+    timer = None
+    if deadline is not None:
+        budget = deadline - time.monotonic()
+        margin = min(COORDINATOR_MARGIN_SECONDS, budget / 4)
+        timer = threading.Timer(max(0.0, budget - margin), cancel.set)
+        timer.daemon = True
+        timer.start()
+    error_type = "MapFailed"
+    try:
+        plan = plan_shards(inputs, min_shards=concurrency * 4)
+        return coordinate(
+            plan,
+            dispatch,
+            target,
+            concurrency=concurrency,
+            run_id=run_id,
+            trigger="schedule",
+            cancel=cancel,
+        )
+    except MapError as error:
+        message = str(error)
+    except MapCancelled as error:
+        error_type = "Timeout"
+        message = (
+            f"{error}. The map run did not finish within the function's timeout "
+            f"({timeout_seconds} s), which its coordinator runs in: deploy with a "
+            "longer timeout, or fan out from a machine with `deployer map`"
+        )
+    finally:
+        if timer is not None:
+            timer.cancel()
+    record = core.failure_record(
+        name=target.name,
+        run_id=run_id,
+        trigger="schedule",
+        started=started,
+        code_hash=target.code_hash,
+        error_type=error_type,
+        message=message,
+    )
+    record["fire_time"] = fire_time.isoformat()
+    core.commit_record(target.output, record)
+    return record

@@ -14,6 +14,7 @@ import os
 import zipfile
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import boto3
 import numpy as np
@@ -23,10 +24,10 @@ import pyarrow.parquet as pq
 import pytest
 from lambda_front import lambda_front
 from lambda_harness import install_runtime, lambda_function
-from test_aws_end_to_end import lambda_environment, rebuilt_task_root
+from test_aws_end_to_end import lambda_environment, rebuilt_task_root, scheduled_event
 
 import deployer
-from deployer import ConfigError, Metric
+from deployer import ConfigError, Cron, Metric
 
 pytestmark = pytest.mark.slow
 
@@ -136,3 +137,64 @@ def test_a_map_run_fans_out_over_lambda_invokes_retries_throttling_and_commits_o
         [f"part-{index:05d}.parquet" for index in range(10)]
         + ["metrics.json", "profile.json", "run.json", "started.json"]
     )
+
+
+def test_a_map_schedule_coordinates_in_lambda_invoking_itself_per_shard(
+    deployer_home: Path,
+    s3_bucket: str,
+    aws: str,
+    lambda_runtime: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    frame = pd.DataFrame({"x": np.arange(4_000, dtype=float), "k": np.arange(4_000) % 5})
+    put_parquet(s3_bucket, "features/latest/f.parquet", frame, 500)
+    output = f"s3://{s3_bucket}/predictions"
+    options = {
+        "name": NAME,
+        "output": output,
+        "inputs": f"s3://{s3_bucket}/features/latest/",
+        "triggers": [Cron("0 6 * * *", tz="Europe/Berlin", map=True)],
+    }
+    deployment = deployer.deploy(predict, provider="aws", quiet=True, **options)
+    # The execution role may invoke the function itself: the coordinator does.
+    role = boto3.client("lambda").get_function_configuration(FunctionName=NAME)["Role"]
+    policy = boto3.client("iam").get_role_policy(
+        RoleName=role.rsplit("/", 1)[1], PolicyName="deployer"
+    )["PolicyDocument"]
+    invoke = [s for s in policy["Statement"] if s["Action"] == "lambda:InvokeFunction"]
+    assert invoke and invoke[0]["Resource"][1].endswith(f":function:{NAME}:live")
+    event = scheduled_event(NAME, "2026-11-27T05:00:00Z")
+    assert event["deployer"]["map"] is True
+    task_root = rebuilt_task_root(predict, options, tmp_path)
+    layer_zip = Path(os.environ["DEPLOYER_CACHE"]) / "lambda-artifacts"
+    opt = tmp_path / "opt"
+    with zipfile.ZipFile(layer_zip / f"{deployment.deps_hash}-layer.zip") as archive:
+        archive.extractall(opt)
+
+    def environment(**extra: str) -> Any:
+        return lambda_function(
+            task_root,
+            [opt],
+            {**lambda_environment(NAME), **extra},
+            runtime=lambda_runtime,
+            name=NAME,
+        )
+
+    with ExitStack() as stack:
+        shards = [stack.enter_context(environment()) for _ in range(2)]
+        front = stack.enter_context(lambda_front(shards, aws))
+        coordinator = stack.enter_context(
+            environment(AWS_ENDPOINT_URL_LAMBDA=front.endpoint, DEPLOYER_MAP_CONCURRENCY="2")
+        )
+        kind, reply = coordinator.invoke(event, function_timeout=300)
+        assert kind == "response", (reply, coordinator.output())
+        assert reply["body"]["status"] == "succeeded"
+        assert len(front.invoked) == 8 and front.most_at_once == 2
+
+    run_id = reply["body"]["run_id"]
+    assert run_id.startswith("20261127T050000Z-")
+    record = deployer.read_run(NAME, run_id, output=output)
+    assert (record["trigger"], record["rows_out"], len(record["parts"])) == ("schedule", 4_000, 8)
+    got = deployer.read_outputs(NAME, output=output, run_id=run_id).drop(columns="run_id")
+    pd.testing.assert_frame_equal(got, predict(frame))

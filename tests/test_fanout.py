@@ -362,3 +362,58 @@ def test_shard_requests_are_validated_before_any_path_is_touched() -> None:
     ]:
         with pytest.raises(fanout.ShardRequestError, match=message):
             fanout.parse_shard_request(bad)
+
+
+def test_a_map_schedule_fans_its_inputs_out_with_the_firing_s_run_id(
+    deployer_home: Path, tmp_path: Path
+) -> None:
+    from datetime import datetime, timezone
+
+    from deployer import Every
+    from deployer.providers.local.server import LocalServer
+
+    frame = features(6_000)
+    write_parquet(frame, tmp_path / "in" / "f.parquet", row_group_size=1_000)
+    deployer.deploy(
+        score,
+        name="nightly",
+        inputs=str(tmp_path / "in"),
+        triggers=[Every(minutes=5, map=True)],
+        quiet=True,
+    )
+    scheduler = LocalServer(port=0, log=lambda line: None)
+    scheduler.tick(datetime(2026, 11, 27, 6, 1, tzinfo=timezone.utc))
+    [fired] = scheduler.tick(datetime(2026, 11, 27, 6, 5, tzinfo=timezone.utc))
+    fired.join(timeout=300)
+    scheduler.stop()
+
+    [record] = [
+        deployer.read_run("nightly", run_id) for run_id in deployer.read_runs("nightly").run_id
+    ]
+    assert record["run_id"].startswith("20261127T060500Z-")
+    assert (record["trigger"], record["status"], record["rows_out"]) == (
+        "schedule",
+        "succeeded",
+        6_000,
+    )
+    assert len(record["parts"]) > 1 and record["map"]["source"] == str(tmp_path / "in")
+    got = deployer.read_outputs("nightly").drop(columns="run_id")
+    pd.testing.assert_frame_equal(got, score(frame))
+
+
+def test_a_map_schedule_needs_inputs_and_a_provider_that_runs_it() -> None:
+    from deployer import Cron
+
+    with pytest.raises(ConfigError, match="map=True fans the inputs data set out"):
+        deployer.build(score, name="x", triggers=[Cron("0 6 * * *", map=True)])
+    with pytest.raises(ConfigError, match="do not run on gcp yet"):
+        deployer.build(
+            score,
+            name="x",
+            provider="gcp",
+            output="gs://b/p",
+            inputs="gs://b/in/",
+            triggers=[Cron("0 6 * * *", map=True)],
+        )
+    with pytest.raises(deployer.TriggerError, match="map must be True or False"):
+        Cron("0 6 * * *", map="yes")  # type: ignore[arg-type]

@@ -33,7 +33,6 @@ import builtins
 import functools
 import json
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -80,9 +79,9 @@ from deployer.providers.base import (
     schedule_id,
     schedule_prefix,
     split_bucket_url,
-    throttle_pauses,
     trigger_changes,
 )
+from deployer.runtimes import aws as aws_runtime
 from deployer.runtimes import fanout
 from deployer.runtimes.core import ALERTS_VARIABLE, RUN_MARKER
 from deployer.spec import check_cloud_spec
@@ -957,6 +956,16 @@ class AwsProvider(BaseProvider):
                 "Resource": f"arn:aws:s3:::{artifacts_bucket}/{artifacts_key}",
             },
         ]
+        if any(getattr(trigger, "map", False) for trigger in spec.triggers):
+            # A scheduled map run: the function invokes itself, once per shard.
+            function_arn = f"arn:aws:lambda:{self.region}:{account}:function:{spec.name}"
+            statements.append(
+                {
+                    "Effect": "Allow",
+                    "Action": "lambda:InvokeFunction",
+                    "Resource": [function_arn, f"{function_arn}:{ALIAS}"],
+                }
+            )
         if spec.inputs:
             inputs_bucket, inputs_key = split_bucket_url(spec.inputs)
             statements += [
@@ -1099,7 +1108,7 @@ class AwsProvider(BaseProvider):
                 f"the scheduler role {_scheduler_role_name(name)} is gone since the plan was "
                 "made: deploy again"
             )
-        event = {
+        event: dict[str, Any] = {
             "deployer": {
                 "trigger": "schedule",
                 "schedule": schedule_name,
@@ -1107,6 +1116,8 @@ class AwsProvider(BaseProvider):
                 "scheduled_time": "<aws.scheduler.scheduled-time>",
             }
         }
+        if schedule.map:  # the function coordinates a map run over its inputs
+            event["deployer"]["map"] = True
         definition: dict[str, Any] = {
             "Name": schedule_name,
             "Description": json.dumps(dict(trigger), sort_keys=True),
@@ -1210,6 +1221,7 @@ class AwsProvider(BaseProvider):
         return Invocation(int(reply.get("http_status", 500)), reply.get("body", {}))
 
     map_concurrency = 100  # of the account's 1,000 concurrent executions by default
+    scheduled_map = True  # the scheduled invocation coordinates, invoking itself
 
     @contextmanager
     def map_dispatcher(self, name: str, *, concurrency: int) -> Iterator[fanout.Dispatch]:
@@ -1231,31 +1243,7 @@ class AwsProvider(BaseProvider):
             ),
         )
 
-        def dispatch(request: dict[str, Any]) -> dict[str, Any]:
-            event = {"deployer": {"trigger": "map", "shard": request}}
-            for pause in [*throttle_pauses(), None]:
-                try:
-                    response = client.invoke(
-                        FunctionName=name, Qualifier=ALIAS, Payload=json.dumps(event).encode()
-                    )
-                    break
-                except ClientError as error:
-                    code = error.response["Error"]["Code"]
-                    if code not in THROTTLED or pause is None:
-                        raise fanout.ShardUnavailable(code, str(error)) from None
-                    time.sleep(pause)
-            reply = json.loads(response["Payload"].read() or b"{}")
-            if response.get("FunctionError"):  # Lambda's: a timeout, a crash, out of memory
-                raise fanout.ShardUnavailable(
-                    str(reply.get("errorType", "LambdaError")), str(reply.get("errorMessage", ""))
-                )
-            if "map" not in reply:
-                message = (reply.get("body") or {}).get("error", {}).get("message", reply)
-                raise fanout.ShardUnavailable("BadRequest", str(message))
-            result: dict[str, Any] = reply["map"]
-            return result
-
-        yield dispatch
+        yield aws_runtime.invoke_shards(client, name, ALIAS)
 
     def check_map_data(self, name: str, urls: Iterable[str]) -> None:
         """The execution role reads only the function's inputs and its own output
@@ -1362,10 +1350,6 @@ class AwsProvider(BaseProvider):
                 continue
             layer_name, version = arn.rsplit(":", 2)[-2:]
             lambda_client.delete_layer_version(LayerName=layer_name, VersionNumber=int(version))
-
-
-# Lambda's answers to more concurrent invokes than the account or function allows.
-THROTTLED = ("TooManyRequestsException", "ThrottlingException")
 
 
 def _prefix_of(url: str) -> str:

@@ -730,6 +730,7 @@ def run_request(
 class LocalProvider(BaseProvider):
     name = "local"
     map_concurrency = os.cpu_count() or 2  # a worker per core
+    scheduled_map = True  # `deployer serve` coordinates it
 
     @property
     def where(self) -> str:

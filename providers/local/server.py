@@ -48,7 +48,7 @@ from deployer.cache import posix_locks
 from deployer.errors import ConfigError, DeployerError
 from deployer.providers.local import pages
 from deployer.providers.local import provider as local
-from deployer.runtimes import core, storage
+from deployer.runtimes import core, fanout, storage
 from deployer.spec import NAME_PATTERN
 from deployer.triggers import Cron, Every, next_fire_times, trigger_from_dict
 
@@ -422,14 +422,35 @@ class LocalServer:
                 "event_id": f"local:{key}",
                 "run_id": storage.new_run_id(now, fire_time=due, event_id=f"local:{key}"),
             }
-            thread = threading.Thread(
-                target=self._dispatch_logged, args=(name, message), daemon=True
-            )
+            target = self._map_logged if schedule.map else self._dispatch_logged
+            thread = threading.Thread(target=target, args=(name, message), daemon=True)
             thread.start()
             started.append(thread)
         for stale in set(self._next_fire) - seen:
             del self._next_fire[stale]
         return started
+
+    def _map_logged(self, name: str, message: dict[str, Any]) -> None:
+        """A schedule with map=True: its inputs fanned out over this machine's
+        workers, coordinated here, committed as one run with the firing's run id."""
+        entry = local.read_entry(name)
+        if entry is None:
+            return
+        provider = local.LocalProvider()
+        target = fanout.MapTarget(name, entry["output"], entry.get("code_hash"))
+        try:
+            with provider.map_dispatcher(name, concurrency=provider.map_concurrency) as dispatch:
+                record = fanout.scheduled_map(
+                    target,
+                    entry.get("inputs") or "",
+                    dispatch,
+                    fire_time=datetime.fromisoformat(message["fire_time"]),
+                    event_id=message["event_id"],
+                    concurrency=provider.map_concurrency,
+                )
+            self.log(f"{name}: scheduled map run {record['run_id']} -> {record['status']}")
+        except Exception as error:  # the server outlives any one run
+            self.log(f"{name}: scheduled map run {message['run_id']} failed: {error}")
 
     def _dispatch_logged(self, name: str, message: dict[str, Any]) -> None:
         try:
