@@ -644,9 +644,31 @@ def _show_run(record: dict[str, Any], provider: str) -> None:
         ("rows in / out", f"{record.get('rows_in')} / {record.get('rows_out')}"),
         ("code", (record.get("code_hash") or "")[:12]),
     ]
+    fanned = record.get("map")
+    if isinstance(fanned, dict):
+        failed_shards = record.get("failed_shards") or []
+        lines.append(
+            (
+                "map",
+                f"{fanned.get('shards')} shards of {fanned.get('source')} "
+                f"({len(record.get('parts') or [])} committed, {fanned.get('retried', 0)} "
+                f"retries, {len(failed_shards)} failed, budget {fanned.get('failure_budget')})",
+            )
+        )
     for label, value in lines:
         if value not in (None, "", "None / None"):
             click.echo(f"  {label:<14} {value}")
+    for shard in (record.get("failed_shards") or [])[:10]:
+        error = shard.get("error") or {}
+        pieces = ", ".join(
+            f"{piece.get('path')} row groups {piece.get('row_groups')}"
+            for piece in shard.get("pieces") or []
+        )
+        click.secho(
+            f"  shard {shard.get('part')} failed after {shard.get('attempts')} attempts: "
+            f"{error.get('type')}: {error.get('message')} ({pieces})",
+            fg="red",
+        )
     for reason in record.get("quality") or []:
         click.secho(f"  {reason}", fg=colour)
     error = record.get("error")
@@ -660,6 +682,8 @@ def _show_run(record: dict[str, Any], provider: str) -> None:
         for check, result in checks.items():
             mark = "passed" if result.get("passed") else f"FAILED ({result.get('severity')})"
             detail = f": {result['error']}" if result.get("error") else ""
+            if result.get("failed_parts"):
+                detail += f" in shards {', '.join(map(str, result['failed_parts'][:20]))}"
             click.echo(f"  {check}: {mark}{detail}")
     for metric, bound in (record.get("bounds") or {}).items():
         if not bound.get("passed"):

@@ -95,6 +95,7 @@ def run_map(
             )
         except fanout.MapError as error:
             raise ConfigError(str(error)) from None
+        concurrency = min(concurrency, len(plan.shards))
         target.check_map_data(
             name, sorted({piece.path for shard in plan.shards for piece in shard.pieces})
         )

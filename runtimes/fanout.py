@@ -407,6 +407,8 @@ def run_shard(loaded: Any, message: Any) -> dict[str, Any]:
     deployer did not make."""
     from . import core, quality
 
+    if isinstance(message, dict) and message.get("alert"):
+        return _alert_for(loaded, message)
     request = parse_shard_request(message)
     manifest = loaded.manifest
     writer = core._RunWriter(manifest.output, manifest.name, request.run_id, storage.utc_now())
@@ -455,6 +457,23 @@ def run_shard(loaded: Any, message: Any) -> dict[str, Any]:
         print(f"{marker} ended", file=sys.stderr, flush=True)
     reply["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
     return reply
+
+
+def _alert_for(loaded: Any, message: dict[str, Any]) -> dict[str, Any]:
+    """After a map run committed: its alert, sent from the function, which holds the
+    webhook URLs (a coordinator on a machine does not), its deliveries recorded."""
+    from . import core
+
+    run_id = message.get("run_id")
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id):
+        raise ShardRequestError(f"run_id {run_id!r} is not a deployer run id")
+    manifest = loaded.manifest
+    writer = core._RunWriter(manifest.output, manifest.name, run_id, storage.utc_now())
+    record = writer.read_run_file(storage.RUN_FILE)
+    if record is None:
+        return {"status": "failed", "error": {"type": "NotCommitted", "message": run_id}}
+    core._alert(writer, record, None)
+    return {"status": "succeeded", "alerts": record.get("alerts") or []}
 
 
 _run_references: dict[str, dict[str, Any]] = {}  # run id -> its map-reference.json
@@ -698,7 +717,25 @@ def coordinate(
     settings: dict[str, Any] = next(
         (reply["settings"] for reply in replies if "settings" in reply), {}
     )
-    return _commit(writer, record, plan, replies, settings, failure_budget, progress)
+    record = _commit(writer, record, plan, replies, settings, failure_budget, progress)
+    _send_alert(dispatch, record, settings)
+    return record
+
+
+def _send_alert(dispatch: Dispatch, record: dict[str, Any], settings: Mapping[str, Any]) -> None:
+    """Ask the function to alert for the committed run, when it has webhooks and the
+    run calls for one; a failure here never changes the run."""
+    from . import alerts
+
+    configured = ((settings.get("quality") or {}).get("alerts") or {}).get("count")
+    needed = alerts.alert_payload(record, read_command=f"deployer runs {record['name']}")
+    if not configured or needed is None:
+        return
+    try:
+        reply = dispatch({"run_id": record["run_id"], "alert": True})
+        record["alerts"] = reply.get("alerts") or []
+    except Exception as error:  # the run is committed; the alert is best effort
+        print(f"deployer: the alert of {record['run_id']} was not sent: {error}", file=sys.stderr)
 
 
 class _Runs:

@@ -242,6 +242,10 @@ def test_a_shard_that_always_fails_fails_the_run_and_leaves_nothing_to_read(
     assert "raise ValueError" in record["failed_shards"][0]["error"]["traceback"]
     folder = run_folder(deployer_home, "poisoned", run_id)
     assert sorted(path.name for path in folder.iterdir()) == ["run.json"]
+    shown = CliRunner().invoke(main, ["runs", "poisoned", run_id])
+    assert "4 shards of" in shown.output and "0 committed" in shown.output
+    assert "shard 3 failed after 2 attempts: ValueError: row with x=-999" in shown.output
+    assert "row groups [3]" in shown.output
     assert deployer.read_outputs("poisoned").empty
 
 
@@ -417,3 +421,32 @@ def test_a_map_schedule_needs_inputs_and_a_provider_that_runs_it() -> None:
         )
     with pytest.raises(deployer.TriggerError, match="map must be True or False"):
         Cron("0 6 * * *", map="yes")  # type: ignore[arg-type]
+
+
+def test_a_map_run_that_fails_a_check_is_alerted_from_the_function(
+    deployer_home: Path, tmp_path: Path
+) -> None:
+    from test_alerts import Receiver
+
+    receiver = Receiver()
+    receiver.thread.start()
+    try:
+        write_parquet(features(3_000), tmp_path / "data" / "f.parquet", row_group_size=1_000)
+        deployment = deployer.deploy(
+            score,
+            name="alerted",
+            checks={"small_scores": Check(lambda out: (out.score < 40).all())},
+            alerts=[receiver.url()],
+            quiet=True,
+        )
+        with pytest.raises(deployer.CheckFailed, match="small_scores"):
+            deployment.map(str(tmp_path / "data"), rows_per_shard=1_000, progress=False)
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()
+    [post] = receiver.received
+    assert post.body["deployer"]["reasons"] == ["check_failed"]
+    run_id = post.body["deployer"]["run_id"]
+    record = deployer.read_run("alerted", run_id)
+    assert record["checks"]["small_scores"]["failed_parts"] == [0, 1, 2]
+    assert [delivery["status"] for delivery in record["alerts"]] == [200]

@@ -912,37 +912,49 @@ class LocalProvider(BaseProvider):
 
     @contextlib.contextmanager
     def map_dispatcher(self, name: str, *, concurrency: int) -> Iterator[fanout.Dispatch]:
-        """Shards run on warm workers of this machine, one per thread, each started on
-        first use and kept for the next shard; a worker that crashed or ran over the
-        timeout is stopped, and that shard's retry starts a fresh one."""
+        """Shards run on ``concurrency`` warm workers of this machine, all started at
+        once (a worker's start, the interpreter and the imports, is most of a short
+        map run) and kept for the next shard. A worker that crashed or ran over the
+        timeout is stopped and a fresh one started in its place."""
         entry = self._entry(name)
         timeout = float(entry["timeout_seconds"])
-        idle: queue.SimpleQueue[Worker] = queue.SimpleQueue()
+        idle: queue.SimpleQueue[Worker | WorkerError] = queue.SimpleQueue()
         started: list[Worker] = []
         lock = threading.Lock()
 
-        def dispatch(request: dict[str, Any]) -> dict[str, Any]:
+        def start_one() -> None:
+            worker = Worker(entry)
+            with lock:
+                started.append(worker)
             try:
-                worker = idle.get_nowait()
-            except queue.Empty:
-                worker = Worker(entry)
-                with lock:
-                    started.append(worker)
-                try:
-                    worker.start()
-                except WorkerError as error:
-                    raise fanout.ShardUnavailable(error.kind, str(error)) from None
-            try:
-                reply = worker.request({"map": request}, timeout)
-            except WorkerError as error:  # the worker is stopped; a retry starts another
-                raise fanout.ShardUnavailable(error.kind, str(error)) from None
+                worker.start()
+            except WorkerError as error:
+                idle.put(error)
+                return
             idle.put(worker)
+
+        def start_another() -> None:
+            threading.Thread(target=start_one, daemon=True).start()
+
+        def dispatch(request: dict[str, Any]) -> dict[str, Any]:
+            got = idle.get()
+            if isinstance(got, WorkerError):  # its start failed: try another for the next
+                start_another()
+                raise fanout.ShardUnavailable(got.kind, str(got))
+            try:
+                reply = got.request({"map": request}, timeout)
+            except WorkerError as error:  # the worker is stopped
+                start_another()
+                raise fanout.ShardUnavailable(error.kind, str(error)) from None
+            idle.put(got)
             if "map" not in reply:
                 message = (reply.get("body") or {}).get("error", {}).get("message")
                 raise fanout.ShardUnavailable("BadRequest", str(message))
             result: dict[str, Any] = reply["map"]
             return result
 
+        for _ in range(concurrency):
+            start_another()
         try:
             yield dispatch
         finally:
