@@ -86,6 +86,7 @@ def run_map(
     if _is_dataframe(data):
         staged, data, rows_per_shard = _stage(data, state.output, name, concurrency, rows_per_shard)
     try:
+        target.check_map_data(name, [data] if isinstance(data, str) else list(data))
         try:
             plan = fanout.plan_shards(
                 data,
@@ -96,9 +97,6 @@ def run_map(
         except fanout.MapError as error:
             raise ConfigError(str(error)) from None
         concurrency = min(concurrency, len(plan.shards))
-        target.check_map_data(
-            name, sorted({piece.path for shard in plan.shards for piece in shard.pieces})
-        )
         for note in plan.notes:
             warnings.warn(note, UserWarning, stacklevel=2)
         with (

@@ -265,6 +265,17 @@ def invocation_from_reply(status: int, text: str) -> Invocation:
     return Invocation(status, body)
 
 
+def refuse_public_map(name: str, state: DeploymentState) -> None:
+    """A function with a public HTTP trigger takes no map shards where shards travel
+    over its URL: anyone could send one, naming files for it to read."""
+    if any(t.get("type") == "http" and t.get("public") for t in state.triggers):
+        raise ConfigError(
+            f"{name} has a public HTTP trigger, and a public function takes no map shards "
+            "(anyone could send one through its URL): map with a function deployed with "
+            "Http() (authenticated)"
+        )
+
+
 def require_readable_buckets(
     name: str, urls: Iterable[str], state: DeploymentState, who: str
 ) -> None:

@@ -994,6 +994,8 @@ def _merge_metrics(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """User metrics per shard, and merged where the Metric names a merge; bounds are
     judged on the merged value, or per shard (any shard outside fails) without one."""
+    from . import quality
+
     specs = config.get("metrics") or {}
     names = list(dict.fromkeys(name for reply in replies for name in reply.get("metrics") or {}))
     merged: dict[str, Any] = {}
@@ -1010,33 +1012,21 @@ def _merge_metrics(
         shard_bounds = [(reply.get("bounds") or {}).get(name) for reply in replies]
         if not any(shard_bounds):
             continue
-        severity = spec.get("severity", "error")
-        lower, upper = spec.get("lower"), spec.get("upper")
         if how in MERGES:
-            value = merged[name]
-            inside = isinstance(value, (int, float)) and not isinstance(value, bool)
-            inside = inside and (lower is None or value >= lower)
-            inside = inside and (upper is None or value <= upper)
-            bounds[name] = {
-                "passed": bool(inside),
-                "value": value,
-                "lower": lower,
-                "upper": upper,
-                "severity": severity,
-            }
-        else:
-            outside = [
-                reply["part"]
-                for reply, result in zip(replies, shard_bounds, strict=True)
-                if result is not None and not result.get("passed")
-            ]
-            bounds[name] = {
-                "passed": not outside,
-                "lower": lower,
-                "upper": upper,
-                "severity": severity,
-                "failed_parts": outside,
-            }
+            bounds[name] = quality.bound_verdict(merged[name], spec)
+            continue
+        outside = [
+            reply["part"]
+            for reply, result in zip(replies, shard_bounds, strict=True)
+            if result is not None and not result.get("passed")
+        ]
+        bounds[name] = {
+            "passed": not outside,
+            "lower": spec.get("lower"),
+            "upper": spec.get("upper"),
+            "severity": spec.get("severity", quality.ERROR),
+            "failed_parts": outside,
+        }
     return {"merged": merged, "by_part": by_part}, bounds
 
 

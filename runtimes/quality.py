@@ -78,16 +78,22 @@ def evaluate_metrics(
         values[name] = value
         if lower is None and upper is None:
             continue
-        inside = value is not None and not isinstance(value, bool)
-        inside = inside and (lower is None or value >= lower) and (upper is None or value <= upper)
-        bounds[name] = {
-            "passed": bool(inside),
-            "value": value,
-            "lower": lower,
-            "upper": upper,
-            "severity": severity,
-        }
+        bounds[name] = bound_verdict(value, spec)
     return values, bounds
+
+
+def bound_verdict(value: Any, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Whether a metric's value is inside its bounds (a number, not a bool)."""
+    lower, upper = spec.get("lower"), spec.get("upper")
+    inside = isinstance(value, (int, float)) and not isinstance(value, bool)
+    inside = inside and (lower is None or value >= lower) and (upper is None or value <= upper)
+    return {
+        "passed": bool(inside),
+        "value": value,
+        "lower": lower,
+        "upper": upper,
+        "severity": spec.get("severity", ERROR),
+    }
 
 
 def evaluate_checks(

@@ -77,8 +77,6 @@ import re
 import ssl
 import tempfile
 import threading
-import urllib.error
-import urllib.request
 import uuid
 import zipfile
 from dataclasses import dataclass, field
@@ -86,6 +84,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from forwarding import pass_on
 
 IDENTITY_HEADER = "fake-identity-header"
 TOKEN = "fake-arm-token"
@@ -205,6 +205,9 @@ class Reply:
     status: int
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
+
+
+FORWARDED_HEADERS = ("content-type", "x-deployer-trigger")
 
 
 @dataclass(frozen=True)
@@ -424,7 +427,8 @@ class FakeAzure:
                     error.status, {"error": {"code": error.code, "message": error.message}}
                 )
         if forward is not None:  # outside the lock: calls of a function run concurrently
-            self._pass_on(handler, recorded, forward.url)
+            # The key was checked by the route: the call goes on without it.
+            pass_on(handler, forward.url, data, recorded.headers, FORWARDED_HEADERS)
             return
         encoded = b"" if reply.body is None else json.dumps(reply.body).encode()
         handler.send_response(reply.status)
@@ -435,29 +439,6 @@ class FakeAzure:
             handler.send_header(key, value)
         handler.end_headers()
         handler.wfile.write(encoded)
-
-    def _pass_on(self, handler: BaseHTTPRequestHandler, request: Recorded, url: str) -> None:
-        """The call, its key checked, to the Functions host serving the app (``backends``)."""
-        forwarded = urllib.request.Request(
-            url,
-            data=request.data,
-            method="POST",
-            headers={
-                key: value
-                for key, value in request.headers.items()
-                if key in ("content-type", "x-deployer-trigger")
-            },
-        )
-        try:
-            with urllib.request.urlopen(forwarded, timeout=300) as response:
-                status, headers, answer = response.status, dict(response.headers), response.read()
-        except urllib.error.HTTPError as error:
-            status, headers, answer = error.code, dict(error.headers), error.read()
-        handler.send_response(status)
-        handler.send_header("Content-Type", headers.get("Content-Type", "text/plain"))
-        handler.send_header("Content-Length", str(len(answer)))
-        handler.end_headers()
-        handler.wfile.write(answer)
 
     def _authorize(self, request: Recorded) -> None:
         if request.path == "/msi/token":

@@ -59,12 +59,12 @@ import itertools
 import json
 import re
 import threading
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from forwarding import pass_on, reply
 
 DEFAULT_SERVICE_ACCOUNT = "123456789012-compute@developer.gserviceaccount.com"
 FUNCTION_TYPE = "type.googleapis.com/google.cloud.functions.v2.Function"
@@ -263,32 +263,10 @@ class FakeGoogleCloud:
         with self._lock:
             self.requests.append(recorded)
         if not recorded.headers.get("authorization", "").startswith("Bearer "):
-            status, headers, answer = 401, {}, b"Unauthorized"
+            reply(handler, 401, b"Unauthorized", "text/plain")  # Cloud Run's own answer
         else:
-            forwarded = urllib.request.Request(
-                backend,
-                data=recorded.data,
-                method="POST",
-                headers={
-                    key: value
-                    for key, value in recorded.headers.items()
-                    if key in ("content-type", "authorization", "x-deployer-trigger")
-                },
-            )
-            try:
-                with urllib.request.urlopen(forwarded, timeout=300) as response:
-                    status, headers, answer = (
-                        response.status,
-                        dict(response.headers),
-                        response.read(),
-                    )
-            except urllib.error.HTTPError as error:
-                status, headers, answer = error.code, dict(error.headers), error.read()
-        handler.send_response(status)
-        handler.send_header("Content-Type", headers.get("Content-Type", "text/plain"))
-        handler.send_header("Content-Length", str(len(answer)))
-        handler.end_headers()
-        handler.wfile.write(answer)
+            keep = ("content-type", "authorization", "x-deployer-trigger")
+            pass_on(handler, backend, recorded.data, recorded.headers, keep)
         return True
 
     def _operation(self, project: str, region: str, result: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,8 @@ import io
 import json
 import os
 import zipfile
-from contextlib import ExitStack
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from lambda_front import lambda_front
-from lambda_harness import install_runtime, lambda_function
+from lambda_harness import LambdaFunction, install_runtime, lambda_function
 from test_aws_end_to_end import lambda_environment, rebuilt_task_root, scheduled_event
 
 import deployer
@@ -52,6 +53,30 @@ def lambda_runtime(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return install_runtime(tmp_path_factory.mktemp("lambda-runtime"))
 
 
+def deployed_environment(
+    options: dict[str, Any], tmp_path: Path, lambda_runtime: Path
+) -> Callable[..., AbstractContextManager[LambdaFunction]]:
+    """Deploy ``predict`` to moto; then each call starts one execution environment of
+    exactly what was deployed (the code rebuilt, the layer uploaded), with extra variables."""
+    deployment = deployer.deploy(predict, provider="aws", quiet=True, **options)
+    task_root = rebuilt_task_root(predict, options, tmp_path)
+    layers = Path(os.environ["DEPLOYER_CACHE"]) / "lambda-artifacts"
+    opt = tmp_path / "opt"
+    with zipfile.ZipFile(layers / f"{deployment.deps_hash}-layer.zip") as archive:
+        archive.extractall(opt)
+
+    def environment(**extra: str) -> AbstractContextManager[LambdaFunction]:
+        return lambda_function(
+            task_root,
+            [opt],
+            {**lambda_environment(NAME), **extra},
+            runtime=lambda_runtime,
+            name=NAME,
+        )
+
+    return environment
+
+
 def test_a_map_run_fans_out_over_lambda_invokes_retries_throttling_and_commits_once(
     deployer_home: Path,
     s3_bucket: str,
@@ -74,26 +99,11 @@ def test_a_map_run_fans_out_over_lambda_invokes_retries_throttling_and_commits_o
         "inputs": f"s3://{s3_bucket}/features/2026-11/",
         "metrics": {"rows": Metric(len, merge="sum")},
     }
-    deployment = deployer.deploy(predict, provider="aws", quiet=True, **options)
-    task_root = rebuilt_task_root(predict, options, tmp_path)
-    layer_zip = (
-        Path(os.environ["DEPLOYER_CACHE"])
-        / "lambda-artifacts"
-        / f"{deployment.deps_hash}-layer.zip"
-    )
-    opt = tmp_path / "opt"
-    with zipfile.ZipFile(layer_zip) as archive:
-        archive.extractall(opt)
+    environment = deployed_environment(options, tmp_path, lambda_runtime)
+    deployment = deployer.get(NAME, provider="aws")
 
     with ExitStack() as stack:
-        functions = [
-            stack.enter_context(
-                lambda_function(
-                    task_root, [opt], lambda_environment(NAME), runtime=lambda_runtime, name=NAME
-                )
-            )
-            for _ in range(ENVIRONMENTS)
-        ]
+        functions = [stack.enter_context(environment()) for _ in range(ENVIRONMENTS)]
         front = stack.enter_context(lambda_front(functions, aws))
         monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", front.endpoint)
         front.throttle(4)
@@ -156,7 +166,7 @@ def test_a_map_schedule_coordinates_in_lambda_invoking_itself_per_shard(
         "inputs": f"s3://{s3_bucket}/features/latest/",
         "triggers": [Cron("0 6 * * *", tz="Europe/Berlin", map=True)],
     }
-    deployment = deployer.deploy(predict, provider="aws", quiet=True, **options)
+    environment = deployed_environment(options, tmp_path, lambda_runtime)
     # The execution role may invoke the function itself: the coordinator does.
     role = boto3.client("lambda").get_function_configuration(FunctionName=NAME)["Role"]
     policy = boto3.client("iam").get_role_policy(
@@ -166,20 +176,6 @@ def test_a_map_schedule_coordinates_in_lambda_invoking_itself_per_shard(
     assert invoke and invoke[0]["Resource"][1].endswith(f":function:{NAME}:live")
     event = scheduled_event(NAME, "2026-11-27T05:00:00Z")
     assert event["deployer"]["map"] is True
-    task_root = rebuilt_task_root(predict, options, tmp_path)
-    layer_zip = Path(os.environ["DEPLOYER_CACHE"]) / "lambda-artifacts"
-    opt = tmp_path / "opt"
-    with zipfile.ZipFile(layer_zip / f"{deployment.deps_hash}-layer.zip") as archive:
-        archive.extractall(opt)
-
-    def environment(**extra: str) -> Any:
-        return lambda_function(
-            task_root,
-            [opt],
-            {**lambda_environment(NAME), **extra},
-            runtime=lambda_runtime,
-            name=NAME,
-        )
 
     with ExitStack() as stack:
         shards = [stack.enter_context(environment()) for _ in range(2)]

@@ -450,3 +450,28 @@ def test_a_map_run_that_fails_a_check_is_alerted_from_the_function(
     record = deployer.read_run("alerted", run_id)
     assert record["checks"]["small_scores"]["failed_parts"] == [0, 1, 2]
     assert [delivery["status"] for delivery in record["alerts"]] == [200]
+
+
+def test_metric_bounds_are_judged_on_the_merged_value_or_on_every_shard(
+    deployer_home: Path, tmp_path: Path
+) -> None:
+    frame = pd.DataFrame({"x": np.arange(3_000, dtype=float), "k": 0, "region": "north"})
+    write_parquet(frame, tmp_path / "data" / "f.parquet", row_group_size=1_000)
+    deployment = deployer.deploy(
+        score,
+        name="bounded",
+        metrics={
+            # The mean of all 3,000 scores is 749.75: inside; no shard's is.
+            "mean_score": Metric(lambda out: out.score.mean(), lower=700, upper=800, merge="mean"),
+            # Without a merge, each shard is judged: the last two are above 500.
+            "max_score": Metric(lambda out: out.score.max(), upper=500, severity="warning"),
+        },
+        quiet=True,
+    )
+    with pytest.warns(deployer.QualityWarning, match="max_score"):
+        run = deployment.map(str(tmp_path / "data"), rows_per_shard=1_000, progress=False)
+    assert run.status == "warned"
+    bounds = run.record["bounds"]
+    assert bounds["mean_score"]["passed"] is True
+    assert bounds["mean_score"]["value"] == pytest.approx(749.75)
+    assert (bounds["max_score"]["passed"], bounds["max_score"]["failed_parts"]) == (False, [1, 2])

@@ -139,6 +139,7 @@ from deployer.providers.base import (
     invoke_body,
     is_schedule,
     posting_shards,
+    refuse_public_map,
     require_readable_buckets,
     trigger_changes,
 )
@@ -1334,12 +1335,6 @@ class AzureProvider(BaseProvider):
         after 230 s, so a shard must finish within that: give smaller shards."""
         state = self.require(name)
         http = _http_trigger(state.triggers)
-        if http is not None and http.get("public"):
-            raise ConfigError(
-                f"{name} has a public HTTP trigger, and a public function takes no map "
-                "shards (anyone could send one): deploy it with Http() (a function key) "
-                "to map with it"
-            )
         function = self._http_function(name)
         if function is None or not function.invoke_url_template:
             raise ProviderError(
@@ -1359,8 +1354,11 @@ class AzureProvider(BaseProvider):
             yield dispatch
 
     def check_map_data(self, name: str, urls: Iterable[str]) -> None:
-        """The app's identity may read its output's and inputs' containers only."""
-        require_readable_buckets(name, urls, self.require(name), "identity")
+        """A public app takes no shards (its URL would take anyone's), and its
+        identity may read its output's and inputs' containers only."""
+        state = self.require(name)
+        refuse_public_map(name, state)
+        require_readable_buckets(name, urls, state, "identity")
 
     def invoke(
         self, name: str, payload: Any = None, *, timeout_seconds: int | None = None

@@ -106,6 +106,7 @@ from deployer.providers.base import (
     is_schedule,
     is_schedule_of,
     posting_shards,
+    refuse_public_map,
     require_readable_buckets,
     schedule_id,
     split_bucket_url,
@@ -1464,12 +1465,6 @@ class GcpProvider(BaseProvider):
         and 503 (no instance free yet) are retried with backoff, not counted against
         the shard. A public function is refused: its URL would take anyone's shards."""
         function = self._require(name)
-        if _is_public(list(self._current_triggers(function))):
-            raise ConfigError(
-                f"{name} has a public HTTP trigger, and a public function takes no map "
-                "shards (anyone could send one): deploy it with Http() (authenticated) "
-                "to map with it"
-            )
         url = _url(function)
         token = _FreshToken(lambda: self._identity_token(url))
 
@@ -1485,8 +1480,11 @@ class GcpProvider(BaseProvider):
             yield dispatch
 
     def check_map_data(self, name: str, urls: Iterable[str]) -> None:
-        """The function's account may read its output and inputs buckets only."""
-        require_readable_buckets(name, urls, self.require(name), "account")
+        """A public function takes no shards (its URL would take anyone's), and its
+        account may read its output and inputs buckets only."""
+        state = self.require(name)
+        refuse_public_map(name, state)
+        require_readable_buckets(name, urls, state, "account")
 
     def logs(self, name: str, *, lines: int = 100, run_id: str | None = None) -> str:
         search = f" --filter 'textPayload:\"{run_id}\"'" if run_id else ""
