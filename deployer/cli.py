@@ -450,7 +450,7 @@ def map_command(
 ) -> None:
     """Score DATA (Parquet or CSV files, folders or prefixes) with NAME over many
     concurrent invocations, committed as one run."""
-    from deployer.errors import CheckFailed
+    from deployer.errors import CheckFailed, RunError
     from deployer.fanout import run_map, shard_sources
 
     try:
@@ -469,6 +469,9 @@ def map_command(
     except CheckFailed as error:
         click.secho(str(error), fg="red", err=True)
         sys.exit(EXIT_CHECK_FAILED)
+    except RunError as error:  # failed, or cancelled: no run to read outputs from
+        click.secho(f"error: {error}", fg="red", err=True)
+        sys.exit(1)
     if as_json:
         _emit(dict(run.record))
         return

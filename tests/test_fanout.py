@@ -475,3 +475,44 @@ def test_metric_bounds_are_judged_on_the_merged_value_or_on_every_shard(
     assert bounds["mean_score"]["passed"] is True
     assert bounds["mean_score"]["value"] == pytest.approx(749.75)
     assert (bounds["max_score"]["passed"], bounds["max_score"]["failed_parts"]) == (False, [1, 2])
+
+
+def slow(frame: pd.DataFrame) -> pd.DataFrame:
+    import time
+
+    time.sleep(0.5)
+    return frame.assign(score=frame.x)
+
+
+def test_ctrl_c_drops_the_shards_not_started_and_leaves_no_run(
+    deployer_home: Path, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    write_parquet(features(40_000), tmp_path / "data" / "f.parquet", row_group_size=1_000)
+    deployer.deploy(slow, name="interrupted", quiet=True)
+    runs = deployer_home / "store" / "interrupted" / "runs"
+    command = [sys.executable, "-m", "deployer.cli", "map", "interrupted", str(tmp_path / "data")]
+    command += ["--rows-per-shard", "1000", "--concurrency", "1"]
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, "DEPLOYER_HOME": str(deployer_home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(runs.glob("*/part-00001.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(runs.glob("*/part-00001.parquet")), "no shard finished in time"
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 1, stderr
+    assert "cancelled after" in stderr and "nothing was committed" in stderr
+    assert "Traceback" not in stderr
+    assert deployer.read_runs("interrupted").empty
+    assert not any(path.is_file() for path in runs.rglob("*"))
