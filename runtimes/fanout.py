@@ -161,6 +161,7 @@ def plan_shards(
     shards: list[Shard] = []
     notes: list[str] = []
     oversized: list[tuple[str, int, int, int]] = []
+    large_csv: list[_FileFooter] = []
     current: list[Piece] = []
     current_rows = current_bytes = 0
 
@@ -174,6 +175,8 @@ def plan_shards(
         if footer.format == "csv":
             close()
             shards.append(Shard(len(shards), (Piece(footer.url, None, "csv"),), None, footer.size))
+            if footer.size > (bytes_per_shard or DEFAULT_SHARD_BYTES):
+                large_csv.append(footer)
             continue
         for index, (rows, size) in enumerate(footer.row_groups):
             over = (limit_rows is not None and current_rows + rows > limit_rows) or (
@@ -201,6 +204,13 @@ def plan_shards(
             "more than a shard: a row group is the smallest shard, as Parquet is split by "
             "row groups; write the files with smaller ones "
             "(pyarrow.parquet.write_table(..., row_group_size=N))"
+        )
+    if large_csv:
+        more = f" (and {len(large_csv) - 1} more)" if len(large_csv) > 1 else ""
+        notes.append(
+            f"{large_csv[0].url} ({large_csv[0].size / 2**20:,.0f} MB){more} is one shard: CSV "
+            "is split by files only (a row may span any byte range), so write smaller files, "
+            "or Parquet with row groups of a shard's size"
         )
     if not shards:
         raise MapError(f"{_shown(source)} has no rows to fan out")

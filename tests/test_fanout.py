@@ -109,7 +109,11 @@ def test_csv_is_split_by_files(tmp_path: Path) -> None:
         features(100, seed=index).to_csv(tmp_path / f"day{index}.csv", index=False)
     plan = fanout.plan_shards(str(tmp_path), rows_per_shard=10)
     assert [shard.pieces[0].format for shard in plan.shards] == ["csv"] * 3
-    assert plan.rows is None
+    assert plan.rows is None and not plan.notes
+    # A CSV file larger than a shard stays one (a row may span any byte range): said.
+    plan = fanout.plan_shards(str(tmp_path), bytes_per_shard=1_000)
+    assert len(plan.shards) == 3 and "is one shard: CSV is split by files only" in plan.notes[0]
+    assert "(and 2 more)" in plan.notes[0]
 
 
 @pytest.mark.parametrize(
