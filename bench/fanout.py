@@ -159,15 +159,15 @@ def main() -> None:
 
         # On paper: 10,000 shards of 200k rows (2 billion rows) on Lambda at 1,769 MB
         # (one vCPU), each shard as fast as one worker here with the heavier model.
-        shards, rows_per_shard, memory_gb, concurrency = 10_000, 200_000, 1.769, 100
+        shards, rows_per_shard, memory_mb, concurrency = 10_000, 200_000, 1769, 100
         per_shard = rows_per_shard / rates["score_heavy"] + 0.1  # + the invoke
         waves = -(-shards // concurrency)
-        compute = shards * per_shard * memory_gb * LAMBDA_PER_GB_SECOND
+        compute = shards * per_shard * memory_mb / 1024 * LAMBDA_PER_GB_SECOND
         requests = shards * LAMBDA_PER_REQUEST
         storage_cost = shards * (3 * S3_PER_GET + S3_PER_PUT)
         print(
             f"on paper, 10,000 shards x {rows_per_shard:,} rows on Lambda "
-            f"({memory_gb * 1024:.0f} MB, concurrency {concurrency}): {shards:,} invocations "
+            f"({memory_mb} MB, concurrency {concurrency}): {shards:,} invocations "
             f"(+1 coordinator when scheduled), {waves} waves of {per_shard:.1f} s = about "
             f"{waves * per_shard / 60:.0f} min; ${requests:.4f} requests + ${compute:.2f} "
             f"compute + ${storage_cost:.3f} S3 requests"
