@@ -15,6 +15,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -312,6 +313,12 @@ def run(
             output_frame = to_frame(returned)
             output_table = None if output_frame is None else to_arrow(output_frame)
             record["rows_out"] = 0 if output_frame is None else len(output_frame)
+            if output_table is not None:
+                # Written while the run is profiled and checked: both are most of a
+                # run's time and neither waits for the other (bench/run_write_path.py).
+                output_writer = writer.write_in_background(
+                    storage.OUTPUT_FILE, _parquet_writer(output_table)
+                )
             profile = _quality_profile(writer, loaded, function_input, output_frame, record)
             metrics = _builtin_metrics(output_frame, record["rows_in"], call_ms, profile)
             settings = manifest.quality
@@ -324,10 +331,10 @@ def run(
             status, reasons = quality.status_of(record["checks"], bounds, profile or {})
             if reasons:
                 record["quality"] = reasons
-            if output_table is not None:
-                output_writer = _parquet_writer(output_table)
         except Exception as error:  # the user's code failed: record it, never crash the host
             status = "failed"
+            if output_writer is not None:  # a failed run keeps no output
+                writer.discard(output_writer, storage.OUTPUT_FILE)
             output_writer = None
             profile = None
             record["error"] = {
@@ -471,21 +478,46 @@ class _RunWriter:
             # is kept and reports a store that still refuses.
             print(f"deployer: {error}; the run goes on", file=sys.stderr, flush=True)
 
+    def write_in_background(self, file: str, data: Callable[[Any], object]) -> Future[None]:
+        """``write`` on a thread of its own; commit() waits for it."""
+        done: Future[None] = Future()
+
+        def write() -> None:
+            try:
+                self.write(file, data)
+            except BaseException as error:  # StoreWriteError, raised again by commit()
+                done.set_exception(error)
+            else:
+                done.set_result(None)
+
+        threading.Thread(target=write, name=f"deployer-write-{file}", daemon=True).start()
+        return done
+
+    def discard(self, pending: Future[None], file: str) -> None:
+        """Wait for a background write, then remove what it wrote."""
+        try:
+            pending.result()
+        except Exception:  # refused: nothing to remove
+            return
+        self._delete(file)
+
     def commit(
         self,
         record: dict[str, Any],
         metrics: dict[str, Any],
-        output: Callable[[Any], object] | None,
+        output: Callable[[Any], object] | Future[None] | None,
         profile: bytes | None = None,
     ) -> bool:
         """Write output, metrics, the profile, then run.json; True when a run.json of
-        this run is stored.
+        this run is stored. ``output`` may be a write already under way.
 
         When the store refuses a file, the run becomes a failed run
         (StoreWriteError) and its files are removed as far as the store allows.
         """
         try:
-            if output is not None:
+            if isinstance(output, Future):
+                output.result()
+            elif output is not None:
                 self.write(storage.OUTPUT_FILE, output)
             self.write(storage.METRICS_FILE, storage.json_bytes(metrics))
             if profile is not None:

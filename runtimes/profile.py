@@ -320,6 +320,9 @@ def _numeric_profile(
     }
 
 
+QUANTILE_SAMPLE = 100_000
+
+
 class _Scan(NamedTuple):
     total: float
     squares: float
@@ -378,8 +381,14 @@ def _standard_deviation(finite: np.ndarray, mean: float, mean_square: float) -> 
 
 
 def _quantile_cuts(finite: np.ndarray, bins: int) -> list[float]:
+    """Bin edges at the quantiles of the values; of every k-th value past
+    QUANTILE_SAMPLE (the counts in the bins are still of every value): the
+    quantiles of 2M values cost 50 ms a column, of 100k 2 ms, and edges only
+    need to spread the values out, not to be exact quantiles."""
     if not len(finite) or bins < 2:
         return []
+    if len(finite) > QUANTILE_SAMPLE:
+        finite = finite[:: -(-len(finite) // QUANTILE_SAMPLE)]
     # inverted_cdf picks observed values: no interpolation that could overflow,
     # and discrete data gets cuts on its own values.
     cuts = np.quantile(finite, np.arange(1, bins) / bins, method="inverted_cdf")
