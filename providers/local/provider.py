@@ -922,6 +922,8 @@ class LocalProvider(BaseProvider):
         started: list[Worker] = []
         lock = threading.Lock()
 
+        closing = threading.Event()
+
         def start_one() -> None:
             worker = Worker(entry)
             with lock:
@@ -930,6 +932,9 @@ class LocalProvider(BaseProvider):
                 worker.start()
             except WorkerError as error:
                 idle.put(error)
+                return
+            if closing.is_set():  # the map ended while this one started
+                worker.stop()
                 return
             idle.put(worker)
 
@@ -958,6 +963,7 @@ class LocalProvider(BaseProvider):
         try:
             yield dispatch
         finally:
+            closing.set()
             with lock:
                 for worker in started:
                     worker.stop()
