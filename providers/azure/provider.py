@@ -1333,20 +1333,9 @@ class AzureProvider(BaseProvider):
         """Each shard one POST to the app's HTTP function with its key (the master
         key when the app has no Http trigger). Azure's front end drops a request
         after 230 s, so a shard must finish within that: give smaller shards."""
-        state = self.require(name)
-        http = _http_trigger(state.triggers)
-        function = self._http_function(name)
-        if function is None or not function.invoke_url_template:
-            raise ProviderError(
-                f"{name}'s app lists no HTTP function: the last publish did not load; deploy again"
-            )
-        headers = {
-            "content-type": "application/json",
-            "x-deployer-trigger": "map",
-            "x-functions-key": self._key(name, function, master=http is None),
-        }
+        url, headers = self._calling(name, trigger="map")
         with posting_shards(
-            str(function.invoke_url_template),
+            url,
             lambda: headers,
             timeout=HTTP_RESPONSE_LIMIT_SECONDS + 30,
             concurrency=concurrency,
@@ -1363,21 +1352,8 @@ class AzureProvider(BaseProvider):
     def invoke(
         self, name: str, payload: Any = None, *, timeout_seconds: int | None = None
     ) -> Invocation:
-        state = self.require(name)
-        http = _http_trigger(state.triggers)
-        function = self._http_function(name)
-        if function is None or not function.invoke_url_template:
-            raise ProviderError(
-                f"{name}'s app lists no HTTP function: the last publish did not load; deploy again"
-            )
-        url = str(function.invoke_url_template)
-        headers = {
-            "content-type": "application/json",
-            # Recorded as a manual run, not an HTTP-triggered one.
-            "x-deployer-trigger": "manual",
-        }
-        if http is None or not http.get("public"):
-            headers["x-functions-key"] = self._key(name, function, master=http is None)
+        # Recorded as a manual run, not an HTTP-triggered one.
+        url, headers = self._calling(name, trigger="manual")
         # Azure's load balancer drops an HTTP request after 230 s, whatever the timeout.
         timeout = min(timeout_seconds or HTTP_RESPONSE_LIMIT_SECONDS, HTTP_RESPONSE_LIMIT_SECONDS)
         try:
@@ -1392,6 +1368,21 @@ class AzureProvider(BaseProvider):
                 "not accepted; `az functionapp function keys list` shows the keys"
             )
         return invocation_from_reply(response.status_code, response.text)
+
+    def _calling(self, name: str, *, trigger: str) -> tuple[str, dict[str, str]]:
+        """The URL of ``name``'s HTTP function and the headers of a call marked as
+        ``trigger``: its key unless the function is public (the master key when
+        the app has no Http trigger)."""
+        http = _http_trigger(self.require(name).triggers)
+        function = self._http_function(name)
+        if function is None or not function.invoke_url_template:
+            raise ProviderError(
+                f"{name}'s app lists no HTTP function: the last publish did not load; deploy again"
+            )
+        headers = {"content-type": "application/json", "x-deployer-trigger": trigger}
+        if http is None or not http.get("public"):
+            headers["x-functions-key"] = self._key(name, function, master=http is None)
+        return str(function.invoke_url_template), headers
 
     def _key(self, name: str, function: FunctionEnvelope, *, master: bool) -> str:
         """The HTTP function's default key (Http()); the host's master key when the app
