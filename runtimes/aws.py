@@ -229,8 +229,10 @@ class _RangedDownload(io.RawIOBase):
 
     def drain(self) -> None:
         """Read what the unpacking left (the tar's end padding): all of it is hashed."""
-        while self.readinto(bytearray(RANGE_BYTES)):
-            pass
+        while self._pending:  # the range being read was hashed when it came
+            self._hash.update(self._pending.popleft().result())
+            self._request()
+        self._chunk, self._offset = memoryview(b""), 0
 
     @property
     def size(self) -> int:

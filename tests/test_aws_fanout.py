@@ -150,12 +150,7 @@ def test_a_map_run_fans_out_over_lambda_invokes_retries_throttling_and_commits_o
 
 
 def test_a_map_schedule_coordinates_in_lambda_invoking_itself_per_shard(
-    deployer_home: Path,
-    s3_bucket: str,
-    aws: str,
-    lambda_runtime: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    deployer_home: Path, s3_bucket: str, aws: str, lambda_runtime: Path, tmp_path: Path
 ) -> None:
     frame = pd.DataFrame({"x": np.arange(4_000, dtype=float), "k": np.arange(4_000) % 5})
     put_parquet(s3_bucket, "features/latest/f.parquet", frame, 500)
