@@ -6,6 +6,7 @@ capture -> requirements -> bundle -> plan -> apply.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -80,15 +81,25 @@ class Deployment:
     # and region, AWS architecture), the options it was deployed with.
     provider_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
-    def invoke(self, data: Any = None, *, timeout: int | None = None) -> Any:
+    def invoke(
+        self,
+        data: Any = None,
+        *,
+        params: Mapping[str, Any] | None = None,
+        timeout: int | None = None,
+    ) -> Any:
         """Run the function now (trigger ``manual``) and return its predictions.
 
         ``data`` is a DataFrame or a JSON-able value; the result is a DataFrame
-        (or None when the function returned nothing). A failed run raises RunError.
+        (or None when the function returned nothing). ``params`` sets keyword-only
+        parameters of the function for this run (``{"threshold": 0.7}``); the run
+        checks them against the signature and records them. A failed run raises
+        RunError; a request the function refuses (a wrong parameter) ConfigError.
         """
         invocation = invoke(
             self.name,
             data,
+            params=params,
             provider=self.provider,
             timeout=timeout,
             provider_options=self.provider_options,
@@ -585,13 +596,34 @@ def invoke(
     name: str,
     data: Any = None,
     *,
+    params: Mapping[str, Any] | None = None,
     provider: str = "local",
     timeout: int | None = None,
     provider_options: Mapping[str, Any] | None = None,
 ) -> Invocation:
     from deployer.registry import get_provider
 
-    return get_provider(provider, provider_options).invoke(name, data, timeout_seconds=timeout)
+    target = get_provider(provider, provider_options)
+    return target.invoke(name, data, timeout_seconds=timeout, params=_checked_params(params))
+
+
+def _checked_params(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``params`` as JSON data; which names and kinds the function takes is checked
+    by the run itself (against the deployed signature) before anything runs."""
+    if params is None:
+        return None
+    if not isinstance(params, Mapping) or not all(isinstance(key, str) for key in params):
+        raise ConfigError(
+            f'params must be a dict of parameter names to values, e.g. {{"threshold": 0.7}}, '
+            f"got {params!r:.80}"
+        )
+    try:
+        return dict(json.loads(json.dumps(dict(params), allow_nan=False)))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(
+            f"params must be plain JSON values (numbers, strings, true/false, null, lists, "
+            f"dicts): {error}"
+        ) from None
 
 
 def delete(
@@ -635,6 +667,8 @@ def _predictions(invocation: Invocation, name: str) -> Any:
     if invocation.http_status >= 400:
         error = body.get("error") or {}
         run_id = body.get("run_id")
+        if run_id is None and error.get("type") == "BadRequest":
+            raise ConfigError(f"{name} refused the request: {error.get('message')}")
         where = (
             f" (its record and traceback: deployer.read_run({name!r}, {run_id!r}) or "
             f"`deployer runs {name} {run_id}`)"

@@ -163,6 +163,7 @@ def build(
             takes_input=captured.takes_input,
             requires_input=captured.requires_input,
             input_kind=captured.input_kind,
+            params=captured.params,
         ),
         source=captured.source,
         requirements=tuple(requirement_lines),

@@ -102,6 +102,9 @@ class Captured:
     takes_input: bool
     requires_input: bool
     input_kind: str
+    # The keyword-only parameters a run may set: name -> "int", "float", "str",
+    # "bool" or "any", with "?" when None is allowed too (manifest FunctionEntry.params).
+    params: dict[str, str] = field(default_factory=dict)
     # file name -> first line -> source text of the code pickled by value, so
     # that a run's traceback shows its lines (see runtimes/core.py _show_sources).
     source_lines: dict[str, dict[int, str]] = field(default_factory=dict, repr=False)
@@ -162,6 +165,7 @@ def capture(
         takes_input=takes_input,
         requires_input=requires_input,
         input_kind=input_kind,
+        params=_param_kinds(function),
     )
 
 
@@ -911,6 +915,51 @@ def _input_contract(function: object) -> tuple[str, bool, bool, str]:
     )
     is_dataframe = _is_dataframe_annotation(first.annotation, _globals_of(function))
     return str(signature), True, requires_input, "dataframe" if is_dataframe else "json"
+
+
+_PARAM_KINDS = {int: "int", float: "float", str: "str", bool: "bool"}
+
+
+def _param_kinds(function: object) -> dict[str, str]:
+    """The keyword-only parameters with a default (the others are refused at deploy),
+    each with the JSON kind its annotation asks for; "any" when it names none of
+    int, float, str and bool."""
+    try:
+        signature = inspect.signature(typing.cast(Callable[..., object], function))
+    except (TypeError, ValueError):
+        return {}
+    namespace = _globals_of(function)
+    return {
+        parameter.name: _param_kind(parameter.annotation, namespace)
+        for parameter in signature.parameters.values()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+        and parameter.default is not inspect.Parameter.empty
+    }
+
+
+def _param_kind(annotation: object, namespace: Mapping[str, object]) -> str:
+    if isinstance(annotation, str):
+        # Resolved by name only, as DataFrame annotations are: never evaluated.
+        members = [part.strip() for part in annotation.strip().strip("'\"").split("|")]
+        if len(members) == 1 and members[0].startswith("Optional[") and members[0].endswith("]"):
+            members = [members[0][len("Optional[") : -1].strip(), "None"]
+        builtin = {kind.__name__: kind for kind in _PARAM_KINDS}
+        resolved: list[object] = [
+            type(None)
+            if member == "None"
+            else builtin.get(member) or _lookup_dotted(member, namespace)
+            for member in members
+        ]
+    elif typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        resolved = list(typing.get_args(annotation))
+    else:
+        resolved = [annotation]
+    nullable = type(None) in resolved
+    kinds = {_PARAM_KINDS.get(member) for member in resolved if member is not type(None)}  # type: ignore[call-overload]
+    if len(kinds) != 1 or None in kinds:
+        return "any"
+    kind = kinds.pop()
+    return f"{kind}?" if nullable else str(kind)
 
 
 def _globals_of(function: object) -> Mapping[str, object]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from deployer.errors import DeployerError
+from deployer.errors import ConfigError, DeployerError
 from deployer.tables import format_value
 
 
@@ -105,7 +105,9 @@ def _triggers(
         if unit not in ("minutes", "hours", "days") or not amount.isdigit():
             raise click.BadParameter(f"--every {interval!r}: use e.g. '15 minutes', '2 hours'")
         lengths = {"minutes": 0, "hours": 0, "days": 0, unit: int(amount)}
-        triggers.append(Every(**lengths, map=map_schedules))
+        triggers.append(
+            Every(lengths["minutes"], lengths["hours"], lengths["days"], map=map_schedules)
+        )
     if http or public:
         triggers.append(Http(public=public))
     return triggers
@@ -267,6 +269,25 @@ def _build_options(options: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """-p KEY=VALUE pairs: VALUE as JSON (0.7, true, "x", [1]) or else as text."""
+    import json
+
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or not key.isidentifier():
+            raise click.BadParameter(
+                f"{pair!r} is not KEY=VALUE with KEY a parameter name: use e.g. -p threshold=0.7",
+                param_hint="--param",
+            )
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    return params
+
+
 def _provider_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     parsed: dict[str, Any] = {}
     for pair in pairs:
@@ -358,6 +379,15 @@ def list_command(provider: str, provider_option: tuple[str, ...], as_json: bool)
 @click.argument("name")
 @provider_choice
 @click.option("--data", help="JSON body, or @path to a .json, .csv or .parquet file")
+@click.option(
+    "--param",
+    "-p",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="set a keyword-only parameter of the function, e.g. -p threshold=0.7 "
+    "(VALUE is read as JSON, else as text)",
+)
 @click.option("--timeout", type=int, help="seconds (default: the deployed timeout)")
 @click.option("--json", "as_json", is_flag=True)
 def invoke(
@@ -365,6 +395,7 @@ def invoke(
     provider: str,
     provider_option: tuple[str, ...],
     data: str | None,
+    params: tuple[str, ...],
     timeout: int | None,
     as_json: bool,
 ) -> None:
@@ -377,10 +408,18 @@ def invoke(
     invocation = api.invoke(
         name,
         payload,
+        params=_params(params) if params else None,
         provider=provider,
         timeout=timeout,
         provider_options=_provider_options(provider_option),
     )
+    error = invocation.body.get("error") or {}
+    if "run_id" not in invocation.body and error.get("type") == "BadRequest":
+        # Refused before any run (a wrong parameter, a body that is no table).
+        if as_json:
+            _emit({"http_status": invocation.http_status, **invocation.body})
+            sys.exit(2)
+        raise ConfigError(f"{name} refused the request: {error.get('message')}")
     if as_json:
         _emit({"http_status": invocation.http_status, **invocation.body})
     else:
@@ -647,6 +686,10 @@ def _show_run(record: dict[str, Any], provider: str) -> None:
         ("rows in / out", f"{record.get('rows_in')} / {record.get('rows_out')}"),
         ("code", (record.get("code_hash") or "")[:12]),
     ]
+    if isinstance(record.get("params"), dict):
+        lines.append(
+            ("params", ", ".join(f"{key}={value!r}" for key, value in record["params"].items()))
+        )
     fanned = record.get("map")
     if isinstance(fanned, dict):
         failed_shards = record.get("failed_shards") or []

@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from deployer.errors import ConfigError, DeployerError
-from deployer.runtimes import storage
-from deployer.triggers import Cron, Every
+from deployer.runtimes import core, storage
+from deployer.triggers import Cron, Every, describe
 
 if TYPE_CHECKING:
     from pyarrow import fs as pafs
@@ -101,6 +101,12 @@ def check_signature(function: object, captured: Captured, spec: DeploySpec) -> N
             f"inputs={spec.inputs!r} is set: every run would read the data set and could "
             "not pass it. Give the function a parameter for it (e.g. `frame`), or drop inputs="
         )
+    for trigger in spec.triggers:
+        if isinstance(trigger, (Cron, Every)) and trigger.params:
+            try:
+                core.check_params(trigger.params, captured.qualname, captured.params)
+            except core.PayloadError as error:
+                raise ConfigError(f"{describe(trigger)}: {error}") from None
 
 
 def _without_annotations(signature: inspect.Signature) -> str:

@@ -430,7 +430,8 @@ def read_runs(
     last: int | None = None,
     since: datetime | str | None = None,
 ) -> pd.DataFrame:
-    """One row per run: status, trigger, timing, rows, checks and metrics.
+    """One row per run: status, trigger, timing, rows, checks, metrics (``metric.NAME``)
+    and the params the run was given (``param.NAME``).
 
     Besides committed runs (succeeded, warned, check_failed, failed), status is
     ``running`` for a run still within its timeout, ``lost`` for one that
@@ -466,6 +467,8 @@ def read_runs(
         }
         for metric, value in (metrics.get("user") or {}).items():
             row[f"metric.{metric}"] = value
+        for param, value in (record.get("params") or {}).items():
+            row[f"param.{param}"] = value
         rows.append(row)
     columns = [
         "run_id",

@@ -29,12 +29,13 @@ independent evaluators of each provider's syntax):
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from deployer.errors import TriggerError
@@ -61,9 +62,15 @@ class Cron:
     # True: each firing fans the deployed inputs out over many invocations, one
     # map run (see deployer.map); its coordinator runs where the schedule fires.
     map: bool = field(default=False, repr=False)
+    # Keyword-only parameters of the function this schedule's runs set, e.g.
+    # {"threshold": 0.7}; checked against the signature at deploy.
+    params: Mapping[str, Any] | None = field(default=None, repr=False, hash=False)
+    # False: a firing while the previous run of this function still runs is
+    # recorded as skipped instead of running alongside it.
+    overlap: bool = field(default=True, repr=False)
 
     def __post_init__(self) -> None:
-        _check_map(self)
+        _check_schedule_options(self)
         if not isinstance(self.expr, str):
             raise TriggerError(
                 f"Cron: expr must be a string such as '0 6 * * *', got {self.expr!r} "
@@ -89,10 +96,13 @@ class Every:
     minutes: int = 0
     hours: int = 0
     days: int = 0
-    map: bool = field(default=False, repr=False)  # as Cron's
+    # as Cron's
+    map: bool = field(default=False, repr=False)
+    params: Mapping[str, Any] | None = field(default=None, repr=False, hash=False)
+    overlap: bool = field(default=True, repr=False)
 
     def __post_init__(self) -> None:
-        _check_map(self)
+        _check_schedule_options(self)
         for field_name in ("minutes", "hours", "days"):
             value = getattr(self, field_name)
             # bool is an int subclass; Every(minutes=True) is a bug, not one minute
@@ -133,12 +143,36 @@ class Http:
             )
 
 
-def _check_map(schedule: object) -> None:
-    value = getattr(schedule, "map", False)
-    if not isinstance(value, bool):
+def _check_schedule_options(schedule: Cron | Every) -> None:
+    for option in ("map", "overlap"):
+        value = getattr(schedule, option)
+        if not isinstance(value, bool):
+            raise TriggerError(
+                f"{schedule!r}: {option} must be True or False, got {value!r} "
+                f"({type(value).__name__})"
+            )
+    params = schedule.params
+    if params is None:
+        return
+    if not isinstance(params, Mapping) or not all(isinstance(key, str) for key in params):
         raise TriggerError(
-            f"{schedule!r}: map must be True or False, got {value!r} ({type(value).__name__})"
+            f"{schedule!r}: params must be a dict of parameter names to values, e.g. "
+            f'params={{"threshold": 0.7}}, got {params!r}'
         )
+    try:
+        text = json.dumps(dict(params), allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise TriggerError(
+            f"{schedule!r}: params must be plain JSON values (numbers, strings, true/false, "
+            f"null, lists, dicts): {error}"
+        ) from None
+    if params and schedule.map:
+        raise TriggerError(
+            f"{schedule!r}: a map schedule cannot set params yet (its shards run with the "
+            "defaults): bind them with functools.partial(predict, threshold=0.7) instead"
+        )
+    # A copy the caller cannot change after the schedule was checked.
+    object.__setattr__(schedule, "params", json.loads(text) or None)
 
 
 Trigger: TypeAlias = Cron | Every | Http
@@ -740,11 +774,9 @@ def trigger_to_dict(trigger: Trigger) -> dict[str, object]:
     >>> trigger_to_dict(Cron("0 6 * * *", tz="Europe/Berlin"))
     {'type': 'cron', 'expr': '0 6 * * *', 'tz': 'Europe/Berlin'}
     """
-    # "map" only when set: the dicts (and the schedule names made from them) of
-    # schedules without it stay as they were.
     if isinstance(trigger, Cron):
         data: dict[str, object] = {"type": "cron", "expr": trigger.expr, "tz": trigger.tz}
-        return {**data, "map": True} if trigger.map else data
+        return {**data, **_schedule_options(trigger)}
     if isinstance(trigger, Every):
         data = {
             "type": "every",
@@ -752,15 +784,28 @@ def trigger_to_dict(trigger: Trigger) -> dict[str, object]:
             "hours": trigger.hours,
             "days": trigger.days,
         }
-        return {**data, "map": True} if trigger.map else data
+        return {**data, **_schedule_options(trigger)}
     if isinstance(trigger, Http):
         return {"type": "http", "public": trigger.public}
     raise TriggerError(f"not a trigger: {trigger!r} ({type(trigger).__name__})")
 
 
+def _schedule_options(schedule: Schedule) -> dict[str, object]:
+    # Each only when it is not the default: the dicts (and the schedule names
+    # made from them) of schedules without it stay as they were.
+    options: dict[str, object] = {}
+    if schedule.map:
+        options["map"] = True
+    if schedule.params:
+        options["params"] = dict(schedule.params)
+    if not schedule.overlap:
+        options["overlap"] = False
+    return options
+
+
 _DICT_KEYS: dict[str, tuple[str, ...]] = {
-    "cron": ("expr", "tz", "map"),
-    "every": ("minutes", "hours", "days", "map"),
+    "cron": ("expr", "tz", "map", "params", "overlap"),
+    "every": ("minutes", "hours", "days", "map", "params", "overlap"),
     "http": ("public",),
 }
 
@@ -798,6 +843,11 @@ def describe(trigger: Trigger) -> str:
     """One human line, e.g. "cron '0 6 * * *' (Europe/Berlin)", "every 5 minutes"."""
     if isinstance(trigger, (Cron, Every)) and trigger.map:
         return f"{describe(replace(trigger, map=False))}, fanned out (map)"
+    if isinstance(trigger, (Cron, Every)) and not trigger.overlap:
+        return f"{describe(replace(trigger, overlap=True))}, never overlapping"
+    if isinstance(trigger, (Cron, Every)) and trigger.params:
+        shown = ", ".join(f"{key}={json.dumps(value)}" for key, value in trigger.params.items())
+        return f"{describe(replace(trigger, params=None))} with {shown}"
     if isinstance(trigger, Cron):
         return f"cron {trigger.expr!r} ({trigger.tz})"
     if isinstance(trigger, Every):

@@ -241,10 +241,17 @@ def encode_payload(payload: Any) -> Any:
     return payload
 
 
-def invoke_body(payload: Any) -> bytes:
+def invoke_body(payload: Any, params: Mapping[str, Any] | None = None) -> bytes:
     """The HTTP body of an invoke over a function URL: the payload as JSON (a
     DataFrame as records, timestamps as ISO strings); no payload, no body, which
-    the runtime answers with a 400 unless the function takes no input."""
+    the runtime answers with a 400 unless the function takes no input. With
+    ``params``, ``{"data": payload, "params": params}`` (runtimes/core.py
+    ``split_params``)."""
+    if params is not None:
+        body: dict[str, Any] = {"params": dict(params)}
+        if payload is not None:
+            body["data"] = encode_payload(payload)
+        return json.dumps(body, default=str).encode()
     if payload is None:
         return b""
     return json.dumps(encode_payload(payload), default=str).encode()
@@ -382,7 +389,12 @@ class Provider(Protocol):
     def list(self) -> list[DeploymentState]: ...
 
     def invoke(
-        self, name: str, payload: Any = None, *, timeout_seconds: int | None = None
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        timeout_seconds: int | None = None,
+        params: dict[str, Any] | None = None,
     ) -> Invocation: ...
 
     def plan_delete(self, name: str) -> Plan: ...

@@ -286,8 +286,9 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         if event.get("isBase64Encoded"):
             raw = base64.b64decode(raw)
         try:
+            payload, params = core.split_params(core.parse_body(raw))
             result = core.run(
-                loaded, trigger="http", payload=core.parse_body(raw), deadline=deadline
+                loaded, trigger="http", payload=payload, params=params, deadline=deadline
             )
         except core.PayloadError as error:
             return _http_reply(400, core.bad_request(error))
@@ -313,6 +314,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             fire_time=fire_time,
             event_id=f"aws:{request.get('schedule', '')}",
             deadline=deadline,
+            params=request.get("params"),
         )
         if result.status == "failed":
             # Raising makes the failure visible to Lambda (error metrics, alarms)
@@ -325,7 +327,13 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     else:
         payload = request.get("payload", core.NO_PAYLOAD)
         try:
-            result = core.run(loaded, trigger="manual", payload=payload, deadline=deadline)
+            result = core.run(
+                loaded,
+                trigger="manual",
+                payload=payload,
+                params=request.get("params"),
+                deadline=deadline,
+            )
         except core.PayloadError as error:
             return {"http_status": 400, "body": core.bad_request(error)}
     status, body = core.response_body(result)

@@ -112,7 +112,7 @@ def handle_http(req: Any) -> Any:
         # word; the run records its own Timeout just before.
         deadline = arrived + loaded.manifest.timeout_seconds
         manual = (req.headers.get(MANUAL_HEADER) or "").lower() == "manual"
-        payload = core.parse_body(req.get_body() or b"")
+        payload, params = core.split_params(core.parse_body(req.get_body() or b""))
         if payload is core.NO_PAYLOAD:
             if loaded.manifest.function.takes_input:
                 return _reply(
@@ -124,7 +124,11 @@ def handle_http(req: Any) -> Any:
                 )
             payload = None  # called without input; the inputs data set is never read
         result = core.run(
-            loaded, trigger="manual" if manual else "http", payload=payload, deadline=deadline
+            loaded,
+            trigger="manual" if manual else "http",
+            payload=payload,
+            params=params,
+            deadline=deadline,
         )
     except core.PayloadError as error:
         return _reply(400, core.bad_request(error))
@@ -202,13 +206,18 @@ def fire_time_of(timer: Any, now: datetime | None = None) -> datetime:
 
 
 def handle_timer(
-    timer: Any, schedule_index: int, *, cron: str | None = None, tz: str = "UTC"
+    timer: Any,
+    schedule_index: int,
+    *,
+    cron: str | None = None,
+    tz: str = "UTC",
+    params: dict[str, Any] | None = None,
 ) -> None:
     """A timer function: one run when its firing is a fire time of ``cron`` in ``tz``.
 
     ``cron`` is the schedule as plain 5-field cron (deployer writes it into
     function_app.py); None when the timer's NCRONTAB fires exactly the
-    schedule's instants (``Every``).
+    schedule's instants (``Every``). ``params`` are the schedule's.
     """
     from . import core
 
@@ -231,6 +240,7 @@ def handle_timer(
         fire_time=fire_time,
         event_id=f"azure:schedule_{schedule_index}",
         deadline=arrived + loaded.manifest.timeout_seconds,
+        params=params,
     )
     if result.status == "failed":
         failure = result.record.get("error", {})

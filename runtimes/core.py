@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -232,6 +232,90 @@ def parse_body(raw: bytes | str) -> Any:
         ) from None
 
 
+def split_params(payload: Any) -> tuple[Any, Any]:
+    """(payload, params) of a body that sets parameters: ``{"data": ..., "params":
+    {...}}``, or ``{"params": {...}}`` to run over the inputs. Any other body is
+    all payload, with no params (None).
+
+    A body is read as one that sets parameters only when its keys are exactly
+    these and ``params`` is an object, so a plain-data body (rows, or columns,
+    whose values are lists) keeps its meaning.
+    """
+    if (
+        isinstance(payload, dict)
+        and "params" in payload
+        and set(payload) <= {"data", "params"}
+        and isinstance(payload["params"], dict)
+    ):
+        return payload.get("data", NO_PAYLOAD), payload["params"]
+    return payload, None
+
+
+_KIND_NAMES = {
+    "int": "a whole number",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+}
+
+
+def check_params(params: Any, qualname: str, known: Mapping[str, str]) -> dict[str, Any]:
+    """``params`` as a run sets them: only keyword-only parameters of the function
+    with a default, each of the JSON kind its annotation asks for. PayloadError
+    (HTTP 400) names what is wrong, before anything is written."""
+    if params is None:
+        return {}
+    if not isinstance(params, dict) or not all(isinstance(key, str) for key in params):
+        raise PayloadError(
+            f"params must be an object of parameter names to values, got {_json_kind(params)}"
+        )
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        settable = (
+            f"the ones a run may set are {', '.join(sorted(known))}"
+            if known
+            else f"{qualname}() has none: give it keyword-only parameters with defaults "
+            "(def predict(frame, *, threshold=0.5))"
+        )
+        raise PayloadError(
+            f"{qualname}() has no keyword-only parameter {', '.join(unknown)}: {settable}"
+        )
+    for key, value in params.items():
+        kind = known[key]
+        nullable = kind.endswith("?")
+        kind = kind.rstrip("?")
+        if (value is None and nullable) or kind == "any" or _is_kind(value, kind):
+            continue
+        wanted = _KIND_NAMES[kind] + (" or null" if nullable else "")
+        raise PayloadError(
+            f"params.{key} must be {wanted} ({qualname}() annotates it {kind}), "
+            f"got {_json_kind(value)}: {json.dumps(value, default=str)[:80]}"
+        )
+    return dict(params)
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if isinstance(value, bool):
+        return kind == "bool"
+    if kind == "float":
+        return isinstance(value, (int, float))
+    return isinstance(value, {"int": int, "str": str, "bool": bool}[kind])
+
+
+def _json_kind(value: Any) -> str:
+    for kind, name in (
+        (bool, "true/false"),
+        (dict, "an object"),
+        (list, "a list"),
+        (str, "a string"),
+        (int, "a number"),
+        (float, "a number"),
+    ):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
 def bad_request(error: PayloadError | str) -> dict[str, Any]:
     """The JSON body answering a request that cannot start a run (HTTP 400)."""
     return {"error": {"type": "BadRequest", "message": str(error)}}
@@ -247,6 +331,7 @@ def run(
     fire_time: datetime | None = None,
     event_id: str = "",
     deadline: float | None = None,
+    params: dict[str, Any] | None = None,
 ) -> RunResult:
     """One invocation. Never raises for the user's mistakes: they become a failed run.
 
@@ -269,8 +354,13 @@ def run(
     recorded as failed with error type Timeout, so that a run the platform
     kills is not lost; if the run finishes after all, its own record replaces
     that one.
+
+    ``params`` sets keyword-only parameters of the function for this run
+    (``check_params``; a wrong one is a PayloadError); they are recorded in
+    run.json.
     """
     manifest = loaded.manifest
+    params = check_params(params, manifest.function.qualname, manifest.function.params)
     started = storage.utc_now()
     run_id = run_id or storage.new_run_id(started, fire_time=fire_time, event_id=event_id)
     output_root = output or manifest.output
@@ -290,6 +380,8 @@ def run(
     }
     if fire_time is not None:
         record["fire_time"] = fire_time.isoformat()
+    if params:
+        record["params"] = params
     timeout_seconds = manifest.timeout_seconds
     # Markers around what the run prints: `deployer logs NAME --run RUN_ID` finds
     # the run's own lines between them, in any provider's log.
@@ -308,7 +400,7 @@ def run(
                 function_input = _read_inputs(manifest)
             record["rows_in"] = _row_count(function_input)
             call_started = time.perf_counter()
-            returned = _call(loaded.function, function_input, manifest)
+            returned = _call(loaded.function, function_input, manifest, params)
             call_ms = (time.perf_counter() - call_started) * 1000
             output_frame = to_frame(returned)
             output_table = None if output_frame is None else to_arrow(output_frame)
@@ -702,18 +794,24 @@ def _read_inputs(manifest: Manifest) -> Any:
     return table.to_pandas()
 
 
-def _call(function: Callable[..., Any], function_input: Any, manifest: Manifest) -> Any:
+def _call(
+    function: Callable[..., Any],
+    function_input: Any,
+    manifest: Manifest,
+    params: dict[str, Any] | None = None,
+) -> Any:
     entry = manifest.function
+    params = params or {}
     if function_input is None:
         if entry.requires_input:
             raise TypeError(
                 f"{entry.qualname}() needs an input but this run has none: "
                 "set inputs= when deploying, or send a body"
             )
-        return function()
+        return function(**params)
     if not entry.takes_input:
-        return function()
-    return function(function_input)
+        return function(**params)
+    return function(function_input, **params)
 
 
 def _row_count(value: Any) -> int | None:

@@ -394,15 +394,20 @@ def _scheduled(request: Any, deadline: float) -> tuple[str, int, dict[str, str]]
             fire_time = parse_schedule_time(raw_time)
         except ValueError as error:
             return _bad_request(f"{SCHEDULE_TIME_HEADER}: {error}")
-    # The body Scheduler sends is ignored: a scheduled run reads the deployed
-    # inputs data set, whatever the job was configured with.
-    result = core.run(
-        _load(),
-        trigger="schedule",
-        fire_time=fire_time,
-        event_id=f"gcp:{job_name}",
-        deadline=deadline,
-    )
+    # A scheduled run reads the deployed inputs data set; of the body the job
+    # sends (deployer writes it), only the schedule's params are read.
+    try:
+        _, params = core.split_params(core.parse_body(request.get_data(cache=False)))
+        result = core.run(
+            _load(),
+            trigger="schedule",
+            fire_time=fire_time,
+            event_id=f"gcp:{job_name}",
+            deadline=deadline,
+            params=params,
+        )
+    except core.PayloadError as error:
+        return _bad_request(error)
     # A failed run is a 500 so that Scheduler records the attempt as failed and
     # retries; the retry derives the same run id and overwrites this run.
     return _reply(*core.response_body(result))
@@ -416,7 +421,7 @@ def _prediction(request: Any, deadline: float) -> tuple[str, int, dict[str, str]
     manual = request.headers.get(MANUAL_HEADER, "").lower() == "manual"
     trigger = "manual" if manual else "http"
     try:
-        payload = core.parse_body(request.get_data(cache=False))
+        payload, params = core.split_params(core.parse_body(request.get_data(cache=False)))
         loaded = _load()
         if payload is core.NO_PAYLOAD:
             if loaded.manifest.function.takes_input:
@@ -427,7 +432,9 @@ def _prediction(request: Any, deadline: float) -> tuple[str, int, dict[str, str]
             # None, not NO_PAYLOAD: the function is called without input and
             # the inputs data set is never read.
             payload = None
-        result = core.run(loaded, trigger=trigger, payload=payload, deadline=deadline)
+        result = core.run(
+            loaded, trigger=trigger, payload=payload, params=params, deadline=deadline
+        )
     except core.PayloadError as error:
         return _bad_request(error)
     # The caller may be anyone the function lets in (or anyone, when public):

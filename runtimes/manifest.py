@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MANIFEST_FILE = "manifest.json"
-FORMAT = 3
+FORMAT = 4
 
 
 class ManifestError(ValueError):
@@ -35,6 +35,9 @@ class FunctionEntry:
     takes_input: bool
     requires_input: bool
     input_kind: str  # "dataframe" (the body becomes a DataFrame) or "json" (passed as is)
+    # The keyword-only parameters a run may set (``params=``), name -> the JSON
+    # kind its value must have: "int", "float", "str", "bool", or "any".
+    params: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,6 +118,7 @@ class Manifest:
                 takes_input=function.flag("takes_input"),
                 requires_input=function.flag("requires_input"),
                 input_kind=function.text("input_kind"),
+                params=function.kinds("params"),
             ),
             source=fields.optional_text("source"),
             requirements=fields.texts("requirements"),
@@ -218,6 +222,12 @@ class _Fields:
         ):
             raise self._refuse(key, value, 'a list of objects, each with a "type"')
         return tuple(value)
+
+    def kinds(self, key: str) -> dict[str, str]:
+        value = self.read(key)
+        if not isinstance(value, dict) or not all(isinstance(item, str) for item in value.values()):
+            raise self._refuse(key, value, "an object of strings")
+        return value
 
     def mapping(self, key: str) -> dict[str, Any]:
         value = self.read(key)

@@ -1,4 +1,4 @@
-"""The bundle manifest (runtimes/manifest.py): one typed definition, format 3, read strictly."""
+"""The bundle manifest (runtimes/manifest.py): one typed definition, format 4, read strictly."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def test_json_has_sorted_keys_two_space_indent_and_a_final_newline() -> None:
     assert raw.endswith(b"}\n") and not raw.endswith(b"\n\n")
     data = json.loads(raw)
     assert raw == (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
-    assert data["format"] == FORMAT == 3
+    assert data["format"] == FORMAT == 4
     assert data["function"]["qualname"] == "score"
     assert data["requirements"] == ["pandas==2.2.3", "pyarrow==18.1.0"]
 
@@ -120,19 +120,19 @@ def test_a_bundle_built_twice_has_the_same_manifest_bytes(tmp_path: Path) -> Non
     assert first.code_hash == second.code_hash
 
 
-@pytest.mark.parametrize("found", [2, 4])
+@pytest.mark.parametrize("found", [3, 5])
 def test_another_format_is_refused_by_name(found: int) -> None:
     data = as_data(sample())
     data["format"] = found
     with pytest.raises(ManifestError) as refused:
         Manifest.from_json(json.dumps(data))
     assert str(refused.value) == (
-        f"this bundle's manifest format {found} is not one this runtime reads (it reads 3): "
+        f"this bundle's manifest format {found} is not one this runtime reads (it reads 4): "
         "redeploy with this version of deployer"
     )
 
 
-@pytest.mark.parametrize("found", [None, "3", 3.0, True])
+@pytest.mark.parametrize("found", [None, "4", 4.0, True])
 def test_a_missing_or_mistyped_format_is_refused(found: object) -> None:
     data = as_data(sample())
     if found is None:

@@ -1118,6 +1118,8 @@ class AwsProvider(BaseProvider):
         }
         if schedule.map:  # the function coordinates a map run over its inputs
             event["deployer"]["map"] = True
+        if schedule.params:
+            event["deployer"]["params"] = dict(schedule.params)
         definition: dict[str, Any] = {
             "Name": schedule_name,
             "Description": json.dumps(dict(trigger), sort_keys=True),
@@ -1198,13 +1200,18 @@ class AwsProvider(BaseProvider):
 
     @_reports_aws_errors
     def invoke(
-        self, name: str, payload: Any = None, *, timeout_seconds: int | None = None
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        timeout_seconds: int | None = None,
+        params: dict[str, Any] | None = None,
     ) -> Invocation:
         self.require(name)
         response = self.client("lambda").invoke(
             FunctionName=name,
             Qualifier=ALIAS,
-            Payload=json.dumps(invoke_event(payload), default=str).encode(),
+            Payload=json.dumps(invoke_event(payload, params), default=str).encode(),
         )
         reply = json.loads(response["Payload"].read() or b"{}")
         if response.get("FunctionError"):
@@ -1356,9 +1363,11 @@ def _prefix_of(url: str) -> str:
     return url.rsplit("/", 1)[0] + "/"
 
 
-def invoke_event(payload: Any) -> dict[str, Any]:
+def invoke_event(payload: Any, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """The event a direct invoke sends (see runtimes/aws.py)."""
     request: dict[str, Any] = {"trigger": "manual"}
     if payload is not None:
         request["payload"] = encode_payload(payload)
+    if params is not None:
+        request["params"] = params
     return {"deployer": request}

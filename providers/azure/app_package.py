@@ -260,6 +260,9 @@ def function_app_source(bundle: Bundle) -> str:
         function = f"schedule_{index}"
         checked = local_schedule(schedule)
         check = "" if checked is None else f", cron={checked[0]!r}, tz={checked[1]!r}"
+        if schedule.params:
+            # JSON values are Python literals once true/false/null are spelled so.
+            check += f", params={dict(schedule.params)!r}"
         lines += [
             "",
             "",

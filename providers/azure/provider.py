@@ -1350,7 +1350,12 @@ class AzureProvider(BaseProvider):
         require_readable_buckets(name, urls, state, "identity")
 
     def invoke(
-        self, name: str, payload: Any = None, *, timeout_seconds: int | None = None
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        timeout_seconds: int | None = None,
+        params: dict[str, Any] | None = None,
     ) -> Invocation:
         # Recorded as a manual run, not an HTTP-triggered one.
         url, headers = self._calling(name, trigger="manual")
@@ -1358,7 +1363,7 @@ class AzureProvider(BaseProvider):
         timeout = min(timeout_seconds or HTTP_RESPONSE_LIMIT_SECONDS, HTTP_RESPONSE_LIMIT_SECONDS)
         try:
             response = requests.post(
-                url, data=invoke_body(payload), headers=headers, timeout=timeout + 30
+                url, data=invoke_body(payload, params), headers=headers, timeout=timeout + 30
             )
         except requests.RequestException as error:
             raise ProviderError(f"calling {name} at {url} failed: {error}") from None

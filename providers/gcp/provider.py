@@ -1328,10 +1328,12 @@ class GcpProvider(BaseProvider):
             time_zone=time_zone,
             http_target=scheduler_v1.HttpTarget(
                 uri=url,
-                # No body: the token of the scheduler's own account tells
-                # the runtime this is a scheduled run, and Scheduler's
-                # X-CloudScheduler-* headers which firing it is.
+                # The token of the scheduler's own account tells the runtime
+                # this is a scheduled run, and Scheduler's X-CloudScheduler-*
+                # headers which firing it is. The body carries only the
+                # schedule's params, when it has any.
                 http_method=scheduler_v1.HttpMethod.POST,
+                body=invoke_body(None, schedule.params) if schedule.params else b"",
                 oidc_token=scheduler_v1.OidcToken(
                     service_account_email=self._scheduler_account(spec.name), audience=url
                 ),
@@ -1430,7 +1432,12 @@ class GcpProvider(BaseProvider):
         return token
 
     def invoke(
-        self, name: str, payload: Any = None, *, timeout_seconds: int | None = None
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        timeout_seconds: int | None = None,
+        params: dict[str, Any] | None = None,
     ) -> Invocation:
         function = self._require(name)
         url = _url(function)
@@ -1444,7 +1451,7 @@ class GcpProvider(BaseProvider):
         timeout = (timeout_seconds or function.service_config.timeout_seconds or 300) + 60
         try:
             response = requests.post(
-                url, data=invoke_body(payload), headers=headers, timeout=timeout
+                url, data=invoke_body(payload, params), headers=headers, timeout=timeout
             )
         except requests.RequestException as error:
             raise ProviderError(f"calling {name} at {url} failed: {error}") from None

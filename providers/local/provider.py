@@ -60,6 +60,7 @@ from deployer.providers.base import (
     Plan,
     Step,
     UpdateCode,
+    invoke_body,
     trigger_changes,
 )
 from deployer.runtimes import core, fanout, storage
@@ -603,7 +604,7 @@ SERVE_HINT_MARKER = "serve-hint-shown"
 
 
 def _invoke_through_serve(
-    name: str, payload: Any, timeout_seconds: int | None
+    name: str, payload: Any, timeout_seconds: int | None, params: dict[str, Any] | None = None
 ) -> Invocation | None:
     """The run, made by the running `deployer serve`'s warm worker; None when no
     server runs for this home, or it cannot take this request (then a fresh
@@ -621,8 +622,10 @@ def _invoke_through_serve(
         payload.to_parquet(buffer, index=False)
         body = buffer.getvalue()
         headers["Content-Type"] = server.PARQUET_TYPE
+        if params is not None:
+            headers[server.PARAMS_HEADER] = json.dumps(params)
     else:
-        body = b"" if payload is None else json.dumps(payload, default=str).encode()
+        body = invoke_body(payload, params)
         headers["Content-Type"] = "application/json"
     if timeout_seconds:
         headers[server.TIMEOUT_HEADER] = str(int(timeout_seconds))
@@ -886,14 +889,17 @@ class LocalProvider(BaseProvider):
         *,
         timeout_seconds: int | None = None,
         trigger: str = "manual",
+        params: dict[str, Any] | None = None,
     ) -> Invocation:
         entry = self._entry(name)
         if trigger == "manual":
-            served = _invoke_through_serve(name, payload, timeout_seconds)
+            served = _invoke_through_serve(name, payload, timeout_seconds, params)
             if served is not None:
                 return served
             _hint_serve_once()
         message: dict[str, Any] = {"trigger": trigger}
+        if params is not None:
+            message["params"] = params
         with tempfile.TemporaryDirectory(prefix="deployer-invoke-") as scratch:
             if _is_dataframe(payload):
                 # Parquet keeps dtypes (timestamps, categories) that JSON would lose.

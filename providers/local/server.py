@@ -71,6 +71,8 @@ FUNCTIONS_PREFIX = "/v1/functions/"
 # Manual runs through this server's warm workers (LocalProvider.invoke).
 INVOKE_PREFIX = "/v1/invoke/"
 TIMEOUT_HEADER = "X-Deployer-Timeout"
+# The run's params (JSON) when the body is Parquet, which has no room for them.
+PARAMS_HEADER = "X-Deployer-Params"
 PARQUET_TYPE = "application/vnd.apache.parquet"
 # How long a retired worker's bundle lock may stay shared with a process being
 # forked at that moment (see remove_unused_bundles).
@@ -416,12 +418,14 @@ class LocalServer:
                     f"schedule:{name}:{key}", f"{name}: cannot compute its schedule: {error}"
                 )
                 continue
-            message = {
+            message: dict[str, Any] = {
                 "trigger": "schedule",
                 "fire_time": due.isoformat(),
                 "event_id": f"local:{key}",
                 "run_id": storage.new_run_id(now, fire_time=due, event_id=f"local:{key}"),
             }
+            if schedule.params:
+                message["params"] = dict(schedule.params)
             target = self._map_logged if schedule.map else self._dispatch_logged
             thread = threading.Thread(target=target, args=(name, message), daemon=True)
             thread.start()
@@ -745,10 +749,16 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
                     # A DataFrame: Parquet keeps the dtypes JSON would lose.
                     payload_file = os.path.join(scratch, "payload.parquet")
                     Path(payload_file).write_bytes(raw)
-                    message: dict[str, Any] | None = {
-                        "trigger": "manual",
-                        "payload_file": payload_file,
-                    }
+                    parquet: dict[str, Any] = {"trigger": "manual", "payload_file": payload_file}
+                    params = self.headers.get(PARAMS_HEADER)
+                    if params is not None:
+                        try:
+                            parquet["params"] = json.loads(params)
+                        except ValueError:
+                            return self._error(
+                                400, "BadRequest", f"{PARAMS_HEADER} is not JSON", close=True
+                            )
+                    message: dict[str, Any] | None = parquet
                 else:
                     message = self._json_message(raw, "manual")
                 if message is None:
@@ -766,9 +776,12 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
             except core.PayloadError as error:
                 self._send(400, core.bad_request(error))
                 return None
+            payload, params = core.split_params(payload)
             message: dict[str, Any] = {"trigger": trigger}
             if payload is not core.NO_PAYLOAD:
                 message["payload"] = payload
+            if params is not None:
+                message["params"] = params
             return message
 
         def _read_body(self) -> bytes | None:
