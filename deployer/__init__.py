@@ -55,6 +55,7 @@ __all__ = [
     "MapRun",
     "Metric",
     "Plan",
+    "Version",
     "ProviderError",
     "QualityWarning",
     "SchemaChangeWarning",
@@ -68,6 +69,7 @@ __all__ = [
     "delete",
     "deploy",
     "get",
+    "history",
     "invoke",
     "list_deployments",
     "map",
@@ -77,6 +79,7 @@ __all__ = [
     "read_run",
     "read_runs",
     "register_provider",
+    "rollback",
     "set_reference",
     "write_artifacts",
 ]
@@ -90,16 +93,18 @@ if TYPE_CHECKING:
         delete,
         deploy,
         get,
+        history,
         invoke,
         list_deployments,
         plan,
+        rollback,
         write_artifacts,
     )
     from deployer.fanout import MapRun
     from deployer.fanout import run_map as map
     from deployer.providers.aws.target import AwsOptions
     from deployer.providers.azure.options import AzureOptions
-    from deployer.providers.base import DeploymentState, Invocation, Plan
+    from deployer.providers.base import DeploymentState, Invocation, Plan, Version
     from deployer.providers.gcp.target import GcpOptions
     from deployer.quality import Check, Drift, Metric, read_quality, set_reference
     from deployer.registry import register_provider
@@ -120,6 +125,9 @@ _LAZY = {
     "DeploymentState": "deployer.providers.base",
     "Invocation": "deployer.providers.base",
     "Plan": "deployer.providers.base",
+    "Version": "deployer.providers.base",
+    "history": "deployer.api",
+    "rollback": "deployer.api",
     "invoke": "deployer.api",
     "MapRun": "deployer.fanout",
     "register_provider": "deployer.registry",

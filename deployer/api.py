@@ -30,7 +30,17 @@ from deployer.quality import (
     reference_profile,
 )
 from deployer.registry import options_dict
-from deployer.spec import DeploySpec, check_location, check_memory, check_name, check_timeout
+from deployer.spec import (
+    DeploySpec,
+    check_env,
+    check_keep_versions,
+    check_location,
+    check_max_concurrency,
+    check_memory,
+    check_name,
+    check_settings,
+    check_timeout,
+)
 from deployer.triggers import Trigger, validate_triggers
 
 if TYPE_CHECKING:
@@ -39,7 +49,7 @@ if TYPE_CHECKING:
     from deployer.bundle import Bundle
     from deployer.console import Reporter
     from deployer.fanout import MapRun
-    from deployer.providers.base import Invocation, Plan, Provider
+    from deployer.providers.base import Invocation, Plan, Provider, Version
     from deployer.requirements import Requirements
 
 DEFAULT_TIMEOUT_SECONDS = 300
@@ -214,6 +224,10 @@ def build(
     reference: Any = None,
     drift: Drift | bool | None = None,
     alerts: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    secrets: Mapping[str, str] | None = None,
+    max_concurrency: int | None = None,
+    keep_versions: int = 5,
     allow_missing_inputs: bool = False,
 ) -> Built:
     """Capture, pin and bundle ``function`` without touching any provider.
@@ -241,7 +255,12 @@ def build(
         timeout_seconds=check_timeout(timeout),
         memory_mb=check_memory(memory),
         alerts=check_alerts(alerts),
+        env=check_env(env),
+        secrets=check_env(secrets, "secrets"),
+        max_concurrency=check_max_concurrency(max_concurrency),
+        keep_versions=check_keep_versions(keep_versions),
     )
+    check_settings(spec.env, spec.secrets)
     spec = target.check(spec)
     _check_map_schedules(spec, target)
     quality = quality_config(metrics, checks, drift, alerts=spec.alerts)
@@ -316,6 +335,10 @@ def plan(
     reference: Any = None,
     drift: Drift | bool | None = None,
     alerts: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    secrets: Mapping[str, str] | None = None,
+    max_concurrency: int | None = None,
+    keep_versions: int = 5,
     allow_missing_inputs: bool = False,
     quiet: bool = False,
 ) -> Plan:
@@ -341,6 +364,10 @@ def plan(
         reference=reference,
         drift=drift,
         alerts=alerts,
+        env=env,
+        secrets=secrets,
+        max_concurrency=max_concurrency,
+        keep_versions=keep_versions,
         allow_missing_inputs=allow_missing_inputs,
     )
     return plan_built(built, reporter=_reporter(quiet))
@@ -467,6 +494,10 @@ def deploy(
     reference: Any = None,
     drift: Drift | bool | None = None,
     alerts: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    secrets: Mapping[str, str] | None = None,
+    max_concurrency: int | None = None,
+    keep_versions: int = 5,
     allow_missing_inputs: bool = False,
     quiet: bool = False,
 ) -> Deployment:
@@ -478,6 +509,16 @@ def deploy(
     by writing and deleting a test object under ``{output}/{name}/``). Pass
     ``allow_missing_inputs=True`` for a data set that is only written after
     the deploy.
+
+    ``env`` sets plain environment variables of the function; ``secrets``
+    sets variables from the provider's secret store, by reference (AWS
+    ``secretsmanager:NAME`` or ``ssm:/PATH``, GCP ``projects/P/secrets/S``,
+    Azure ``https://VAULT.vault.azure.net/secrets/S``, local ``env:VAR``):
+    read where the function runs, never written into the bundle, a plan or a
+    record, and readable by the function's identity and no other. Variables
+    set on the function outside deployer are kept on redeploy.
+    ``max_concurrency`` caps how many runs happen at once. ``keep_versions``
+    deployed versions (the live one included) are kept for ``rollback``.
 
     >>> d = deployer.deploy(predict, name="churn-scores",
     ...                     triggers=[Cron("0 6 * * *", tz="Europe/Berlin"), Http()],
@@ -502,6 +543,10 @@ def deploy(
         reference=reference,
         drift=drift,
         alerts=alerts,
+        env=env,
+        secrets=secrets,
+        max_concurrency=max_concurrency,
+        keep_versions=keep_versions,
         allow_missing_inputs=allow_missing_inputs,
     )
     return apply_built(built, reporter=_reporter(quiet))
@@ -624,6 +669,39 @@ def _checked_params(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
             f"params must be plain JSON values (numbers, strings, true/false, null, lists, "
             f"dicts): {error}"
         ) from None
+
+
+def history(
+    name: str, *, provider: str = "local", provider_options: Mapping[str, Any] | None = None
+) -> list[Version]:
+    """The deployed versions of ``name`` kept for rollback, newest first; one is live.
+
+    >>> [(v.code_hash[:12], v.deployed_at, v.live) for v in deployer.history("churn-scores")]
+    """
+    from deployer.registry import get_provider
+
+    return get_provider(provider, provider_options).history(name)
+
+
+def rollback(
+    name: str,
+    *,
+    to: str | None = None,
+    provider: str = "local",
+    provider_options: Mapping[str, Any] | None = None,
+    quiet: bool = False,
+) -> Version:
+    """Make a kept version of ``name`` live again, without building or uploading
+    anything: the one deployed before the live one, or the newest whose code hash
+    starts with ``to``. Code, dependencies and settings come back; the triggers
+    stay as deployed now. The next deploy deploys as usual.
+
+    >>> deployer.rollback("churn-scores")  # the previous version
+    """
+    from deployer.registry import get_provider
+
+    _not_while_importing("rollback")
+    return get_provider(provider, provider_options).rollback(name, to, _reporter(quiet))
 
 
 def delete(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import sys
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +231,29 @@ def deploy_options(command: Any) -> Any:
             multiple=True,
             help="webhook URL POSTed when a run fails, warns or drifts (repeatable; a secret)",
         ),
+        click.option(
+            "--env",
+            "env",
+            multiple=True,
+            metavar="NAME=VALUE",
+            help="environment variable of the function (repeatable; not for secrets)",
+        ),
+        click.option(
+            "--secret",
+            "secret",
+            multiple=True,
+            metavar="NAME=REFERENCE",
+            help="variable read from the secret store where the function runs, e.g. "
+            "DB_URL=secretsmanager:prod/db (repeatable)",
+        ),
+        click.option("--max-concurrency", type=int, help="at most this many runs at once"),
+        click.option(
+            "--keep-versions",
+            type=int,
+            default=5,
+            show_default=True,
+            help="deployed versions kept for rollback, the live one included",
+        ),
         click.option("--requirement", "-r", multiple=True, help="extra or overriding pin"),
         click.option("--timeout", default=300, show_default=True, help="seconds per run"),
         click.option("--memory", default=1024, show_default=True, help="MB one run may use"),
@@ -265,8 +291,25 @@ def _build_options(options: dict[str, Any]) -> dict[str, Any]:
         "provider_options": _provider_options(options["provider_option"]),
         "reference": options["reference"],
         "alerts": list(options["alert"]),
+        "env": _pairs(options["env"], "--env", "NAME=VALUE"),
+        "secrets": _pairs(options["secret"], "--secret", "NAME=REFERENCE"),
+        "max_concurrency": options["max_concurrency"],
+        "keep_versions": options["keep_versions"],
         "allow_missing_inputs": options["allow_missing_inputs"],
     }
+
+
+def _pairs(pairs: tuple[str, ...], option: str, shape: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            # Not quoted: it may be a secret typed in the wrong place.
+            raise click.BadParameter(
+                f"each value must be {shape} (one had no '=' or no name)", param_hint=option
+            )
+        found[key] = value
+    return found
 
 
 def _params(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -919,33 +962,109 @@ def reference(
     click.echo(f"{name}: drift is now measured against run {run_id}")
 
 
+# --since of `logs`: an age back from now, or a time as the other commands take it.
+LOG_AGE = re.compile(r"^(\d+)\s*([smhd])$")
+LOG_AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _check_log_since(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> datetime | None:
+    """An age (30s, 15m, 1h, 2d) or an ISO time (UTC unless it says otherwise)."""
+    if value is None:
+        return None
+    age = LOG_AGE.match(value.strip())
+    if age is not None:
+        amount = timedelta(**{LOG_AGE_UNITS[age.group(2)]: int(age.group(1))})
+        return datetime.now(timezone.utc) - amount
+    try:
+        _check_since(ctx, param, value)
+    except click.BadParameter:
+        raise click.BadParameter(
+            f"{value!r} is neither an age nor an ISO time: use e.g. 30s, 15m, 1h, 2d, "
+            "or 2026-11-29T06:00 (UTC unless it names a zone, e.g. 2026-11-29T06:00+01:00)"
+        ) from None
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
 @main.command()
 @click.argument("name")
 @provider_choice
-@click.option("--lines", "-n", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--run", "run_id", help="only what this run printed")
-@click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--lines",
+    "-n",
+    type=click.IntRange(min=1),
+    help="only the last N lines of what matches  [default: 100; with --since or --run: all]",
+)
+@click.option(
+    "--since",
+    callback=_check_log_since,
+    help="only lines at or after this: an age (30s, 15m, 1h, 2d) or an ISO time, "
+    "e.g. 2026-11-29T06:00 (UTC unless it names a zone)",
+)
+@click.option("--run", "run_id", help="only what this run printed (--follow stops at its end)")
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="then keep printing new lines as they arrive, until Ctrl-C",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='one object {"name", "run_id", "lines"}; with --follow, one object per line '
+    'as it arrives (JSON Lines: {"name", "time", "stream", "line"})',
+)
 def logs(
     name: str,
     provider: str,
     provider_option: tuple[str, ...],
-    lines: int,
+    lines: int | None,
+    since: datetime | None,
     run_id: str | None,
+    follow: bool,
     as_json: bool,
 ) -> None:
-    """The function's recent log lines, or one run's."""
+    """The function's recent log lines, or one run's; with --follow, then the new ones.
+
+    \b
+    deployer logs scores --since 1h
+    deployer logs scores --run 20261127T060000Z-1a2b3c4d
+    deployer logs scores -f --json | jq .line
+    """
     from deployer.registry import get_provider
 
     target = get_provider(provider, _provider_options(provider_option))
-    text = target.logs(name, lines=lines, run_id=run_id)
-    if run_id is not None and not text:
+    if lines is None and since is None and run_id is None:
+        lines = 100
+    events = target.log_events(name, since=since, run_id=run_id, follow=follow, lines=lines)
+    if follow:
+        return _follow_logs(name, events, as_json)
+    found = [line for event in events for line in event.text.splitlines() or [""]]
+    if run_id is not None and not found:
         raise click.ClickException(
-            f"no log lines of run {run_id} of {name}: the log keeps the last "
-            "30 MB locally, and a run made before deployer 0.1's run markers has none"
+            f"no log lines of run {run_id} of {name}: a log keeps only so much (locally the "
+            "last 30 MB, in a cloud its retention), a run made before deployer 0.1's run "
+            "markers has none, and a run that has not started has none yet (--follow waits "
+            "for it)"
         )
     if as_json:
-        return _emit({"name": name, "run_id": run_id, "lines": text.splitlines()})
-    click.echo(text, nl=False)
+        return _emit({"name": name, "run_id": run_id, "lines": found})
+    click.echo("".join(f"{line}\n" for line in found), nl=False)
+
+
+def _follow_logs(name: str, events: Iterator[Any], as_json: bool) -> None:
+    """Print each event as it comes; Ctrl-C is how a follow ends, not an error."""
+    try:
+        for event in events:
+            if as_json:
+                click.echo(json.dumps({"name": name, **event.to_dict()}))
+            else:
+                click.echo(event.text)
+    except KeyboardInterrupt:
+        pass
 
 
 @main.command()
@@ -956,6 +1075,54 @@ def delete(name: str, provider: str, provider_option: tuple[str, ...]) -> None:
     from deployer import api
 
     api.delete(name, provider=provider, provider_options=_provider_options(provider_option))
+
+
+@main.command()
+@click.argument("name")
+@provider_choice
+@click.option("--json", "as_json", is_flag=True)
+def history(name: str, provider: str, provider_option: tuple[str, ...], as_json: bool) -> None:
+    """The deployed versions of NAME kept for rollback, newest first."""
+    from dataclasses import asdict
+
+    import pandas as pd
+
+    from deployer import api
+
+    versions = api.history(
+        name, provider=provider, provider_options=_provider_options(provider_option)
+    )
+    if as_json:
+        return _emit([asdict(version) for version in versions])
+    frame = pd.DataFrame(
+        [
+            {
+                "live": "*" if version.live else "",
+                "version": version.version,
+                "code": version.code_hash[:12],
+                "deps": version.deps_hash[:12],
+                "deployed": version.deployed_at[:19].replace("T", " "),
+                "by": version.deployed_by or "",
+            }
+            for version in versions
+        ],
+        columns=["live", "version", "code", "deps", "deployed", "by"],
+    )
+    _frame_out(frame, False, f"versions of {name} (* live; `deployer rollback {name}`)")
+
+
+@main.command()
+@click.argument("name")
+@provider_choice
+@click.option("--to", "to", metavar="CODE_HASH", help="the code hash (a prefix) to make live")
+def rollback(name: str, provider: str, provider_option: tuple[str, ...], to: str | None) -> None:
+    """Make the version before the live one (or --to CODE_HASH) live again, without
+    building anything; the triggers stay as deployed now."""
+    from deployer import api
+
+    api.rollback(
+        name, to=to, provider=provider, provider_options=_provider_options(provider_option)
+    )
 
 
 @main.command()
@@ -980,6 +1147,8 @@ def cache(prune: bool, older_than: float, as_json: bool) -> None:
     used_by: dict[str, list[str]] = {}
     for entry in list_entries():
         used_by.setdefault(entry["deps_hash"], []).append(entry["name"])
+        for kept in entry.get("history", []):  # for rollback
+            used_by.setdefault(kept["deps_hash"], []).append(f"{entry['name']} (kept)")
     items = housekeeping.cache_items(used_by)
     removed = housekeeping.prune(items, older_than_days=older_than) if prune else []
     rows = [

@@ -72,6 +72,7 @@ def run_map(
     severity "error" failed; warns (QualityWarning) when the run warned.
     ``run_id`` and ``trigger``: a scheduled map run's (the local scheduler's).
     """
+    from deployer.providers.base import BaseProvider
     from deployer.registry import get_provider
 
     _check_counts(concurrency=concurrency, rows_per_shard=rows_per_shard, retries=retries)
@@ -82,6 +83,11 @@ def run_map(
     target = get_provider(provider, provider_options)
     state = target.require(name)
     concurrency = concurrency or target.map_concurrency
+    deployed = target.deployed(name) if isinstance(target, BaseProvider) else None
+    limit = deployed.settings.get("max concurrency") if deployed is not None else None
+    if limit:
+        # More shards at once than the function may run would only be throttled.
+        concurrency = min(concurrency, limit)
     staged = None
     if _is_dataframe(data):
         staged, data, rows_per_shard = _stage(data, state.output, name, concurrency, rows_per_shard)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from deployer.errors import ConfigError
@@ -30,6 +31,20 @@ class DeploySpec:
     # changes schema. Secrets: they reach the function through its environment
     # (DEPLOYER_ALERTS), never the bundle; code_hash holds only their digest.
     alerts: tuple[str, ...] = ()
+    # Plain settings the function reads from its environment (NAME -> text),
+    # sorted by name. Not secrets: they show in plans and the function's settings.
+    env: tuple[tuple[str, str], ...] = ()
+    # NAME -> a reference to a value in the provider's secret store (AWS
+    # Secrets Manager / SSM Parameter Store, Google Secret Manager, Azure Key
+    # Vault; locally the environment or a .env file), sorted by name. The value
+    # is read where the function runs, at its cold start: only the reference
+    # is ever in a plan, setting or record, and the function's identity may
+    # read exactly these secrets.
+    secrets: tuple[tuple[str, str], ...] = ()
+    # At most this many runs at once (None: the platform's default).
+    max_concurrency: int | None = None
+    # How many deployed versions are kept for rollback, the live one included.
+    keep_versions: int = 5
 
 
 def check_name(name: object) -> str:
@@ -58,6 +73,74 @@ def check_timeout(timeout_seconds: object) -> int:
             f"timeout must be a whole number of seconds from 1 to 3600, got {timeout_seconds!r}"
         )
     return timeout_seconds
+
+
+# Names a user's variable may not take: deployer's own, and what the runtimes
+# themselves set (each provider adds its platform's, see Provider.check).
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+RESERVED_ENV_PREFIXES = ("DEPLOYER_",)
+RESERVED_ENV_NAMES = frozenset({"PATH", "PYTHONPATH", "HOME", "TZ", "LANG"})
+
+
+def check_env(env: object, what: str = "env") -> tuple[tuple[str, str], ...]:
+    """``env=`` (or ``secrets=``) as sorted (name, text) pairs; ConfigError naming the
+    first bad one. Only names are quoted: a secret's reference is fine to show,
+    but a value passed here by mistake must not end up in an error log."""
+    if env is None:
+        return ()
+    if not isinstance(env, Mapping):
+        raise ConfigError(
+            f'{what}= must be a dict of NAME -> text, e.g. {what}={{"LOG_LEVEL": "info"}}, '
+            f"got {type(env).__name__}"
+        )
+    pairs = []
+    for name, value in env.items():
+        if not isinstance(name, str) or not ENV_NAME.match(name):
+            raise ConfigError(
+                f"{what}=: {name!r} is not an environment variable name: use letters, digits "
+                "and underscores, not starting with a digit (e.g. DB_URL)"
+            )
+        if name.startswith(RESERVED_ENV_PREFIXES) or name in RESERVED_ENV_NAMES:
+            raise ConfigError(
+                f"{what}=: {name} is set by deployer or the runtime itself: choose another name"
+            )
+        if not isinstance(value, str):
+            raise ConfigError(
+                f"{what}=: the value of {name} must be text (environment variables are "
+                f"strings), got {type(value).__name__}: write str(...) of it"
+            )
+        if what == "secrets" and not value.strip():
+            raise ConfigError(f"secrets=: {name} has an empty reference")
+        pairs.append((name, value))
+    return tuple(sorted(pairs))
+
+
+def check_settings(env: tuple[tuple[str, str], ...], secrets: tuple[tuple[str, str], ...]) -> None:
+    both = sorted({name for name, _ in env} & {name for name, _ in secrets})
+    if both:
+        raise ConfigError(
+            f"{', '.join(both)} is in both env= and secrets=: a variable has one value; keep it "
+            "in secrets= if it is one"
+        )
+
+
+def check_max_concurrency(value: object) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not (1 <= value <= 1000):
+        raise ConfigError(
+            f"max_concurrency must be a whole number of runs from 1 to 1000, or None for the "
+            f"platform's default, got {value!r}"
+        )
+    return value
+
+
+def check_keep_versions(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not (1 <= value <= 100):
+        raise ConfigError(
+            f"keep_versions must be a whole number from 1 (no rollback) to 100, got {value!r}"
+        )
+    return value
 
 
 MEMORY_RANGE_MB = (128, 32768)

@@ -361,6 +361,10 @@ def default_output() -> str:
     return _default_output()
 
 
+# A failed run keeps no output; a skipped one never ran.
+NO_OUTPUT_STATUSES = ("failed", "skipped")
+
+
 def output_files(record: dict[str, Any]) -> list[str]:
     """A run's output file names: output.parquet, or a map run's parts (its run.json lists them)."""
     parts = record.get("parts")
@@ -433,7 +437,8 @@ def read_runs(
     """One row per run: status, trigger, timing, rows, checks, metrics (``metric.NAME``)
     and the params the run was given (``param.NAME``).
 
-    Besides committed runs (succeeded, warned, check_failed, failed), status is
+    Besides committed runs (succeeded, warned, check_failed, failed, and skipped:
+    a schedule with ``overlap=False`` that fired while its previous run ran), status is
     ``running`` for a run still within its timeout, ``lost`` for one that
     started and never wrote its record (stopped by the platform: timeout or out
     of memory), and ``failed`` with error type StoreWriteError for a run whose
@@ -522,7 +527,7 @@ def read_outputs(
     readable = [
         record
         for record in records
-        if record.get("status") != "failed"
+        if record.get("status") not in NO_OUTPUT_STATUSES
         and (include_failed_checks or record.get("status") != "check_failed")
     ]
     if wanted is None:
@@ -758,7 +763,7 @@ def committed_files(
     files = []
     for record in committed_runs(name, output=output, last=last):
         status = record.get("status")
-        if status == "failed" or (status == "check_failed" and not include_failed_checks):
+        if status in NO_OUTPUT_STATUSES or (status == "check_failed" and not include_failed_checks):
             continue
         for file in output_files(record):
             path = storage.join(record["_directory"], file)

@@ -143,6 +143,9 @@ class Http:
             )
 
 
+MAX_SCHEDULE_PARAMS_CHARS = 300
+
+
 def _check_schedule_options(schedule: Cron | Every) -> None:
     for option in ("map", "overlap"):
         value = getattr(schedule, option)
@@ -166,6 +169,14 @@ def _check_schedule_options(schedule: Cron | Every) -> None:
             f"{schedule!r}: params must be plain JSON values (numbers, strings, true/false, "
             f"null, lists, dicts): {error}"
         ) from None
+    if len(text) > MAX_SCHEDULE_PARAMS_CHARS:
+        # The cloud schedulers keep the schedule's definition in a description
+        # of at most 500 characters (Cloud Scheduler; EventBridge Scheduler 512).
+        raise TriggerError(
+            f"{schedule!r}: params are {len(text)} characters of JSON, over the "
+            f"{MAX_SCHEDULE_PARAMS_CHARS} a schedule carries: keep a few small values here, "
+            "and larger settings in a file the function reads"
+        )
     if params and schedule.map:
         raise TriggerError(
             f"{schedule!r}: a map schedule cannot set params yet (its shards run with the "

@@ -16,9 +16,11 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from deployer.errors import ConcurrentChange, ConfigError, ProviderError
+from deployer.runtimes.core import SECRETS_VARIABLE
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -172,6 +174,57 @@ class Invocation:
         return self.body.get("status")
 
 
+@dataclass(frozen=True)
+class Version:
+    """One deployed version of a function, as ``deployer history`` lists it."""
+
+    version: str  # the provider's own id (a Lambda version number, a timestamp)
+    code_hash: str
+    deps_hash: str
+    deployed_at: str  # ISO 8601, UTC
+    deployed_by: str | None  # who deployed it, where the cloud or machine knows
+    live: bool
+
+
+DEFAULT_KEEP_VERSIONS = 5
+
+
+def choose_version(name: str, versions: Iterable[Version], to: str | None) -> Version:
+    """The version ``rollback`` makes live: the one deployed before the live one, or
+    the newest whose code hash starts with ``to``. ConfigError naming the choices."""
+    ordered = sorted(versions, key=lambda version: version.deployed_at, reverse=True)
+    live = next((version for version in ordered if version.live), None)
+    kept = ", ".join(
+        f"{version.code_hash[:12]} ({version.deployed_at[:16]})"
+        for version in ordered
+        if not version.live
+    )
+    if to is None:
+        older = [
+            version
+            for version in ordered
+            if not version.live and (live is None or version.deployed_at < live.deployed_at)
+        ]
+        if not older:
+            raise ConfigError(
+                f"{name} has no version before the live one to roll back to"
+                + (f" (kept: {kept}; pass --to CODE_HASH)" if kept else "")
+            )
+        return older[0]
+    if len(to) < 4:
+        raise ConfigError(f"--to {to!r}: give at least 4 characters of a code hash")
+    matching = [version for version in ordered if version.code_hash.startswith(to)]
+    if not matching:
+        raise ConfigError(
+            f"{name} keeps no version with code {to}: "
+            + (f"the kept ones are {kept}" if kept else "only the live version is kept")
+        )
+    chosen = next((version for version in matching if not version.live), matching[0])
+    if chosen.live:
+        raise ConfigError(f"code {to} of {name} is live already: nothing to roll back")
+    return chosen
+
+
 # -- helpers every provider uses ---------------------------------------------
 
 
@@ -255,6 +308,52 @@ def invoke_body(payload: Any, params: Mapping[str, Any] | None = None) -> bytes:
     if payload is None:
         return b""
     return json.dumps(encode_payload(payload), default=str).encode()
+
+
+# The names of the user's variables (env= and secrets=) that deployer set on the
+# function, comma-separated: on redeploy those are deployer's to change or
+# remove, and every other variable not named DEPLOYER_* was set by someone
+# else (a console, a script) and is kept.
+MANAGED_VARIABLE = "DEPLOYER_MANAGED"
+
+
+def merged_environment(
+    current: Mapping[str, str], own: Mapping[str, str], user_names: Iterable[str]
+) -> dict[str, str]:
+    """The function's variables after a deploy: ``own`` (deployer's DEPLOYER_* ones
+    and the user's env=), with MANAGED_VARIABLE naming ``user_names``, over what
+    someone else set in ``current``. What deployer set before and is no longer
+    wanted goes; nothing else does."""
+    previously = set(filter(None, current.get(MANAGED_VARIABLE, "").split(",")))
+    kept = {
+        key: value
+        for key, value in current.items()
+        if not key.startswith("DEPLOYER_") and key not in previously
+    }
+    merged = {**kept, **own}
+    names = sorted(set(user_names))
+    if names:
+        merged[MANAGED_VARIABLE] = ",".join(names)
+    return merged
+
+
+def user_environment(
+    current: Mapping[str, str], secret_names: Iterable[str] = ()
+) -> dict[str, str]:
+    """The user's env= as deployed: the variables MANAGED_VARIABLE names, but the
+    secrets'."""
+    managed = set(filter(None, current.get(MANAGED_VARIABLE, "").split(",")))
+    managed -= set(secret_names)
+    return {key: current[key] for key in sorted(managed) if key in current}
+
+
+def secret_references(current: Mapping[str, str]) -> dict[str, str]:
+    """The user's secrets= as deployed in SECRETS_VARIABLE (name -> reference)."""
+    try:
+        found = json.loads(current.get(SECRETS_VARIABLE) or "{}")
+    except ValueError:
+        return {}
+    return dict(sorted(found.items())) if isinstance(found, dict) else {}
 
 
 def invocation_from_reply(status: int, text: str) -> Invocation:
@@ -350,6 +449,162 @@ def posting_shards(
         session.close()
 
 
+# -- logs ----------------------------------------------------------------------
+
+# How often `logs --follow` asks for new lines (a provider may ask less often).
+LOG_POLL_SECONDS = 1.5
+# A run id begins with the time the run started (runtimes/storage.py new_run_id):
+# its lines are looked for from a little before it, for clocks that differ.
+RUN_ID_TIME = re.compile(r"^(\d{8}T\d{6}Z)-")
+RUN_CLOCK_SKEW = timedelta(minutes=5)
+# Without --since, a cloud's last lines are looked for in these windows back from
+# now, the next only when the last held too few (a log may go back years).
+RECENT_LOG_WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=7), timedelta(days=30))
+# Event ids a follow remembers, to drop what overlapping polls return again.
+SEEN_EVENTS_LIMIT = 20_000
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    """One line (or one multi-line message) a function printed, as its log keeps it."""
+
+    timestamp: datetime  # timezone-aware
+    event_id: str  # unique in the function's log: a repeat of an overlapping poll is dropped
+    text: str  # without the final line break
+    stream: str = ""  # the instance that printed it (CloudWatch's log stream...): a run's own
+
+    def to_dict(self) -> dict[str, str]:
+        return {"time": self.timestamp.isoformat(), "stream": self.stream, "line": self.text}
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    """Which events of a log to read; a provider turns it into its own filter."""
+
+    since: datetime | None = None  # at or after
+    until: datetime | None = None  # at or before
+    contains: str | None = None  # only events whose text contains this
+
+    def matches(self, event: LogEvent) -> bool:
+        return (
+            (self.since is None or event.timestamp >= self.since)
+            and (self.until is None or event.timestamp <= self.until)
+            and (self.contains is None or self.contains in event.text)
+        )
+
+
+@dataclass(frozen=True)
+class LogPage:
+    """Events of a log in time order, and where the next page starts."""
+
+    events: tuple[LogEvent, ...]
+    cursor: Any  # the provider's own (a file offset, a time and a page token...)
+    more: bool = False  # the next page is there now: read it without waiting
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def next_log_start(
+    events: Iterable[LogEvent], start: datetime | None, floor: datetime | None, lag: timedelta
+) -> datetime | None:
+    """Where a time-based cursor resumes after the last page of a read: ``lag`` before
+    the newest event seen (events can reach a cloud's log late; what is read again is
+    dropped by its id), never before ``floor`` (the query's since), never going back."""
+    times = [event.timestamp for event in events]
+    if not times:
+        return start
+    resume = max(times) - lag
+    for bound in (start, floor):
+        if bound is not None and resume < bound:
+            resume = bound
+    return resume
+
+
+def run_started(run_id: str) -> datetime | None:
+    """When the lines of ``run_id`` may begin, from the time its id starts with."""
+    match = RUN_ID_TIME.match(run_id)
+    if match is None:
+        return None
+    started = datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    return started - RUN_CLOCK_SKEW
+
+
+class _LogReader:
+    """Reads a log from where it last stopped; never yields an event twice."""
+
+    def __init__(
+        self, provider: BaseProvider, source: Any, query: LogQuery, *, lag: timedelta
+    ) -> None:
+        self.provider = provider
+        self.source = source
+        self.query = query
+        self.cursor: Any = None
+        self.lag = lag
+        self.seen: dict[str, datetime] = {}
+
+    def remember(self, events: Iterable[LogEvent]) -> None:
+        for event in events:
+            self.seen[event.event_id] = event.timestamp
+        if len(self.seen) > SEEN_EVENTS_LIMIT:
+            # Only ids within the look-back of the newest can come again.
+            keep_from = max(self.seen.values()) - self.lag - timedelta(minutes=1)
+            self.seen = {key: at for key, at in self.seen.items() if at >= keep_from}
+
+    def read(self) -> builtins.list[LogEvent]:
+        """Every event there now that was not read before, in time order."""
+        found: list[LogEvent] = []
+        while True:
+            page = self.provider.log_page(self.source, self.query, self.cursor)
+            self.cursor = page.cursor
+            for event in page.events:
+                if event.event_id not in self.seen and self.query.matches(event):
+                    found.append(event)
+                    self.remember([event])
+            if not page.more:
+                break
+        found.sort(key=lambda event: event.timestamp)  # stable: a page's order among equals
+        return found
+
+
+class _RunLines:
+    """One run's lines out of log events in time order: from its "started" marker to its
+    "ended" one (runtimes/core.py), on the stream that printed the marker (other
+    instances run other calls meanwhile). A map run's parts mark themselves "... part N
+    started", each on its own stream; a run that starts again (a retry) starts over."""
+
+    def __init__(self, run_id: str) -> None:
+        from deployer.runtimes.core import RUN_MARKER
+
+        self.marker = re.compile(
+            rf"{re.escape(RUN_MARKER)} {re.escape(run_id)} (part (\d+) )?(started|ended)"
+        )
+        self.contains = f"{RUN_MARKER} {run_id} "
+        self.open: dict[str, set[str]] = {}  # stream -> parts started and not ended
+        self.lines: list[LogEvent] = []
+        self.ended = False  # the run's own "ended" marker (not a part's) was seen
+
+    def add(self, event: LogEvent) -> bool:
+        """Whether ``event`` is one of the run's lines."""
+        match = self.marker.search(event.text)
+        part = (match.group(2) or "") if match else ""
+        if match is not None and match.group(3) == "started":
+            if not part:
+                self.lines, self.open, self.ended = [], {}, False
+            self.open.setdefault(event.stream, set()).add(part)
+        mine = bool(self.open.get(event.stream))
+        if mine:
+            self.lines.append(event)
+        if match is not None and match.group(3) == "ended":
+            self.open.get(event.stream, set()).discard(part)
+            self.ended = self.ended or not part
+        return mine
+
+    def is_marker(self, event: LogEvent) -> bool:
+        return self.marker.search(event.text) is not None
+
+
 def fingerprint(state: DeploymentState | None) -> str:
     """A digest of what is deployed under a name, as ``get`` reports it."""
     data = None if state is None else asdict(state)
@@ -401,8 +656,27 @@ class Provider(Protocol):
 
     def delete(self, plan: Plan, reporter: Reporter) -> None: ...
 
+    def history(self, name: str) -> builtins.list[Version]:
+        """The versions of ``name`` kept for rollback, newest first; one is live."""
+
+    def rollback(self, name: str, to: str | None, reporter: Reporter) -> Version:
+        """Make a kept version live again, without building anything; ``to``: a code
+        hash (prefix), else the version deployed before the live one."""
+
     def logs(self, name: str, *, lines: int = 100, run_id: str | None = None) -> str:
         """The function's last ``lines`` log lines; with ``run_id``, only that run's."""
+
+    def log_events(
+        self,
+        name: str,
+        *,
+        since: datetime | None = None,
+        run_id: str | None = None,
+        follow: bool = False,
+        lines: int | None = None,
+        poll_seconds: float | None = None,
+    ) -> Iterator[LogEvent]:
+        """The function's log, and with ``follow`` what it prints next (see BaseProvider)."""
 
     map_concurrency: int
 
@@ -448,12 +722,19 @@ class BaseProvider:
         raise NotImplementedError
 
     def wanted_settings(self, spec: DeploySpec) -> dict[str, Any]:
-        """The function's settings as this provider renders them (compared to ``deployed``)."""
+        """The function's settings as this provider renders them (compared to ``deployed``).
+
+        ``env`` and ``secrets`` are the user's (names and values; a secret's
+        value is its reference), as ``user_environment``/``secret_references``
+        read them back."""
         return {
             "output": spec.output,
             "inputs": spec.inputs,
             "timeout": spec.timeout_seconds,
             "memory": spec.memory_mb,
+            "env": dict(spec.env),
+            "secrets": dict(spec.secrets),
+            "max concurrency": spec.max_concurrency,
         }
 
     def execute(self, plan: Plan, reporter: Reporter) -> DeploymentState:
@@ -490,6 +771,115 @@ class BaseProvider:
 
     def check_map_data(self, name: str, urls: Iterable[str]) -> None:
         """Refuse data the function cannot read, before any shard runs (AWS: its role)."""
+
+    # -- logs: a provider reads pages of its log; the rest is done here --------
+
+    # How late an event can reach the log after its timestamp: a follow reads
+    # this far back again on every poll (repeats are dropped by event id).
+    log_lag: ClassVar[timedelta] = timedelta(0)
+    # How often a follow polls (a cloud's log API has a quota on reads).
+    log_poll_seconds: ClassVar[float] = LOG_POLL_SECONDS
+
+    def log_source(self, name: str) -> Any:
+        """Where ``name``'s log is (a file, a log group...), read once per command;
+        raises, naming what is deployed, unless ``name`` is."""
+        raise ProviderError(f"deployer cannot read the logs of functions {self.where} yet")
+
+    def log_page(self, source: Any, query: LogQuery, cursor: Any) -> LogPage:
+        """A page of the events of the log at ``source`` that match ``query``, in time
+        order: from the start when ``cursor`` is None, else from where the page that
+        returned ``cursor`` ended. A page may repeat events of the page before (a cursor
+        that is a time looks back ``log_lag`` for late ones): they are dropped by id."""
+        raise NotImplementedError
+
+    def recent_log_events(self, source: Any, count: int) -> builtins.list[LogEvent]:
+        """The last ``count`` events: those of ever longer windows back from now, until
+        one holds ``count`` (or the longest was read)."""
+        now = utc_now()
+        events: list[LogEvent] = []
+        for window in RECENT_LOG_WINDOWS:
+            reader = _LogReader(self, source, LogQuery(since=now - window), lag=self.log_lag)
+            events = reader.read()
+            if len(events) >= count:
+                break
+        return events[-count:]
+
+    def logs(self, name: str, *, lines: int = 100, run_id: str | None = None) -> str:
+        """The function's last ``lines`` log lines; with ``run_id``, only that run's."""
+        return "".join(
+            f"{event.text}\n" for event in self.log_events(name, run_id=run_id, lines=lines)
+        )
+
+    def log_events(
+        self,
+        name: str,
+        *,
+        since: datetime | None = None,
+        run_id: str | None = None,
+        follow: bool = False,
+        lines: int | None = None,
+        poll_seconds: float | None = None,
+    ) -> Iterator[LogEvent]:
+        """The events of ``name``'s log at or after ``since`` (default: its last
+        ``lines``), or of run ``run_id`` alone; then, with ``follow``, each new one as
+        it arrives, in order and once, until the caller stops (with ``run_id``: until
+        the run's "ended" marker). ``lines`` keeps the last so many of what is there.
+
+        >>> for event in provider.log_events("scores", since=an_hour_ago, follow=True):
+        ...     print(event.text)
+        """
+        source = self.log_source(name)
+        poll = self.log_poll_seconds if poll_seconds is None else poll_seconds
+        if run_id is not None:
+            yield from self._run_log_events(source, run_id, since, follow, lines, poll)
+            return
+        if since is None:
+            backlog = self.recent_log_events(source, lines or 100)
+            start = backlog[-1].timestamp if backlog else utc_now() - self.log_lag
+            reader = _LogReader(self, source, LogQuery(since=start), lag=self.log_lag)
+            reader.remember(backlog)
+        else:
+            reader = _LogReader(self, source, LogQuery(since=since), lag=self.log_lag)
+            backlog = reader.read()
+        yield from backlog[-lines:] if lines else backlog
+        while follow:
+            time.sleep(poll)
+            yield from reader.read()
+
+    def _run_log_events(
+        self,
+        source: Any,
+        run_id: str,
+        since: datetime | None,
+        follow: bool,
+        lines: int | None,
+        poll: float,
+    ) -> Iterator[LogEvent]:
+        run = _RunLines(run_id)
+        start = since or run_started(run_id)
+        # Its markers first (a filter the log applies), then only the stretch they span.
+        marker_query = LogQuery(since=start, contains=run.contains)
+        reader = _LogReader(self, source, marker_query, lag=self.log_lag)
+        markers = [event for event in reader.read() if run.is_marker(event)]
+        until = None
+        if markers:
+            start = markers[0].timestamp
+            last = run.marker.search(markers[-1].text)
+            if not follow and last is not None and last.group(3) == "ended":
+                until = markers[-1].timestamp
+        elif not follow:
+            return
+        reader = _LogReader(self, source, LogQuery(since=start, until=until), lag=self.log_lag)
+        for event in reader.read():
+            run.add(event)
+        yield from run.lines[-lines:] if lines else run.lines
+        while follow and not run.ended:
+            time.sleep(poll)
+            for event in reader.read():
+                if run.add(event):
+                    yield event
+                if run.ended:
+                    return
 
     @contextlib.contextmanager
     def applying(self, name: str) -> Iterator[None]:
@@ -577,3 +967,25 @@ class BaseProvider:
             self.require_unchanged(plan)
             self.execute_delete(plan, state, reporter)
         reporter.say(f"deleted {plan.name} (its outputs stay in {state.output})")
+
+    def history(self, name: str) -> builtins.list[Version]:
+        raise ProviderError(
+            f"{self.name} does not keep versions for rollback yet: deploy the code you want "
+            "again instead"
+        )
+
+    def rollback(self, name: str, to: str | None, reporter: Reporter) -> Version:
+        """``choose_version`` of ``history``, made live by ``make_live`` (under the
+        deploy lock of ``name``, so a deploy and a rollback never interleave)."""
+        with self.applying(name):
+            self.require(name)
+            chosen = choose_version(name, self.history(name), to)
+            self.make_live(name, chosen, reporter)
+        reporter.say(
+            f"{name}: code {chosen.code_hash[:12]} (deployed {chosen.deployed_at[:16]}) is live "
+            "again; its triggers are the ones deployed now"
+        )
+        return chosen
+
+    def make_live(self, name: str, version: Version, reporter: Reporter) -> None:
+        raise NotImplementedError

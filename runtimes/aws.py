@@ -33,6 +33,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import tarfile
@@ -250,10 +251,83 @@ class _RangedDownload(io.RawIOBase):
         super().close()
 
 
+_SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[\w/+=.@-]+$")
+_PARAMETER_ARN = re.compile(r"^arn:aws[a-z-]*:ssm:[a-z0-9-]+:\d{12}:parameter/[\w/.-]+$")
+_SECRET_NAME = re.compile(r"^[\w/+=.@-]{1,512}$")
+_PARAMETER_NAME = re.compile(r"^/?[\w.-]+(/[\w.-]+)*$")
+SECRET_REFERENCE_FORMS = (
+    "secretsmanager:NAME, secretsmanager:NAME#JSON_KEY, a Secrets Manager ARN (optionally "
+    "#JSON_KEY), ssm:/PARAMETER/PATH or an SSM parameter ARN"
+)
+
+
+def parse_secret_reference(reference: str) -> tuple[str, str, str | None]:
+    """("secretsmanager" | "ssm", secret id or parameter name/ARN, JSON key or None);
+    ValueError naming the accepted forms."""
+    body, _, key = reference.partition("#")
+    if body.startswith("secretsmanager:") and _SECRET_NAME.match(body[len("secretsmanager:") :]):
+        return "secretsmanager", body[len("secretsmanager:") :], key or None
+    if _SECRET_ARN.match(body):
+        return "secretsmanager", body, key or None
+    if not key and body.startswith("ssm:") and _PARAMETER_NAME.match(body[len("ssm:") :]):
+        return "ssm", body[len("ssm:") :], None
+    if not key and _PARAMETER_ARN.match(body):
+        return "ssm", body, None
+    raise ValueError(f"{reference!r} is not a secret reference: use {SECRET_REFERENCE_FORMS}")
+
+
+def _resolve_secrets() -> None:
+    """Read the user's secrets into this process's environment, once per cold start.
+
+    Errors name the variable, its reference and the service's error code,
+    never a value."""
+    from .core import SECRETS_VARIABLE, SecretError
+
+    references = json.loads(os.environ.get(SECRETS_VARIABLE) or "{}")
+    if not references:
+        return
+    import boto3  # in every Lambda Python runtime; only loaded when there are secrets
+
+    clients: dict[str, Any] = {}
+    for name, reference in sorted(references.items()):
+        service, identifier, key = parse_secret_reference(reference)
+        client = clients.get(service) or clients.setdefault(service, boto3.client(service))
+        try:
+            if service == "ssm":
+                parameter = client.get_parameter(Name=identifier, WithDecryption=True)
+                value = parameter["Parameter"]["Value"]
+            else:
+                value = client.get_secret_value(SecretId=identifier).get("SecretString")
+                if value is None:
+                    raise SecretError(
+                        f"secret {name} ({reference}) is binary: store it as text (SecretString)"
+                    )
+        except SecretError:
+            raise
+        except Exception as error:  # botocore's ClientError, without importing botocore
+            code = getattr(error, "response", {}).get("Error", {}).get("Code", type(error).__name__)
+            raise SecretError(
+                f"secret {name} ({reference}) could not be read at cold start: {code}. Check that "
+                "it exists in this function's region and account, and deploy again so that the "
+                "execution role may read it"
+            ) from None
+        if key is not None:
+            try:
+                value = json.loads(value)[key]
+            except (ValueError, KeyError, TypeError):
+                raise SecretError(
+                    f"secret {name} ({reference}) is not a JSON object with the key {key!r}"
+                ) from None
+            if not isinstance(value, str):
+                value = json.dumps(value)
+        os.environ[name] = value
+
+
 def _load() -> Any:
     global _loaded
     if _loaded is None:
         _unpack_slim_dependencies()
+        _resolve_secrets()
         from . import core
 
         _loaded = core.load(_task_root())
@@ -315,6 +389,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             event_id=f"aws:{request.get('schedule', '')}",
             deadline=deadline,
             params=request.get("params"),
+            overlap=request.get("overlap", True) is not False,
         )
         if result.status == "failed":
             # Raising makes the failure visible to Lambda (error metrics, alarms)

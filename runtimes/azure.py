@@ -212,12 +212,13 @@ def handle_timer(
     cron: str | None = None,
     tz: str = "UTC",
     params: dict[str, Any] | None = None,
+    overlap: bool = True,
 ) -> None:
     """A timer function: one run when its firing is a fire time of ``cron`` in ``tz``.
 
     ``cron`` is the schedule as plain 5-field cron (deployer writes it into
     function_app.py); None when the timer's NCRONTAB fires exactly the
-    schedule's instants (``Every``). ``params`` are the schedule's.
+    schedule's instants (``Every``). ``params`` and ``overlap`` are the schedule's.
     """
     from . import core
 
@@ -241,6 +242,7 @@ def handle_timer(
         event_id=f"azure:schedule_{schedule_index}",
         deadline=arrived + loaded.manifest.timeout_seconds,
         params=params,
+        overlap=overlap,
     )
     if result.status == "failed":
         failure = result.record.get("error", {})

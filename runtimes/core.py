@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from . import alerts, quality, storage
@@ -105,6 +105,8 @@ def load(bundle_dir: str) -> Loaded:
     """
     with open(os.path.join(bundle_dir, MANIFEST_FILE), "rb") as manifest_file:
         manifest = Manifest.from_json(manifest_file.read())
+    # Before unpickling: the user's modules may read their secrets when imported.
+    require_secrets()
     function_entry = manifest.function
     with open(os.path.join(bundle_dir, function_entry.file), "rb") as pickle_file:
         pickled = pickle_file.read()
@@ -205,6 +207,30 @@ NO_PAYLOAD: Any = _NoPayload()
 # The alert webhook URLs, as a JSON list: set by the provider in the function's
 # environment (they are secrets, so never in the bundle).
 ALERTS_VARIABLE = "DEPLOYER_ALERTS"
+# The user's secrets= as JSON {NAME: reference}, set by the provider: references
+# only. The values are in the environment by the time the bundle loads (the
+# platform put them there, or the runtime did at cold start: runtimes/aws.py).
+SECRETS_VARIABLE = "DEPLOYER_SECRETS"
+
+
+class SecretError(RuntimeError):
+    """A secret the function needs is not there where it runs."""
+
+
+def require_secrets() -> None:
+    """Refuse to load without every secret the function was deployed with: better
+    one clear error at cold start than a KeyError in the user's code at each run."""
+    references = json.loads(os.environ.get(SECRETS_VARIABLE) or "{}")
+    for name in sorted(references):
+        value = os.environ.get(name)
+        if value is None or value.startswith("@Microsoft.KeyVault("):
+            raise SecretError(
+                f"secret {name} ({references[name]}) is not set where the function runs: the "
+                "secret store did not give it (it is gone, or this function may not read it); "
+                "fix it and deploy again"
+            )
+
+
 RUN_MARKER = "deployer: run"  # "deployer: run RUN_ID started (trigger)" / "... ended"
 ALERT_SECONDS = 30  # at most this long for all of a run's alerts
 
@@ -332,6 +358,7 @@ def run(
     event_id: str = "",
     deadline: float | None = None,
     params: dict[str, Any] | None = None,
+    overlap: bool = True,
 ) -> RunResult:
     """One invocation. Never raises for the user's mistakes: they become a failed run.
 
@@ -358,6 +385,10 @@ def run(
     ``params`` sets keyword-only parameters of the function for this run
     (``check_params``; a wrong one is a PayloadError); they are recorded in
     run.json.
+
+    ``overlap=False`` (a schedule's): while another such run of the function
+    still runs (its lease, ``LEASE_FILE``, names it and has not expired), this
+    one only commits a run.json with status ``skipped`` naming it.
     """
     manifest = loaded.manifest
     params = check_params(params, manifest.function.qualname, manifest.function.params)
@@ -387,6 +418,11 @@ def run(
     # the run's own lines between them, in any provider's log.
     print(f"{RUN_MARKER} {run_id} started ({trigger})", file=sys.stderr, flush=True)
     writer = _RunWriter(output_root, name, run_id, started)
+    if not overlap:
+        running = writer.running_lease(run_id, started)
+        if running is not None:
+            return _skipped(writer, record, running)
+        writer.take_lease(run_id, started, timeout_seconds)
     writer.mark_started(record, timeout_seconds)
     watchdog = None if deadline is None else _Watchdog(writer, record, deadline, timeout_seconds)
     try:
@@ -445,6 +481,8 @@ def run(
     finally:
         if watchdog is not None:
             watchdog.cancel()
+        if not overlap:
+            writer.release_lease(run_id)
         print(f"{RUN_MARKER} {run_id} ended", file=sys.stderr, flush=True)
     stored = record["status"] != "failed"
     return RunResult(
@@ -480,6 +518,43 @@ class _RunWriter:
         except Exception as error:  # reported by the first write, like any refusal
             self._open_error = error
             self._directory = self._function_directory = ""
+
+    def running_lease(self, run_id: str, now: datetime) -> dict[str, Any] | None:
+        """The lease of another run that still runs: not expired, not committed."""
+        lease = self.read_shared(LEASE_FILE)
+        if lease is None or lease.get("run_id") in (None, run_id):
+            return None
+        try:
+            expires = datetime.fromisoformat(str(lease["expires"]))
+        except (KeyError, ValueError):
+            return None
+        if expires <= now:
+            return None  # stopped without releasing it (killed): it has run its time
+        other = storage.join(self._function_directory, "runs", str(lease["run_id"]))
+        if self._read_json(other, storage.RUN_FILE) is not None:
+            return None  # committed, and its release was lost
+        return lease
+
+    def take_lease(self, run_id: str, started: datetime, timeout_seconds: int | None) -> None:
+        """Claim the function's scheduled runs until this one ends (or its timeout,
+        plus a minute, has passed: a run the platform killed releases nothing)."""
+        expires = started + timedelta(seconds=(timeout_seconds or 900) + LEASE_GRACE_SECONDS)
+        lease = {"run_id": run_id, "started": started.isoformat(), "expires": expires.isoformat()}
+        try:
+            storage.write_bytes(
+                self._filesystem,
+                storage.join(self._function_directory, LEASE_FILE),
+                storage.json_bytes(lease),
+            )
+        except Exception as error:  # the run goes on; a concurrent firing may then run too
+            print(f"deployer: could not write {LEASE_FILE}: {error}", file=sys.stderr, flush=True)
+
+    def release_lease(self, run_id: str) -> None:
+        lease = self.read_shared(LEASE_FILE)
+        if lease is not None and lease.get("run_id") == run_id:
+            storage.delete_quietly(
+                self._filesystem, storage.join(self._function_directory, LEASE_FILE)
+            )
 
     def read_shared(self, file: str) -> dict[str, Any] | None:
         """A file the function's runs share ({output}/{name}/file); None if absent or
@@ -724,6 +799,41 @@ class _Watchdog:
 
     def cancel(self) -> None:
         self._timer.cancel()
+
+
+# {output}/{name}/schedule-lease.json: which run of the schedules that do not
+# overlap is running, until when.
+LEASE_FILE = "schedule-lease.json"
+LEASE_GRACE_SECONDS = 60
+
+
+def _skipped(writer: _RunWriter, record: dict[str, Any], running: dict[str, Any]) -> RunResult:
+    """A run that did not start because another one still runs: its run.json says so."""
+    record["status"] = "skipped"
+    record["skipped"] = {
+        "reason": "overlap",
+        "running": running.get("run_id"),
+        "running_since": running.get("started"),
+        "message": (
+            f"run {running.get('run_id')} (started {running.get('started')}) still runs, "
+            "and this schedule does not overlap"
+        ),
+    }
+    print(
+        f"deployer: run {record['run_id']} skipped: {record['skipped']['message']}",
+        file=sys.stderr,
+        flush=True,
+    )
+    committed = writer.commit(record, {}, None, None)
+    print(f"{RUN_MARKER} {record['run_id']} ended", file=sys.stderr, flush=True)
+    return RunResult(
+        run_id=record["run_id"],
+        status="skipped",
+        record=record,
+        metrics={},
+        output=None,
+        committed=committed,
+    )
 
 
 def _set_ended(record: dict[str, Any], started: datetime) -> None:

@@ -395,16 +395,18 @@ def _scheduled(request: Any, deadline: float) -> tuple[str, int, dict[str, str]]
         except ValueError as error:
             return _bad_request(f"{SCHEDULE_TIME_HEADER}: {error}")
     # A scheduled run reads the deployed inputs data set; of the body the job
-    # sends (deployer writes it), only the schedule's params are read.
+    # sends (deployer writes it), only the schedule's params and overlap are read.
     try:
-        _, params = core.split_params(core.parse_body(request.get_data(cache=False)))
+        body = core.parse_body(request.get_data(cache=False))
+        options = body if isinstance(body, dict) else {}
         result = core.run(
             _load(),
             trigger="schedule",
             fire_time=fire_time,
             event_id=f"gcp:{job_name}",
             deadline=deadline,
-            params=params,
+            params=options.get("params"),
+            overlap=options.get("overlap", True) is not False,
         )
     except core.PayloadError as error:
         return _bad_request(error)

@@ -47,6 +47,7 @@ def _handle(loaded: core.Loaded, request: dict[str, Any]) -> dict[str, Any]:
             fire_time=datetime.fromisoformat(fire_time) if fire_time else None,
             event_id=request.get("event_id", ""),
             params=request.get("params"),
+            overlap=request.get("overlap", True),
         )
     except core.PayloadError as error:
         return {"http_status": 400, "body": core.bad_request(error)}

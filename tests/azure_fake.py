@@ -45,21 +45,37 @@ Served (paths as the clients send them; {rg} = /subscriptions/{s}/resourceGroups
                   DELETE {scope}/providers/Microsoft.Authorization/roleAssignments/{guid}
                   GET    /subscriptions/{s}/providers/Microsoft.Authorization/roleAssignments
                          ?$filter=principalId eq '...'
+    Key Vault     GET    /subscriptions/{s}/providers/Microsoft.KeyVault/vaults
+                  GET    {rg}/providers/Microsoft.KeyVault/vaults/{vault}/secrets/{secret}
+                         (ARM's view of a secret: its metadata, never its value)
     Kudu (SCM)    POST   /scm/{app}/api/publish?RemoteBuild=false    (202; 409 while busy)
                   GET    /scm/{app}/api/deployments/latest
     function URL  POST   /sites/{app}/api/{route}               (x-functions-key unless anonymous)
+    App Insights  POST   /v1/apps/{applicationId}/query         (its query API: traces)
 
 It checks what Azure documents and deployer relies on: a site's plan and its
 deployment container exist, a role assignment names a principal that exists
 (``unsettled`` makes the next N assignments for an existing one fail with
 PrincipalNotFound, as Entra ID does for a few seconds after an identity is
 made), the same principal, role and scope cannot be assigned twice, and a
-publish carries a zip with a bearer token. It does not run anything: a
+publish carries a zip with a bearer token, a role assignment's scope exists
+(a storage account, a container, a key vault or one of its secrets), a
+site's ``scaleAndConcurrency`` holds only the settings Flex has, within its
+limits (400 otherwise). It does not run anything: a
 publish registers the functions the bundle's manifest (inside the zip) says
 ``function_app.py`` declares, one HTTP function and one timer per schedule,
 unless ``register_nothing`` is set (as Azure does when the host cannot load
 the app: the publish "succeeds" and no function appears). A function's URL
 echoes the records it was sent as the predictions.
+
+Application Insights (``DEPLOYER_AZURE_APP_INSIGHTS_URL``) holds the traces tests
+put there (``add_trace``). Its query API answers the Kusto queries deployer
+sends, stages joined by a line break and ``| ``: ``traces``, ``where
+cloud_RoleName == "APP"``, ``where timestamp >= datetime(ISO)`` (or ``<=``),
+``where message contains "TEXT"``, ``top N by timestamp asc`` and ``project``
+of traces' columns; and the body's ``timespan`` ("START/END"). Any other
+stage is answered 400 BadArgumentError, so a query the fake does not
+understand never passes as one that matched.
 
 ``fail_next(method, contains, status, code, message)`` makes the next request
 whose method matches and whose path contains ``contains`` fail with that
@@ -95,6 +111,7 @@ RG = r"/subscriptions/(?P<subscription>[^/]+)/resourceGroups/(?P<group>[^/]+)"
 SITE = rf"{RG}/providers/Microsoft\.Web/sites/(?P<app>[^/]+)"
 ACCOUNT = rf"{RG}/providers/Microsoft\.Storage/storageAccounts/(?P<account>[^/]+)"
 ASSIGNMENT = r"(?P<scope>/.+)/providers/Microsoft\.Authorization/roleAssignments/(?P<id>[^/]+)"
+VAULT = rf"{RG}/providers/Microsoft\.KeyVault/vaults/(?P<vault>[^/]+)"
 ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"^/msi/token$"), "token"),
     ("GET", re.compile(rf"^{RG}/providers/Microsoft\.Web/sites$"), "list_sites"),
@@ -160,13 +177,47 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("PUT", re.compile(rf"^{ASSIGNMENT}$"), "put_assignment"),
     ("GET", re.compile(rf"^{ASSIGNMENT}$"), "get_assignment"),
     ("DELETE", re.compile(rf"^{ASSIGNMENT}$"), "delete_assignment"),
+    (
+        "GET",
+        re.compile(
+            r"^/subscriptions/(?P<subscription>[^/]+)/providers/Microsoft\.KeyVault/vaults$"
+        ),
+        "list_vaults",
+    ),
+    ("GET", re.compile(rf"^{VAULT}/secrets/(?P<secret>[^/]+)$"), "get_secret"),
     ("POST", re.compile(r"^/scm/(?P<app>[^/]+)/api/publish$"), "publish"),
     ("GET", re.compile(r"^/scm/(?P<app>[^/]+)/api/deployments/latest$"), "latest_deployment"),
     ("POST", re.compile(r"^/sites/(?P<app>[^/]+)/api/(?P<route>.+)$"), "invoke"),
+    ("POST", re.compile(r"^/v1/apps/(?P<application>[^/]+)/query$"), "query"),
 ]
+# The stages of a traces query the fake understands (see the module docstring).
+STRING = r'"(?:[^"\\]|\\.)*"'
+TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,7})?Z"
+QUERY_STAGES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(rf"^where cloud_RoleName == (?P<value>{STRING})$"), "role"),
+    (re.compile(rf"^where timestamp >= datetime\((?P<value>{TIME})\)$"), "from"),
+    (re.compile(rf"^where timestamp <= datetime\((?P<value>{TIME})\)$"), "to"),
+    (re.compile(rf"^where message contains (?P<value>{STRING})$"), "contains"),
+    (re.compile(r"^top (?P<value>\d+) by timestamp asc$"), "top"),
+    (re.compile(r"^project (?P<value>[A-Za-z_]+(?:, [A-Za-z_]+)*)$"), "project"),
+]
+TRACE_COLUMNS = {
+    "timestamp": "datetime",
+    "itemId": "string",
+    "message": "string",
+    "cloud_RoleName": "string",
+    "cloud_RoleInstance": "string",
+    "severityLevel": "int",
+}
 
 # What the provider may put on a site, besides tags, that the fake keeps as sent.
 PLAN_KIND = "functionapp"
+# Flex Consumption's scale settings and their limits (event-driven-scaling.md,
+# flex-consumption-how-to.md): anything else in scaleAndConcurrency is refused.
+SCALE_KEYS = {"maximumInstanceCount", "instanceMemoryMB", "triggers", "alwaysReady"}
+INSTANCE_COUNTS = range(1, 1001)
+INSTANCE_MEMORY_MB = (512, 2048, 4096)
+HTTP_CONCURRENCY = range(1, 1001)
 
 
 @dataclass(frozen=True)
@@ -320,6 +371,11 @@ class FakeAzure:
             self.accounts: dict[str, dict[str, Any]] = {}  # ARM id (lower) -> account
             self.containers: dict[str, dict[str, Any]] = {}  # container id (lower) -> container
             self.assignments: dict[str, dict[str, Any]] = {}  # assignment id (lower) -> it
+            self.vaults: dict[str, dict[str, Any]] = {}  # vault id (lower) -> vault
+            self.secrets: dict[str, dict[str, Any]] = {}  # secret id (lower) -> its metadata
+            # Secret id (lower) -> its value: kept, as Key Vault's data plane would, and
+            # never served (ARM has no call that answers it).
+            self.secret_values: dict[str, str] = {}
             self.operations: dict[str, dict[str, Any]] = {}
             self.taken_site_names: set[str] = set()  # names taken in someone else's subscription
             self.taken_account_names: set[str] = set()
@@ -330,6 +386,8 @@ class FakeAzure:
             # App name -> URL of a Functions host serving its zip (tests/azure_host.py):
             # calls of its function URL go there once their key is checked.
             self.backends: dict[str, str] = {}
+            # Application Insights application id -> its traces, as added.
+            self.traces: dict[str, list[dict[str, Any]]] = {}
 
     # -- hooks and queries for tests --------------------------------------------
 
@@ -375,6 +433,72 @@ class FakeAzure:
                 "properties": {"publicAccess": "None"},
             }
         return account_id
+
+    def add_key_vault(self, subscription: str, group: str, name: str, *, rbac: bool = True) -> str:
+        """A key vault someone made; ``rbac``: it grants access through Azure RBAC
+        (False: through access policies)."""
+        self.add_resource_group(subscription, group)
+        vault_id = (
+            f"/subscriptions/{subscription}/resourceGroups/{group}/providers/"
+            f"Microsoft.KeyVault/vaults/{name}"
+        )
+        self.vaults[vault_id.lower()] = {
+            "id": vault_id,
+            "name": name,
+            "type": "Microsoft.KeyVault/vaults",
+            "location": "westeurope",
+            "tags": {},
+            "properties": {
+                "tenantId": TENANT,
+                "sku": {"family": "A", "name": "standard"},
+                "vaultUri": f"https://{name}.vault.azure.net/",
+                "enableRbacAuthorization": rbac,
+                "provisioningState": "Succeeded",
+            },
+        }
+        return vault_id
+
+    def add_secret(self, vault_id: str, name: str, value: str, *, enabled: bool = True) -> str:
+        """A secret of the vault ``vault_id`` with ``value`` (which the fake never serves)."""
+        vault = self.vaults[vault_id.lower()]
+        secret_id = f"{vault['id']}/secrets/{name}"
+        uri = f"https://{vault['name']}.vault.azure.net/secrets/{name}"
+        self.secrets[secret_id.lower()] = {
+            "id": secret_id,
+            "name": name,
+            "type": "Microsoft.KeyVault/vaults/secrets",
+            "location": vault["location"],
+            "properties": {
+                "attributes": {"enabled": enabled, "created": 1767225600, "updated": 1767225600},
+                "secretUri": uri,
+                "secretUriWithVersion": f"{uri}/{uuid.uuid4().hex}",
+            },
+        }
+        self.secret_values[secret_id.lower()] = value
+        return secret_id
+
+    def add_trace(
+        self,
+        application_id: str,
+        app: str,
+        message: str,
+        timestamp: str,
+        *,
+        instance: str = "instance-1",
+        item_id: str | None = None,
+    ) -> None:
+        """A line function app ``app`` printed at ``timestamp`` (ISO, UTC, "Z")."""
+        with self._lock:
+            self.traces.setdefault(application_id, []).append(
+                {
+                    "timestamp": timestamp,
+                    "itemId": item_id or str(uuid.uuid4()),
+                    "message": message,
+                    "cloud_RoleName": app,
+                    "cloud_RoleInstance": instance,
+                    "severityLevel": 1,
+                }
+            )
 
     def calls(self, *, method: str | None = None, contains: str = "") -> list[Recorded]:
         return [
@@ -521,6 +645,7 @@ class FakeAzure:
             raise FakeError(400, "BadRequest", f"Server farm {plan!r} does not exist.")
         storage = properties.get("functionAppConfig", {}).get("deployment", {}).get("storage", {})
         self._check_deployment_container(str(storage.get("value") or ""))
+        _check_scale(properties.get("functionAppConfig", {}).get("scaleAndConcurrency") or {})
         site_config = dict(properties.pop("siteConfig", None) or {})
         settings = {
             item["name"]: item["value"] for item in site_config.pop("appSettings", None) or []
@@ -762,7 +887,8 @@ class FakeAzure:
 
     def _scope_exists(self, scope: str) -> bool:
         scope = scope.lower()
-        return scope in self.accounts or scope in self.containers
+        tables = (self.accounts, self.containers, self.vaults, self.secrets)
+        return any(scope in table for table in tables)
 
     def _put_assignment(self, request: Recorded, scope: str, id: str) -> Any:
         properties = (request.body or {}).get("properties") or {}
@@ -827,6 +953,35 @@ class FakeAzure:
             ]
         }
 
+    # -- Microsoft.KeyVault (its ARM API: vaults, and secrets' metadata) ---------------------
+
+    @staticmethod
+    def _require_api_version(request: Recorded) -> None:
+        if set(request.query) != {"api-version"}:
+            wrong = f"the fake takes api-version only, not {request.query}"
+            raise FakeError(400, "InvalidQueryParameter", wrong)
+
+    def _list_vaults(self, request: Recorded, subscription: str) -> Any:
+        self._require_api_version(request)
+        prefix = f"/subscriptions/{subscription}/".lower()
+        return {"value": [vault for key, vault in self.vaults.items() if key.startswith(prefix)]}
+
+    def _get_secret(
+        self, request: Recorded, subscription: str, group: str, vault: str, secret: str
+    ) -> Any:
+        self._require_api_version(request)
+        self._group(subscription, group)
+        vault_id = (
+            f"/subscriptions/{subscription}/resourceGroups/{group}/providers/"
+            f"Microsoft.KeyVault/vaults/{vault}"
+        )
+        if vault_id.lower() not in self.vaults:
+            raise _not_found("Microsoft.KeyVault/vaults", vault)
+        found = self.secrets.get(f"{vault_id}/secrets/{secret}".lower())
+        if found is None:
+            raise _not_found("Microsoft.KeyVault/vaults/secrets", f"{vault}/{secret}")
+        return found  # never its value: ARM does not answer it
+
     # -- Kudu ---------------------------------------------------------------------------
 
     def _site_by_name(self, app: str) -> dict[str, Any]:
@@ -890,6 +1045,88 @@ class FakeAzure:
                 return Forward(f"{self.backends[app]}/api/{route}")
             return {"run_id": "fake-run", "status": "succeeded", "predictions": request.body}
         raise _not_found("functions", route)
+
+    # -- Application Insights' query API ---------------------------------------------------
+
+    def _query(self, request: Recorded, application: str) -> Any:
+        if application not in self.traces:
+            raise FakeError(404, "PathNotFoundError", f"application {application} not found")
+        body = request.body or {}
+        stages = str(body.get("query") or "").split("\n| ")
+        if stages[0] != "traces":
+            raise FakeError(400, "BadArgumentError", f"the fake reads traces, not {stages[0]!r}")
+        rows = list(self.traces[application])
+        columns = list(TRACE_COLUMNS)
+        timespan = body.get("timespan")
+        if timespan is not None:
+            start, _, end = str(timespan).partition("/")
+            if not (re.fullmatch(TIME, start) and re.fullmatch(TIME, end)):
+                raise FakeError(400, "BadArgumentError", f"timespan {timespan!r}: START/END")
+            rows = [row for row in rows if _at(start) <= _at(row["timestamp"]) <= _at(end)]
+        for stage in stages[1:]:
+            for pattern, kind in QUERY_STAGES:
+                match = pattern.match(stage)
+                if match is not None:
+                    rows, columns = _apply_stage(kind, match.group("value"), rows, columns)
+                    break
+            else:
+                raise FakeError(400, "BadArgumentError", f"the fake does not know {stage!r}")
+        return {
+            "tables": [
+                {
+                    "name": "PrimaryResult",
+                    "columns": [{"name": name, "type": TRACE_COLUMNS[name]} for name in columns],
+                    "rows": [[row[name] for name in columns] for row in rows],
+                }
+            ]
+        }
+
+
+def _check_scale(scale: dict[str, Any]) -> None:
+    """A site's scaleAndConcurrency as Flex takes it (400, naming what is wrong, otherwise)."""
+    triggers = scale.get("triggers") or {}
+    http = triggers.get("http") or {}
+    unknown = [
+        *sorted(set(scale) - SCALE_KEYS),
+        *sorted(f"triggers.{key}" for key in set(triggers) - {"http"}),
+        *sorted(f"triggers.http.{key}" for key in set(http) - {"perInstanceConcurrency"}),
+    ]
+    if unknown:
+        raise FakeError(400, "BadRequest", f"scaleAndConcurrency has no {unknown[0]!r}")
+    for key, value, allowed in (
+        ("maximumInstanceCount", scale.get("maximumInstanceCount"), INSTANCE_COUNTS),
+        ("instanceMemoryMB", scale.get("instanceMemoryMB"), INSTANCE_MEMORY_MB),
+        ("http perInstanceConcurrency", http.get("perInstanceConcurrency"), HTTP_CONCURRENCY),
+    ):
+        if value is not None and value not in allowed:
+            raise FakeError(400, "BadRequest", f"{key} {value!r} is out of Flex's range")
+
+
+def _at(text: str) -> tuple[str, int]:
+    """An ISO time as a sortable key (its fraction to 7 digits, as Kusto keeps it)."""
+    head, _, fraction = text.rstrip("Z").partition(".")
+    return head, int(fraction.ljust(7, "0"))
+
+
+def _apply_stage(
+    kind: str, value: str, rows: list[dict[str, Any]], columns: list[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    if kind == "role":
+        return [row for row in rows if row["cloud_RoleName"] == json.loads(value)], columns
+    if kind == "from":
+        return [row for row in rows if _at(row["timestamp"]) >= _at(value)], columns
+    if kind == "to":
+        return [row for row in rows if _at(row["timestamp"]) <= _at(value)], columns
+    if kind == "contains":
+        needle = json.loads(value).lower()  # Kusto's contains ignores case
+        return [row for row in rows if needle in row["message"].lower()], columns
+    if kind == "top":
+        return sorted(rows, key=lambda row: _at(row["timestamp"]))[: int(value)], columns
+    projected = value.split(", ")
+    unknown = [name for name in projected if name not in TRACE_COLUMNS]
+    if unknown:
+        raise FakeError(400, "BadArgumentError", f"traces has no column {unknown[0]!r}")
+    return rows, projected
 
 
 def _registered(

@@ -26,6 +26,10 @@ Served (paths as the clients send them with ``transport="rest"``):
     IAM v1               GET    /v1/projects/{project}/serviceAccounts/EMAIL
                          POST   /v1/projects/{project}/serviceAccounts
                          DELETE /v1/projects/{project}/serviceAccounts/EMAIL
+    Cloud Logging v2     POST   /v2/entries:list
+    Secret Manager v1    GET    /v1/projects/{project}/secrets/ID
+                         GET    /v1/projects/{project}/secrets/ID:getIamPolicy
+                         POST   /v1/projects/{project}/secrets/ID:setIamPolicy
     Cloud Scheduler v1   POST   /v1/{location}/jobs
                          GET    /v1/{location}/jobs
                          GET    /v1/{location}/jobs/ID
@@ -44,6 +48,27 @@ that does not exist (400 "Service account ... does not exist"), so the order
 in which deployer makes accounts and uses them is checked. ``unsettled`` makes
 the next N such references to an account that does exist fail the same way,
 as IAM does for a few seconds after an account is made.
+
+Log entries are what tests put there (``add_log_entry``). entries:list serves
+them the way Cloud Logging does for the filter deployer sends, clauses joined by
+`` AND ``: ``resource.type="cloud_run_revision"``,
+``resource.labels.service_name="ID"``, ``timestamp>="RFC3339"``,
+``timestamp<="RFC3339"`` and ``textPayload:"TEXT"``; ``orderBy`` "timestamp
+asc" only, ``pageSize`` up to 1000, and a ``pageToken`` only with the request
+that was given it. Any other clause, order or project is answered 400, so a
+filter the fake does not understand never passes as one that matched.
+
+Secrets are what tests put there (``add_secret``, with their values as
+versions). Their values are never served: the fake has no route that reads
+one, so a deploy that tried would fail. A secret's policy is set whole, with
+the etag it was read with (another is answered 409, as IAM does for a change
+made in between), and names only accounts that exist. A function's
+``secretEnvironmentVariables`` ({key, projectId, secret, version} each, and
+nothing else; no ``secretVolumes``) must name secrets and versions that exist,
+that its account may read (roles/secretmanager.secretAccessor on the secret,
+as Cloud Functions checks when it deploys), under keys that are not also plain
+variables. ``maxInstanceCount`` is a positive number, and reads back as 100,
+the platform's default, when unset.
 
 Operations are returned not done and are done on the first poll, so waiting
 on them is exercised. ``fail_next_build`` makes the next create or update
@@ -72,6 +97,10 @@ EMPTY_TYPE = "type.googleapis.com/google.protobuf.Empty"
 
 LOCATION = r"projects/(?P<project>[^/]+)/locations/(?P<region>[^/:]+)"
 ACCOUNTS = r"^/v1/projects/(?P<project>[^/]+)/serviceAccounts"
+SECRET = r"^/v1/projects/(?P<project>[^/]+)/secrets/(?P<secret>[^/:]+)"
+SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
+SECRET_VARIABLE_FIELDS = frozenset({"key", "projectId", "secret", "version"})
+DEFAULT_MAX_INSTANCES = 100  # what Cloud Functions reads an unset count back as
 # IAM's rule for account ids.
 ACCOUNT_ID = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])$")
 INVOKE_ROUTE = re.compile(r"^/invoke/(?P<project>[^/]+)/(?P<region>[^/]+)/(?P<id>[^/]+)$")
@@ -88,6 +117,10 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(rf"^/v2/{LOCATION}/operations/(?P<id>[^/:]+)$"), "get_operation"),
     ("GET", re.compile(rf"^/v2/{LOCATION}/services/(?P<id>[^/:]+):getIamPolicy$"), "get_policy"),
     ("POST", re.compile(rf"^/v2/{LOCATION}/services/(?P<id>[^/:]+):setIamPolicy$"), "set_policy"),
+    ("POST", re.compile(r"^/v2/entries:list$"), "list_entries"),
+    ("GET", re.compile(rf"{SECRET}$"), "get_secret"),
+    ("GET", re.compile(rf"{SECRET}:getIamPolicy$"), "get_secret_policy"),
+    ("POST", re.compile(rf"{SECRET}:setIamPolicy$"), "set_secret_policy"),
     ("POST", re.compile(rf"^/v1/{LOCATION}/jobs$"), "create_job"),
     ("GET", re.compile(rf"^/v1/{LOCATION}/jobs$"), "list_jobs"),
     ("GET", re.compile(rf"^/v1/{LOCATION}/jobs/(?P<id>[^/:]+)$"), "get_job"),
@@ -194,6 +227,50 @@ class FakeGoogleCloud:
             self.fail_next_build: str | None = None
             # Function id -> URL of a functions-framework serving it: its calls go there.
             self.backends: dict[str, str] = {}
+            self.log_entries: list[dict[str, Any]] = []  # LogEntry resources, as added
+            self.secrets: dict[str, dict[str, Any]] = {}  # projects/P/secrets/S -> secret
+            self.secret_values: dict[str, list[bytes]] = {}  # its versions' values, 1, 2...
+            self.secret_policies: dict[str, dict[str, Any]] = {}  # its IAM policy
+
+    def add_secret(self, project: str, secret: str, *values: bytes) -> str:
+        """A secret someone made, with a version for each value; its resource name."""
+        name = f"projects/{project}/secrets/{secret}"
+        with self._lock:
+            self.secrets[name] = {
+                "name": name,
+                "replication": {"automatic": {}},
+                "createTime": "2026-01-01T00:00:00Z",
+                "etag": '"1"',
+            }
+            self.secret_values[name] = list(values)
+        return name
+
+    def add_log_entry(
+        self,
+        service: str,
+        text: str,
+        timestamp: str,
+        *,
+        project: str = "",
+        instance: str = "instance-1",
+        insert_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A line the Cloud Run service ``service`` printed at ``timestamp`` (RFC 3339)."""
+        entry = {
+            "logName": f"projects/{project}/logs/run.googleapis.com%2Fstderr",
+            "resource": {
+                "type": "cloud_run_revision",
+                "labels": {"service_name": service, "project_id": project},
+            },
+            "labels": {"instanceId": instance},
+            "textPayload": text,
+            "timestamp": timestamp,
+            "receiveTimestamp": timestamp,
+            "insertId": insert_id or f"insert-{next(self._counter)}",
+        }
+        with self._lock:
+            self.log_entries.append(entry)
+        return entry
 
     # -- queries for tests ----------------------------------------------------
 
@@ -312,6 +389,7 @@ class FakeGoogleCloud:
         service["service"] = f"projects/{project}/locations/{region}/services/{id}"
         service["uri"] = url
         service.setdefault("serviceAccountEmail", DEFAULT_SERVICE_ACCOUNT)
+        service.setdefault("maxInstanceCount", DEFAULT_MAX_INSTANCES)
         service["revision"] = f"{id}-{next(self._counter):05d}-abc"
         function["url"] = url
         function["state"] = "ACTIVE"
@@ -328,6 +406,51 @@ class FakeGoogleCloud:
                 self.refused.append(email)
                 raise FakeError(400, "INVALID_ARGUMENT", f"Service account {email} does not exist.")
 
+    def _check_service(self, project: str, function: dict[str, Any]) -> None:
+        """The secret variables and the instance count, as Cloud Functions checks them."""
+        service = function.get("serviceConfig", {})
+        if "secretVolumes" in service:
+            raise FakeError(400, "INVALID_ARGUMENT", "the fake does not serve secretVolumes")
+        count = service.get("maxInstanceCount", DEFAULT_MAX_INSTANCES)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise FakeError(400, "INVALID_ARGUMENT", f"maxInstanceCount {count!r}")
+        account = service.get("serviceAccountEmail") or DEFAULT_SERVICE_ACCOUNT
+        plain = set(service.get("environmentVariables", {}))
+        keys: set[str] = set()
+        for variable in service.get("secretEnvironmentVariables", []):
+            unknown = set(variable) - SECRET_VARIABLE_FIELDS
+            if unknown or not {"key", "secret", "version"} <= set(variable):
+                raise FakeError(400, "INVALID_ARGUMENT", f"secret variable {variable!r}")
+            key = variable["key"]
+            if key in keys or key in plain:
+                raise FakeError(400, "INVALID_ARGUMENT", f"variable {key} is set twice")
+            keys.add(key)
+            name = f"projects/{variable.get('projectId') or project}/secrets/{variable['secret']}"
+            version = variable["version"]
+            if name not in self.secrets or not (
+                version == "latest"
+                and self.secret_values[name]
+                or version.isdigit()
+                and 1 <= int(version) <= len(self.secret_values[name])
+            ):
+                raise FakeError(
+                    400, "INVALID_ARGUMENT", f"Secret {name}/versions/{version} was not found"
+                )
+            readers = {
+                member
+                for binding in self.secret_policies.get(name, {}).get("bindings", [])
+                if binding["role"] == SECRET_ACCESSOR and not binding.get("condition")
+                for member in binding["members"]
+            }
+            if f"serviceAccount:{account}" not in readers:
+                raise FakeError(
+                    403,
+                    "PERMISSION_DENIED",
+                    f"Permission denied on secret: {name}/versions/{version} for Revision "
+                    f"service account {account}. The service account used must be granted "
+                    f"the 'Secret Manager Secret Accessor' role ({SECRET_ACCESSOR})",
+                )
+
     def _create_function(self, request: Recorded, project: str, region: str) -> dict:
         id = request.query.get("functionId", "")
         name = f"projects/{project}/locations/{region}/functions/{id}"
@@ -337,6 +460,7 @@ class FakeGoogleCloud:
         self._check_source(function)
         account = function.get("serviceConfig", {}).get("serviceAccountEmail")
         self._check_accounts(project, [account] if account else [])
+        self._check_service(project, function)
         function["name"] = name
         function["createTime"] = "2026-01-01T00:00:00Z"
         self._finish(function, project, region, id)
@@ -365,6 +489,7 @@ class FakeGoogleCloud:
         if "serviceConfig.serviceAccountEmail" in mask:
             account = updated.get("serviceConfig", {}).get("serviceAccountEmail")
             self._check_accounts(project, [account] if account else [])
+        self._check_service(project, updated)
         self._finish(updated, project, region, id)
         self.functions[function["name"]] = updated
         return self._function_result(project, region, updated)
@@ -409,6 +534,89 @@ class FakeGoogleCloud:
             hashlib.sha256(json.dumps(policy).encode()).digest()[:8]
         ).decode()
         self.policies[service] = policy
+        return policy
+
+    # -- Cloud Logging v2 ----------------------------------------------------------------
+
+    def _list_entries(self, request: Recorded) -> dict:
+        body = request.body or {}
+        names = body.get("resourceNames") or []
+        if len(names) != 1 or not re.match(r"^projects/[^/]+$", names[0]):
+            raise FakeError(400, "INVALID_ARGUMENT", f"resourceNames {names!r}: one project")
+        project = names[0].split("/", 1)[1]
+        if body.get("orderBy", "timestamp asc") != "timestamp asc":
+            raise FakeError(400, "INVALID_ARGUMENT", f"orderBy {body['orderBy']!r} unsupported")
+        size = int(body.get("pageSize") or 50)
+        if not 0 < size <= 1000:
+            raise FakeError(400, "INVALID_ARGUMENT", f"pageSize {size} is not in 1..1000")
+        matches = _entry_filter(str(body.get("filter") or ""))
+        found = sorted(
+            (
+                entry
+                for entry in self.log_entries
+                if entry["logName"].startswith(f"projects/{project}/") and matches(entry)
+            ),
+            key=lambda entry: _log_time(entry["timestamp"]),
+        )
+        start = 0
+        query = json.dumps({key: body.get(key) for key in ("resourceNames", "filter", "orderBy")})
+        if body.get("pageToken"):
+            token_query, _, offset = str(body["pageToken"]).rpartition("|")
+            if token_query != hashlib.sha256(query.encode()).hexdigest()[:16]:
+                raise FakeError(400, "INVALID_ARGUMENT", "pageToken of another request")
+            start = int(offset)
+        reply: dict[str, Any] = {"entries": copy.deepcopy(found[start : start + size])}
+        if start + size < len(found):
+            digest = hashlib.sha256(query.encode()).hexdigest()[:16]
+            reply["nextPageToken"] = f"{digest}|{start + size}"
+        return reply
+
+    # -- Secret Manager v1 ----------------------------------------------------------------
+
+    def _secret(self, project: str, secret: str) -> str:
+        name = f"projects/{project}/secrets/{secret}"
+        if name not in self.secrets:
+            raise _not_found(f"Secret [{name}]")
+        return name
+
+    def _get_secret(self, request: Recorded, project: str, secret: str) -> dict:
+        return self.secrets[self._secret(project, secret)]
+
+    def _get_secret_policy(self, request: Recorded, project: str, secret: str) -> dict:
+        name = self._secret(project, secret)
+        version = request.query.get("options.requestedPolicyVersion", "0")
+        if version not in ("0", "1", "3") or set(request.query) - {
+            "options.requestedPolicyVersion"
+        }:
+            raise FakeError(400, "INVALID_ARGUMENT", f"getIamPolicy query {request.query!r}")
+        return self.secret_policies.get(name, {"version": 1, "etag": "ACAB"})
+
+    def _set_secret_policy(self, request: Recorded, project: str, secret: str) -> dict:
+        name = self._secret(project, secret)
+        body = request.body or {}
+        policy = copy.deepcopy(body.get("policy") or {})
+        if set(body) - {"policy", "updateMask"} or set(policy) - {"version", "etag", "bindings"}:
+            raise FakeError(400, "INVALID_ARGUMENT", f"setIamPolicy body {body!r}")
+        for binding in policy.get("bindings", []):
+            if set(binding) - {"role", "members", "condition"} or not binding.get("members"):
+                raise FakeError(400, "INVALID_ARGUMENT", f"binding {binding!r}")
+        current = self.secret_policies.get(name, {"etag": "ACAB"})
+        if policy.get("etag") not in (None, current["etag"]):
+            raise FakeError(409, "ABORTED", "There were concurrent policy changes.")
+        self._check_accounts(
+            project,
+            [
+                member.split(":", 1)[1]
+                for binding in policy.get("bindings", [])
+                for member in binding["members"]
+                if member.startswith("serviceAccount:")
+            ],
+        )
+        policy.setdefault("version", 1)
+        policy["etag"] = base64.b64encode(
+            hashlib.sha256(json.dumps(policy, sort_keys=True).encode()).digest()[:8]
+        ).decode()
+        self.secret_policies[name] = policy
         return policy
 
     # -- Cloud Scheduler v1 -------------------------------------------------------------
@@ -491,6 +699,54 @@ class FakeGoogleCloud:
         if not request.headers.get("authorization", "").startswith("Bearer "):
             raise FakeError(401, "UNAUTHENTICATED", "no identity token")
         return {"run_id": "fake-run", "status": "succeeded", "predictions": request.body}
+
+
+LOG_CLAUSES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r'^resource\.type="(?P<value>[^"]*)"$'), "type"),
+    (re.compile(r'^resource\.labels\.service_name="(?P<value>[^"]*)"$'), "service"),
+    (re.compile(r'^timestamp>="(?P<value>[^"]+)"$'), "from"),
+    (re.compile(r'^timestamp<="(?P<value>[^"]+)"$'), "to"),
+    (re.compile(r"^textPayload:(?P<value>\"(?:[^\"\\]|\\.)*\")$"), "text"),
+]
+
+
+def _log_time(text: str) -> tuple[str, int]:
+    """An RFC 3339 UTC time as a sortable key (nanoseconds kept)."""
+    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z$", text)
+    if match is None:
+        raise FakeError(400, "INVALID_ARGUMENT", f"invalid timestamp {text!r}")
+    return match.group(1), int((match.group(2) or "").ljust(9, "0"))
+
+
+def _entry_filter(text: str) -> Any:
+    """The predicate of a filter of the forms deployer sends; 400 for anything else."""
+    tests = []
+    for clause in filter(None, text.split(" AND ")):
+        for pattern, kind in LOG_CLAUSES:
+            match = pattern.match(clause)
+            if match is not None:
+                tests.append((kind, match.group("value")))
+                break
+        else:
+            raise FakeError(400, "INVALID_ARGUMENT", f"the fake does not know filter {clause!r}")
+        if kind in ("from", "to"):
+            _log_time(tests[-1][1])
+
+    def matches(entry: dict[str, Any]) -> bool:
+        for kind, value in tests:
+            if kind == "type" and entry["resource"]["type"] != value:
+                return False
+            if kind == "service" and entry["resource"]["labels"].get("service_name") != value:
+                return False
+            if kind == "from" and _log_time(entry["timestamp"]) < _log_time(value):
+                return False
+            if kind == "to" and _log_time(entry["timestamp"]) > _log_time(value):
+                return False
+            if kind == "text" and json.loads(value) not in entry.get("textPayload", ""):
+                return False
+        return True
+
+    return matches
 
 
 def _job_account(job: dict[str, Any]) -> str:

@@ -200,6 +200,42 @@ def test_removed_schedule_is_deleted_on_redeploy(output: str) -> None:
     assert schedules() == []
 
 
+def schedule_changes(planned: Any) -> list[str]:
+    return [
+        str(action) for action in planned.actions if action.kind in (ADD_TRIGGER, REMOVE_TRIGGER)
+    ]
+
+
+def test_a_schedules_params_are_in_its_target_input_and_a_change_replaces_it(
+    output: str,
+) -> None:
+    strict = Cron("0 6 * * *", tz="Europe/Berlin", params={"threshold": 0.7})
+    hourly = Cron("0 * * * *")
+    deploy(flag, output, triggers=[strict, hourly])
+    events = {
+        schedule["ScheduleExpression"]: json.loads(schedule["Target"]["Input"])["deployer"]
+        for schedule in schedules()
+    }
+    assert events["cron(0 6 * * ? *)"]["params"] == {"threshold": 0.7}
+    assert events["cron(0 6 * * ? *)"]["trigger"] == "schedule"
+    assert "params" not in events["cron(0 * * * ? *)"]
+    # The same params read back from the schedule: no schedule to change.
+    assert schedule_changes(plan(flag, output, triggers=[strict, hourly])) == []
+
+    stricter = Cron("0 6 * * *", tz="Europe/Berlin", params={"threshold": 0.9})
+    assert schedule_changes(plan(flag, output, triggers=[stricter, hourly])) == [
+        f"{ADD_TRIGGER}: {describe(stricter)}",
+        f"{REMOVE_TRIGGER}: {describe(strict)}",
+    ]
+    deploy(flag, output, triggers=[stricter, hourly])
+    inputs = {
+        schedule["ScheduleExpression"]: json.loads(schedule["Target"]["Input"])["deployer"]
+        for schedule in schedules()
+    }
+    assert len(schedules()) == 2
+    assert inputs["cron(0 6 * * ? *)"]["params"] == {"threshold": 0.9}
+
+
 def test_public_http_has_no_auth_and_a_public_permission(output: str) -> None:
     deploy(predict, output, triggers=[Http(public=True)])
     url = lambda_client().get_function_url_config(FunctionName="scores", Qualifier=ALIAS)
@@ -348,6 +384,25 @@ def test_schedules_eventbridge_cannot_run_exactly_are_refused(
     with pytest.raises(TriggerError, match=fragment):
         deploy(predict, output, triggers=[schedule])
     assert nothing_created()
+
+
+def flag(frame: pd.DataFrame, *, threshold: float = 0.5, label: str = "high") -> pd.DataFrame:
+    return frame.assign(flag=(frame.x > threshold).map({True: label, False: "low"}))
+
+
+def test_schedule_params_that_do_not_fit_the_signature_are_refused_before_anything_is_created(
+    output: str,
+) -> None:
+    strict = Cron("0 6 * * *", params={"treshold": 0.7})
+    with pytest.raises(ConfigError) as refused:
+        deploy(flag, output, triggers=[Http(), strict])
+    assert str(refused.value) == (
+        "cron '0 6 * * *' (UTC) with treshold=0.7: flag() has no keyword-only parameter "
+        "treshold: the ones a run may set are label, threshold"
+    )
+    assert nothing_created()
+    assert schedules() == []
+    assert boto3.client("s3").list_objects_v2(Bucket=output.split("/")[2])["KeyCount"] == 0
 
 
 def test_output_must_be_s3(deployer_home: Path, aws: str) -> None:

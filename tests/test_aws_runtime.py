@@ -341,6 +341,78 @@ def test_direct_invoke_runs_the_payload_and_refuses_one_that_is_not_a_table(
     assert runs.trigger.tolist() == ["manual"]
 
 
+def flag(frame: pd.DataFrame, *, threshold: float = 0.5, label: str = "high") -> pd.DataFrame:
+    return frame.assign(flag=(frame.x > threshold).map({True: label, False: "low"}))
+
+
+def test_function_url_body_with_params_sets_them_and_the_run_records_them(
+    start_lambda: StartLambda, s3_bucket: str
+) -> None:
+    with start_lambda(flag, metrics={}, checks={}) as function:
+        envelope = {
+            "data": [{"x": 0.6}, {"x": 0.8}],
+            "params": {"threshold": 0.7, "label": "alert"},
+        }
+        status, strict = http_reply(function.invoke(function_url_request(json.dumps(envelope))))
+        assert status == 200, function.output()
+        assert strict["predictions"] == [{"x": 0.6, "flag": "low"}, {"x": 0.8, "flag": "alert"}]
+        # A plain-data body keeps its meaning, with the defaults.
+        status, plain = http_reply(function.invoke(function_url_request('[{"x": 0.6}]')))
+        assert status == 200 and plain["predictions"] == [{"x": 0.6, "flag": "high"}]
+        wrong = {"data": [{"x": 0.6}], "params": {"treshold": 0.7}}
+        status, refused = http_reply(function.invoke(function_url_request(json.dumps(wrong))))
+    assert status == 400
+    assert refused == {
+        "error": {
+            "type": "BadRequest",
+            "message": "flag() has no keyword-only parameter treshold: the ones a run may set "
+            "are label, threshold",
+        }
+    }
+    output = output_url(s3_bucket)
+    runs = deployer.read_runs(NAME, output=output).set_index("run_id")
+    assert sorted(runs.index) == sorted([strict["run_id"], plain["run_id"]])  # none refused
+    assert runs.loc[strict["run_id"], "param.threshold"] == 0.7
+    assert runs.loc[strict["run_id"], "param.label"] == "alert"
+    assert pd.isna(runs.loc[plain["run_id"], "param.threshold"])
+    record = deployer.read_run(NAME, strict["run_id"], output=output)
+    assert record["trigger"] == "http"
+    assert record["params"] == {"threshold": 0.7, "label": "alert"}
+    assert "params" not in deployer.read_run(NAME, plain["run_id"], output=output)
+
+
+def test_direct_invoke_and_scheduled_events_set_params_and_the_runs_record_them(
+    start_lambda: StartLambda, s3_bucket: str
+) -> None:
+    features = put_parquet(s3_bucket, "features.parquet", pd.DataFrame({"x": [0.2, 0.6, 0.8]}))
+    with start_lambda(flag, inputs=features, metrics={}, checks={}) as function:
+        manual = {
+            "deployer": {"trigger": "manual", "payload": [{"x": 0.6}], "params": {"label": "alert"}}
+        }
+        status, invoked = direct_reply(function.invoke(manual))
+        assert status == 200, function.output()
+        assert invoked["predictions"] == [{"x": 0.6, "flag": "alert"}]
+        # What the provider's schedule target sends for Cron(..., params=...).
+        event = scheduled("2026-11-27T06:00:00Z")
+        event["deployer"]["params"] = {"threshold": 0.7}
+        status, fired = direct_reply(function.invoke(event))
+        assert status == 200 and fired["status"] == "succeeded", function.output()
+        assert [row["flag"] for row in fired["predictions"]] == ["low", "low", "high"]
+        refused = {
+            "deployer": {"trigger": "manual", "payload": [{"x": 0.6}], "params": {"label": 1}}
+        }
+        status, error = direct_reply(function.invoke(refused))
+    assert status == 400 and error["error"]["type"] == "BadRequest"
+    assert "params.label must be a string" in error["error"]["message"]
+    output = output_url(s3_bucket)
+    runs = deployer.read_runs(NAME, output=output).set_index("run_id")
+    assert sorted(runs.index) == sorted([invoked["run_id"], fired["run_id"]])
+    assert runs.loc[fired["run_id"], "trigger"] == "schedule"
+    assert runs.loc[fired["run_id"], "param.threshold"] == 0.7
+    assert deployer.read_run(NAME, invoked["run_id"], output=output)["params"] == {"label": "alert"}
+    assert deployer.read_run(NAME, fired["run_id"], output=output)["params"] == {"threshold": 0.7}
+
+
 def test_function_sees_only_its_bundle_layer_runtime_and_the_standard_library(
     start_lambda: StartLambda, lambda_runtime: Path, layer_cache: Path
 ) -> None:

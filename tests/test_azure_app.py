@@ -73,6 +73,21 @@ def make_predict(model: Any, *, offset: float = 0.0) -> Callable[[pd.DataFrame],
     return predict
 
 
+def make_flagging(model: Any) -> Callable[..., pd.DataFrame]:
+    """A prediction function with run parameters: rows whose radius is over ``cut`` are
+    flagged ``label``."""
+
+    def flag(batch: pd.DataFrame, *, cut: float = 12.0, label: str = "high") -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "score": model.predict_proba(batch[FEATURES])[:, 1],
+                "flag": (batch.radius > cut).map({True: label, False: "low"}),
+            }
+        )
+
+    return flag
+
+
 def build_bundle(
     function: Callable[..., Any], container: str = "predictions", triggers: Any = None
 ) -> Bundle:
@@ -410,6 +425,71 @@ def test_app_runs_http_and_timers_alone_and_deployer_reads_its_runs(
     assert len(outputs[outputs.run_id == november_run]) == len(features)
     http_run = json.loads(answered["text"])["run_id"]
     assert outputs[outputs.run_id == http_run].score.tolist() == pytest.approx(scores)
+
+
+@pytest.mark.slow
+@needs_azure_python
+def test_a_schedules_params_reach_its_timer_and_an_http_body_sets_params(
+    model: Any,
+    deployer_home: Path,
+    azurite: Azurite,  # noqa: F811
+    azure_storage: str,  # noqa: F811
+    app_python: Path,
+    tmp_path: Path,
+) -> None:
+    container = azure_storage
+    output = f"az://{container}/runs"
+    strict = Cron("0 6 * * *", tz="Europe/Berlin", params={"cut": 16.0, "label": "alert"})
+    bundle = build_bundle(
+        make_flagging(model), container, triggers=[strict, Every(minutes=15), Http()]
+    )
+    source = function_app_source(bundle)
+    assert (
+        "handle_timer(timer, 0, cron='0 6 * * *', tz='Europe/Berlin', "
+        "params={'cut': 16.0, 'label': 'alert'})\n"
+    ) in source
+    assert "handle_timer(timer, 1)\n" in source  # no params, none passed
+    site_packages = install_app_dependencies(bundle, Reporter(quiet=True))
+    app_root = unzip_alone(app_zip(bundle, site_packages, tmp_path / "app.zip"), tmp_path / "app")
+    features = pd.DataFrame({"radius": [11.0, 20.0, 15.0], "texture": [14.0, 22.0, 18.0]})
+    filesystem, path = storage.filesystem(f"az://{container}/features.parquet")
+    storage.write_bytes(filesystem, path, features.to_parquet(index=False))
+    records = features.to_dict(orient="records")
+    report = run_app(
+        app_python,
+        app_root,
+        [
+            timer("schedule_0", "2026-11-27T05:00:00+00:00"),  # 06:00 in Berlin
+            timer("schedule_1", "2026-11-27T05:15:00+00:00"),
+            http(json.dumps({"data": records, "params": {"cut": 16.0}})),
+            http(json.dumps({"data": records, "params": {"cutoff": 16.0}})),
+        ],
+        azurite.environment,
+    )
+    with_params, plain, posted, refused = report["results"]
+    assert with_params["raised"] is None and plain["raised"] is None, report["log"][-4000:]
+    assert posted["status"] == 200, posted["text"]
+    posted_run = json.loads(posted["text"])
+    assert [row["flag"] for row in posted_run["predictions"]] == ["low", "high", "low"]
+    assert refused["status"] == 400
+    assert json.loads(refused["text"])["error"]["message"].endswith(
+        ".flag() has no keyword-only parameter cutoff: the ones a run may set are cut, label"
+    )
+
+    runs = deployer.read_runs(NAME, output=output)
+    assert len(runs) == 3  # nothing for the refused request
+    by_start = {run_id[:16]: run_id for run_id in runs[runs.trigger == "schedule"].run_id}
+    assert sorted(by_start) == ["20261127T050000Z", "20261127T051500Z"]
+    fired, every = by_start["20261127T050000Z"], by_start["20261127T051500Z"]
+    assert deployer.read_run(NAME, fired, output=output)["params"] == {
+        "cut": 16.0,
+        "label": "alert",
+    }
+    assert "params" not in deployer.read_run(NAME, every, output=output)
+    assert deployer.read_run(NAME, posted_run["run_id"], output=output)["params"] == {"cut": 16.0}
+    outputs = deployer.read_outputs(NAME, output=output)
+    assert outputs[outputs.run_id == fired].flag.tolist() == ["low", "alert", "low"]
+    assert outputs[outputs.run_id == every].flag.tolist() == ["low", "high", "high"]
 
 
 @pytest.mark.slow

@@ -653,11 +653,6 @@ def test_contract_delete_removes_what_deployer_made_and_nothing_else(fake: FakeA
         deployer.delete("scores", provider="azure", quiet=True)
 
 
-def test_logs_say_where_to_find_them(fake: FakeAzure) -> None:
-    with pytest.raises(ProviderError, match="Application Insights"):
-        AzureProvider().logs("scores")
-
-
 # -- bad input: refused before anything is created -------------------------------------
 
 

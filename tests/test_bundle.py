@@ -33,7 +33,7 @@ def test_manifest_describes_the_bundle(tmp_path: Path) -> None:
         metrics={"mean": lambda out: out.score.mean()},
     )
     manifest = built.bundle.manifest
-    assert manifest.format == 3
+    assert manifest.format == 4
     assert manifest.name == "scores"
     assert manifest.python == f"{sys.version_info.major}.{sys.version_info.minor}"
     function = manifest.function

@@ -15,6 +15,7 @@ a fresh venv).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -309,6 +310,35 @@ def test_contract_schedule_is_a_scheduler_job_posting_to_the_url_with_oidc(
     assert job.retry_config.retry_count == 2  # a failed run (HTTP 500) is retried
     # The scheduler's identity may invoke the function; nobody else was let in.
     assert invokers(fake, function) == {f"serviceAccount:{SCHEDULER_ACCOUNT}"}
+
+
+def flag(frame: pd.DataFrame, *, threshold: float = 0.5, label: str = "high") -> pd.DataFrame:
+    return frame.assign(flag=(frame.x > threshold).map({True: label, False: "low"}))
+
+
+def test_contract_a_schedules_params_are_its_jobs_body_and_a_change_replaces_the_job(
+    fake: FakeGoogleCloud,
+) -> None:
+    # Keys in sorted order: a job's trigger is read back with its keys sorted.
+    strict = Cron("0 6 * * *", tz="Europe/Berlin", params={"label": "alert", "threshold": 0.7})
+    deploy(flag, triggers=[strict, Every(minutes=15)])
+    bodies = {job.schedule: job.http_target.body for job in jobs(fake)}
+    assert json.loads(bodies["0 6 * * *"]) == {"params": {"label": "alert", "threshold": 0.7}}
+    assert bodies["*/15 * * * *"] == b""  # no params, no body
+    job_changes = [ADD_TRIGGER, REMOVE_TRIGGER]
+    same = plan(flag, triggers=[strict, Every(minutes=15)])
+    assert [kind for kind in same.kinds() if kind in job_changes] == []
+
+    stricter = Cron("0 6 * * *", tz="Europe/Berlin", params={"threshold": 0.9})
+    changed = plan(flag, triggers=[stricter, Every(minutes=15)])
+    assert [str(step) for step in changed.steps if step.kind in job_changes] == [
+        f"{ADD_TRIGGER}: {describe(stricter)}",
+        f"{REMOVE_TRIGGER}: {describe(strict)}",
+    ]
+    deploy(flag, triggers=[stricter, Every(minutes=15)])
+    bodies = {job.schedule: job.http_target.body for job in jobs(fake)}
+    assert len(jobs(fake)) == 2
+    assert json.loads(bodies["0 6 * * *"]) == {"params": {"threshold": 0.9}}
 
 
 def test_contract_every_becomes_a_utc_cron_job(fake: FakeGoogleCloud) -> None:
@@ -748,11 +778,6 @@ def test_contract_delete_leaves_alone_an_account_deployer_did_not_make(
     assert fake.calls(method="DELETE", contains="/serviceAccounts") == []
     with pytest.raises(google_exceptions.NotFound):
         get_function(fake)
-
-
-def test_logs_name_the_gcloud_command_to_use(fake: FakeGoogleCloud) -> None:
-    with pytest.raises(ProviderError, match="gcloud functions logs read scores"):
-        GcpProvider().logs("scores")
 
 
 # --- bad input: refused before any request reaches Google ---------------------------

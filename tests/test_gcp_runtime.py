@@ -179,10 +179,12 @@ def scheduled(
     certificates: GoogleCertificates,
     schedule_time: str,
     job: str = JOB,
+    body: str | None = None,
 ) -> Reply:
-    """A POST as Cloud Scheduler sends it: its headers and its account's token."""
+    """A POST as Cloud Scheduler sends it: its headers, its account's token and the
+    job's body (deployer's jobs have one only for a schedule with params)."""
     token = scheduler_token(certificates)
-    return function.request(headers=scheduler_headers(schedule_time, job, token))
+    return function.request(body, headers=scheduler_headers(schedule_time, job, token))
 
 
 def stripped(token: str) -> str:
@@ -599,6 +601,56 @@ def test_without_the_schedulers_account_and_audience_no_request_is_a_scheduled_r
     assert json_reply(reply)[0] == 400
     assert run_keys(gcs_emulator, gcs_bucket) == []
     assert "DEPLOYER_SCHEDULER_AUDIENCE are not both set" in log
+
+
+def flag(frame: pd.DataFrame, *, threshold: float = 0.5, label: str = "high") -> pd.DataFrame:
+    return frame.assign(flag=(frame.x > threshold).map({True: label, False: "low"}))
+
+
+def test_a_scheduler_jobs_body_and_an_http_body_set_params_and_the_runs_record_them(
+    start_function: StartFunction,
+    gcs_bucket: str,
+    gcs_emulator: GcsEmulator,
+    google_certificates: GoogleCertificates,
+) -> None:
+    features = put_parquet(
+        gcs_emulator, gcs_bucket, "features.parquet", pd.DataFrame({"x": [0.2, 0.6, 0.8]})
+    )
+    fire_time = "2026-11-27T06:00:00Z"
+    with start_function(flag, inputs=features, metrics={}, checks={}) as function:
+        # The body deployer gives the job of Cron(..., params={"threshold": 0.7}).
+        job_body = json.dumps({"params": {"threshold": 0.7}})
+        status, strict = json_reply(
+            scheduled(function, google_certificates, fire_time, JOB, job_body)
+        )
+        assert status == 200, function.log
+        assert [row["flag"] for row in strict["predictions"]] == ["low", "low", "high"]
+        # The job of a schedule without params sends no body: the defaults.
+        status, plain = json_reply(scheduled(function, google_certificates, fire_time, f"{JOB}-1"))
+        assert status == 200
+        assert [row["flag"] for row in plain["predictions"]] == ["low", "high", "high"]
+        wrong = json.dumps({"params": {"treshold": 0.7}})
+        status, refused = json_reply(
+            scheduled(function, google_certificates, fire_time, f"{JOB}-2", wrong)
+        )
+        assert status == 400 and refused["error"]["type"] == "BadRequest"
+        assert "no keyword-only parameter treshold" in refused["error"]["message"]
+        status, posted = json_reply(
+            function.post_json({"data": [{"x": 0.6}], "params": {"label": "alert"}})
+        )
+        assert status == 200 and posted["predictions"] == [{"x": 0.6, "flag": "alert"}]
+    output = output_url(gcs_bucket)
+    runs = deployer.read_runs(NAME, output=output).set_index("run_id")
+    assert sorted(runs.index) == sorted([strict["run_id"], plain["run_id"], posted["run_id"]])
+    assert runs.trigger.to_dict() == {
+        strict["run_id"]: "schedule",
+        plain["run_id"]: "schedule",
+        posted["run_id"]: "http",
+    }
+    assert runs.loc[strict["run_id"], "param.threshold"] == 0.7
+    assert deployer.read_run(NAME, strict["run_id"], output=output)["params"] == {"threshold": 0.7}
+    assert "params" not in deployer.read_run(NAME, plain["run_id"], output=output)
+    assert deployer.read_run(NAME, posted["run_id"], output=output)["params"] == {"label": "alert"}
 
 
 def test_a_body_less_request_calls_a_function_without_input(

@@ -317,3 +317,11 @@ def test_a_schedule_runs_with_its_params(deployer_home: Path, tmp_path: Path) ->
         '{"threshold": 0.7}': ["low", "low", "high"],
         "null": ["low", "high", "high"],
     }
+
+
+def test_a_schedules_params_must_fit_in_the_schedulers_description() -> None:
+    Cron("0 6 * * *", params={"labels": ["x" * 10] * 20})  # 263 characters: fits
+    with pytest.raises(
+        TriggerError, match="params are 3[0-9][0-9] characters of JSON, over the 300"
+    ):
+        Cron("0 6 * * *", params={"labels": ["x" * 10] * 25})

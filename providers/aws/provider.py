@@ -36,6 +36,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
@@ -61,6 +62,7 @@ from deployer.providers.base import (
     CREATE,
     DELETE,
     FUNCTION_STEPS,
+    SECRETS_VARIABLE,
     UPDATE_CONFIG,
     AddTrigger,
     BaseProvider,
@@ -68,22 +70,30 @@ from deployer.providers.base import (
     DeploymentState,
     InstallDependencies,
     Invocation,
+    LogEvent,
+    LogPage,
+    LogQuery,
     Plan,
     RemoveTrigger,
     Step,
     TriggerStep,
+    Version,
     describe_trigger,
     encode_payload,
     is_schedule,
     is_schedule_of,
+    merged_environment,
+    next_log_start,
     schedule_id,
     schedule_prefix,
+    secret_references,
     split_bucket_url,
     trigger_changes,
+    user_environment,
 )
 from deployer.runtimes import aws as aws_runtime
 from deployer.runtimes import fanout
-from deployer.runtimes.core import ALERTS_VARIABLE, RUN_MARKER
+from deployer.runtimes.core import ALERTS_VARIABLE
 from deployer.spec import check_cloud_spec
 from deployer.triggers import Cron, Every, describe, trigger_from_dict
 
@@ -93,6 +103,10 @@ if TYPE_CHECKING:
     from deployer.spec import DeploySpec
 
 ALIAS = "live"
+VERSION_PREFIX = "deployer"  # the description of a version deployer published
+# Variables Lambda sets itself (besides AWS_* and LAMBDA_*), which a function
+# may not set: https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html
+LAMBDA_RESERVED_ENV = frozenset({"_HANDLER", "_X_AMZN_TRACE_ID", "TZ"})
 HANDLER = "deployer_runtime.aws.handler"
 MAX_MEMORY_MB = 10240
 MAX_TIMEOUT_SECONDS = 900
@@ -100,6 +114,8 @@ TAG_PREFIX = "deployer:"
 # Lambda's Python runtimes already have these; shipping them again only costs size.
 LAMBDA_PREINSTALLED = frozenset({"boto3", "botocore", "s3transfer", "jmespath"})
 ARTIFACTS_DIRECTORY = ".deployer-artifacts"
+# Events per FilterLogEvents page (CloudWatch's own limit).
+LOG_PAGE_EVENTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -207,6 +223,7 @@ _DOING = {
     "apply": "deploying",
     "invoke": "invoking the function",
     "logs": "reading the logs",
+    "log_page": "reading the logs",
     "plan_delete": "planning the delete",
     "delete": "deleting",
 }
@@ -241,6 +258,16 @@ def _reports_aws_errors(method: _Method) -> _Method:
             ) from error
 
     return reported  # type: ignore[return-value]
+
+
+def _milliseconds(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1000)
+
+
+def _from_milliseconds(milliseconds: int | None) -> datetime | None:
+    return (
+        None if milliseconds is None else datetime.fromtimestamp(milliseconds / 1000, timezone.utc)
+    )
 
 
 @contextmanager
@@ -374,6 +401,20 @@ class AwsProvider(BaseProvider):
         for trigger in spec.triggers:
             if isinstance(trigger, (Cron, Every)):
                 to_eventbridge(trigger)  # raises TriggerError if AWS cannot express it
+        for name, reference in spec.secrets:
+            try:
+                aws_runtime.parse_secret_reference(reference)
+            except ValueError as error:
+                raise ConfigError(f"secrets=: {name}: {error}") from None
+        reserved = [name for name, _ in (*spec.env, *spec.secrets) if name in LAMBDA_RESERVED_ENV]
+        reserved += [
+            name for name, _ in (*spec.env, *spec.secrets) if name.startswith(("AWS_", "LAMBDA_"))
+        ]
+        if reserved:
+            raise ConfigError(
+                f"{sorted(set(reserved))[0]} is set by Lambda itself and cannot be changed: "
+                "choose another name"
+            )
         # No region or credentials here: building needs neither (plan checks them).
         return spec
 
@@ -670,6 +711,8 @@ class AwsProvider(BaseProvider):
                 "deployer: choose another name, or delete it yourself"
             )
         timeout = tags.get("timeout", "")
+        variables = function["Configuration"].get("Environment", {}).get("Variables", {})
+        secrets = secret_references(variables)
         return Deployed(
             code_hash=tags.get("code_hash", ""),
             deps_hash=tags.get("deps_hash", ""),
@@ -678,6 +721,11 @@ class AwsProvider(BaseProvider):
                 "inputs": tags.get("inputs") or None,
                 "timeout": int(timeout) if timeout.isdigit() else timeout,
                 "memory": function["Configuration"].get("MemorySize"),
+                "env": user_environment(variables, secrets),
+                "secrets": secrets,
+                "max concurrency": function.get("Concurrency", {}).get(
+                    "ReservedConcurrentExecutions"
+                ),
                 "execution role": _role_name_of(function["Configuration"].get("Role", "")),
             },
             triggers=tuple(self._current_triggers(name)),
@@ -695,6 +743,7 @@ class AwsProvider(BaseProvider):
     def plan(self, bundle: Bundle, spec: DeploySpec) -> Plan:
         self.require_python(bundle.manifest.python)
         self.require_access()
+        self._require_secrets(spec)
         observed = self.observe(spec.name)
         deployed = self.deployed(spec.name)
         wanted = list(bundle.manifest.triggers)
@@ -839,7 +888,10 @@ class AwsProvider(BaseProvider):
         self, spec: DeploySpec, bundle: Bundle, packaged: Packaged, reporter: Reporter
     ) -> None:
         """Dependencies, then code and configuration, a new version, the alias, the tags."""
-        environment: dict[str, str] = {}
+        environment: dict[str, str] = dict(spec.env)
+        if spec.secrets:
+            # References only: the runtime reads the values at cold start.
+            environment[SECRETS_VARIABLE] = json.dumps(dict(spec.secrets), sort_keys=True)
         if spec.alerts:
             environment[ALERTS_VARIABLE] = json.dumps(list(spec.alerts))
         layers: list[str] = []
@@ -862,6 +914,13 @@ class AwsProvider(BaseProvider):
                 f"the execution role {_role_name(spec.name)} is gone since the plan was made: "
                 "deploy again"
             )
+        function = self._function(spec.name)
+        current = (function or {}).get("Configuration", {}).get("Environment", {})
+        environment = merged_environment(
+            current.get("Variables", {}),
+            environment,
+            [name for name, _ in (*spec.env, *spec.secrets)],
+        )
         self._upload_code(
             spec,
             bundle,
@@ -870,11 +929,14 @@ class AwsProvider(BaseProvider):
             layers,
             environment,
             ephemeral_mb,
-            self._function(spec.name),
+            function,
             reporter,
         )
-        version = self._publish(spec.name, reporter)
+        self._set_concurrency(spec, function, reporter)
+        was_live = self._live_version(spec.name) if function is not None else None
+        version = self._publish(spec.name, bundle, reporter)
         self._point_alias(spec.name, version)
+        self._prune_versions(spec.name, spec.keep_versions, was_live, reporter)
         lambda_client = self.client("lambda")
         function_arn = lambda_client.get_function(FunctionName=spec.name)["Configuration"][
             "FunctionArn"
@@ -925,6 +987,40 @@ class AwsProvider(BaseProvider):
             )
         return str(role["Arn"])
 
+    def _secret_statements(self, spec: DeploySpec, account: str) -> builtins.list[dict[str, Any]]:
+        """Read access to exactly the function's secrets."""
+        secret_arns: builtins.list[str] = []
+        parameter_arns: builtins.list[str] = []
+        for _, reference in spec.secrets:
+            service, identifier, _ = aws_runtime.parse_secret_reference(reference)
+            if identifier.startswith("arn:"):
+                # An ARN names one secret (with its suffix) or parameter exactly.
+                arn = identifier
+            elif service == "secretsmanager":
+                # Secrets Manager appends "-" and 6 characters to a secret's name.
+                arn = f"arn:aws:secretsmanager:{self.region}:{account}:secret:{identifier}-??????"
+            else:
+                arn = f"arn:aws:ssm:{self.region}:{account}:parameter/{identifier.lstrip('/')}"
+            (secret_arns if service == "secretsmanager" else parameter_arns).append(arn)
+        statements: list[dict[str, Any]] = []
+        if secret_arns:
+            statements.append(
+                {
+                    "Effect": "Allow",
+                    "Action": "secretsmanager:GetSecretValue",
+                    "Resource": sorted(set(secret_arns)),
+                }
+            )
+        if parameter_arns:
+            statements.append(
+                {
+                    "Effect": "Allow",
+                    "Action": "ssm:GetParameter",
+                    "Resource": sorted(set(parameter_arns)),
+                }
+            )
+        return statements
+
     def execution_policy(self, spec: DeploySpec, account: str) -> dict[str, Any]:
         """Least privilege: its own logs, read its inputs and its dependency
         archive, write and list only under ``{output}/{name}/``."""
@@ -966,6 +1062,7 @@ class AwsProvider(BaseProvider):
                     "Resource": [function_arn, f"{function_arn}:{ALIAS}"],
                 }
             )
+        statements += self._secret_statements(spec, account)
         if spec.inputs:
             inputs_bucket, inputs_key = split_bucket_url(spec.inputs)
             statements += [
@@ -1071,13 +1168,153 @@ class AwsProvider(BaseProvider):
                 lambda_client.update_function_code(FunctionName=spec.name, **code_source)
                 lambda_client.get_waiter("function_updated_v2").wait(FunctionName=spec.name)
 
-    def _publish(self, name: str, reporter: Reporter) -> str:
+    def _set_concurrency(
+        self, spec: DeploySpec, function: dict[str, Any] | None, reporter: Reporter
+    ) -> None:
+        """Reserved concurrency: at most ``max_concurrency`` runs at once (a run over
+        it is throttled, which direct invokes and map shards retry)."""
+        lambda_client = self.client("lambda")
+        current = (function or {}).get("Concurrency", {}).get("ReservedConcurrentExecutions")
+        if spec.max_concurrency == current:
+            return
+        if spec.max_concurrency is None:
+            lambda_client.delete_function_concurrency(FunctionName=spec.name)
+            reporter.say("max concurrency: the account's (no reservation)")
+        else:
+            lambda_client.put_function_concurrency(
+                FunctionName=spec.name, ReservedConcurrentExecutions=spec.max_concurrency
+            )
+            reporter.say(f"max concurrency: {spec.max_concurrency} runs at once")
+
+    def _require_secrets(self, spec: DeploySpec) -> None:
+        """Each secret exists (its metadata, never its value), before anything changes."""
+        for name, reference in spec.secrets:
+            service, identifier, _ = aws_runtime.parse_secret_reference(reference)
+            try:
+                if service == "secretsmanager":
+                    self.client("secretsmanager").describe_secret(SecretId=identifier)
+                    continue
+                found = self.client("ssm").describe_parameters(
+                    ParameterFilters=[{"Key": "Name", "Values": [_parameter_name(identifier)]}]
+                )["Parameters"]
+            except ClientError as error:
+                code = error.response["Error"]["Code"]
+                if code not in ("ResourceNotFoundException", "ParameterNotFound"):
+                    raise
+                found = []
+            if not found:
+                create = (
+                    f"aws secretsmanager create-secret --name {identifier}"
+                    if service == "secretsmanager"
+                    else f"aws ssm put-parameter --type SecureString --name {identifier}"
+                )
+                raise ConfigError(
+                    f"secrets=: {name}: {reference} does not exist in {self.region}: create it "
+                    f"first (`{create} ...`) or fix the reference"
+                )
+
+    def _publish(self, name: str, bundle: Bundle, reporter: Reporter) -> str:
+        # The description names the version's code and dependencies (and who
+        # deployed it): `deployer history` reads them back, `rollback` by them.
+        description = (
+            f"{VERSION_PREFIX} code={bundle.code_hash} deps={bundle.deps_hash} by={self._caller()}"
+        )
         with reporter.status("publishing version"):
-            version = str(self.client("lambda").publish_version(FunctionName=name)["Version"])
+            version = str(
+                self.client("lambda").publish_version(
+                    FunctionName=name, Description=description[:256]
+                )["Version"]
+            )
             self.client("lambda").get_waiter("published_version_active").wait(
                 FunctionName=name, Qualifier=version
             )
         return version
+
+    def _caller(self) -> str:
+        """Who deploys: the last part of the caller's ARN (a user, or a role's session)."""
+        try:
+            arn = str(self.client("sts").get_caller_identity()["Arn"])
+        except ClientError:
+            return "?"
+        return arn.split(":", 5)[-1].split("/", 1)[-1][:80]
+
+    def _versions(self, name: str) -> builtins.list[dict[str, Any]]:
+        """The published versions deployer made, oldest first."""
+        found = []
+        paginator = self.client("lambda").get_paginator("list_versions_by_function")
+        for page in paginator.paginate(FunctionName=name):
+            for version in page["Versions"]:
+                if version["Version"] != "$LATEST" and str(
+                    version.get("Description", "")
+                ).startswith(VERSION_PREFIX):
+                    found.append(version)
+        return sorted(found, key=lambda version: int(version["Version"]))
+
+    def _live_version(self, name: str) -> str | None:
+        try:
+            alias = self.client("lambda").get_alias(FunctionName=name, Name=ALIAS)
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ResourceNotFoundException":
+                raise
+            return None
+        return str(alias["FunctionVersion"])
+
+    @_reports_aws_errors
+    def history(self, name: str) -> builtins.list[Version]:
+        self.require(name)
+        live = self._live_version(name)
+        versions = []
+        for version in reversed(self._versions(name)):
+            fields = dict(
+                part.split("=", 1) for part in version["Description"].split()[1:] if "=" in part
+            )
+            versions.append(
+                Version(
+                    version=version["Version"],
+                    code_hash=fields.get("code", ""),
+                    deps_hash=fields.get("deps", ""),
+                    deployed_at=_utc_iso(version.get("LastModified", "")),
+                    deployed_by=fields.get("by"),
+                    live=version["Version"] == live,
+                )
+            )
+        return versions
+
+    @_reports_aws_errors
+    def rollback(self, name: str, to: str | None, reporter: Reporter) -> Version:
+        return super().rollback(name, to, reporter)
+
+    def make_live(self, name: str, version: Version, reporter: Reporter) -> None:
+        """The alias moves to the kept version: its code, layer and configuration
+        serve again, with nothing built or uploaded."""
+        self._point_alias(name, version.version)
+        lambda_client = self.client("lambda")
+        configuration = lambda_client.get_function_configuration(
+            FunctionName=name, Qualifier=version.version
+        )
+        tags = {
+            "code_hash": version.code_hash,
+            "deps_hash": version.deps_hash,
+            "timeout": str(configuration.get("Timeout", "")),
+        }
+        lambda_client.tag_resource(
+            Resource=configuration["FunctionArn"].rsplit(":", 1)[0],
+            Tags={f"{TAG_PREFIX}{key}": value for key, value in tags.items()},
+        )
+
+    def _prune_versions(
+        self, name: str, keep: int, was_live: str | None, reporter: Reporter
+    ) -> None:
+        """Delete the oldest versions beyond ``keep``: never the live one, nor the one
+        live before it (what a rollback most likely wants, even if older)."""
+        live = self._live_version(name)
+        versions = [version for version in self._versions(name) if version["Version"] != live]
+        versions.sort(key=lambda version: (version["Version"] == was_live, int(version["Version"])))
+        surplus = len(versions) - (keep - 1)
+        for version in versions[: max(0, surplus)]:
+            self.client("lambda").delete_function(FunctionName=name, Qualifier=version["Version"])
+        if surplus > 0:
+            reporter.say(f"removed {surplus} old version(s), keeping {keep} for rollback")
 
     def _point_alias(self, name: str, version: str) -> None:
         lambda_client = self.client("lambda")
@@ -1120,6 +1357,8 @@ class AwsProvider(BaseProvider):
             event["deployer"]["map"] = True
         if schedule.params:
             event["deployer"]["params"] = dict(schedule.params)
+        if not schedule.overlap:
+            event["deployer"]["overlap"] = False
         definition: dict[str, Any] = {
             "Name": schedule_name,
             "Description": json.dumps(dict(trigger), sort_keys=True),
@@ -1272,41 +1511,47 @@ class AwsProvider(BaseProvider):
                 "staged under its output"
             )
 
-    @_reports_aws_errors
-    def logs(self, name: str, *, lines: int = 100, run_id: str | None = None) -> str:
+    # CloudWatch Logs: events can be searchable some seconds after their timestamp.
+    log_lag = timedelta(seconds=30)
+
+    def log_source(self, name: str) -> str:
         self.require(name)
-        logs = self.client("logs")
-        group = f"/aws/lambda/{name}"
+        return f"/aws/lambda/{name}"
+
+    @_reports_aws_errors
+    def log_page(self, source: str, query: LogQuery, cursor: Any) -> LogPage:
+        """One FilterLogEvents page of the log group ``source``. The cursor is the
+        start time (ms) the pages are read from and CloudWatch's nextToken; after the
+        last page, the start moves to the newest event seen, less ``log_lag``."""
+        start, token = cursor if cursor is not None else (_milliseconds(query.since), None)
+        arguments: dict[str, Any] = {"logGroupName": source, "limit": LOG_PAGE_EVENTS}
+        if start is not None:
+            arguments["startTime"] = start
+        if query.until is not None:
+            arguments["endTime"] = _milliseconds(query.until)
+        if query.contains:
+            arguments["filterPattern"] = json.dumps(query.contains.strip())  # a phrase
+        if token:
+            arguments["nextToken"] = token
         try:
-            if run_id is None:
-                events = logs.filter_log_events(logGroupName=group, limit=lines)["events"]
-            else:
-                events = self._run_events(group, run_id)
+            reply = self.client("logs").filter_log_events(**arguments)
         except ClientError as error:
             if error.response["Error"]["Code"] == "ResourceNotFoundException":
-                return ""
+                return LogPage((), cursor)  # the function has not logged anything yet
             raise
-        return "".join(
-            event["message"] if event["message"].endswith("\n") else event["message"] + "\n"
-            for event in sorted(events, key=lambda event: event["timestamp"])
+        events = tuple(
+            LogEvent(
+                datetime.fromtimestamp(event["timestamp"] / 1000, timezone.utc),
+                event["eventId"],
+                event["message"].removesuffix("\n"),
+                event.get("logStreamName", ""),
+            )
+            for event in reply.get("events", [])
         )
-
-    def _run_events(self, group: str, run_id: str) -> builtins.list[dict[str, Any]]:
-        """The events of one run: from its "started" marker to its "ended" one, in the
-        log stream of the instance that ran it."""
-        logs = self.client("logs")
-        markers = logs.filter_log_events(
-            logGroupName=group, filterPattern=f'"{RUN_MARKER} {run_id}"'
-        )["events"]
-        if not markers:
-            return []
-        stream = markers[0]["logStreamName"]
-        first = min(event["timestamp"] for event in markers)
-        last = max(event["timestamp"] for event in markers)
-        events: list[dict[str, Any]] = logs.filter_log_events(
-            logGroupName=group, logStreamNames=[stream], startTime=first, endTime=last + 1
-        )["events"]
-        return events
+        if reply.get("nextToken"):
+            return LogPage(events, (start, reply["nextToken"]), more=True)
+        resume = next_log_start(events, _from_milliseconds(start), query.since, self.log_lag)
+        return LogPage(events, (_milliseconds(resume), None))
 
     @property
     def where(self) -> str:
@@ -1371,3 +1616,22 @@ def invoke_event(payload: Any, params: dict[str, Any] | None = None) -> dict[str
     if params is not None:
         request["params"] = params
     return {"deployer": request}
+
+
+def _parameter_name(identifier: str) -> str:
+    """An SSM parameter's name from its name or ARN (``.../parameter/a/b`` -> ``/a/b``)."""
+    if identifier.startswith("arn:"):
+        path = identifier.split(":parameter", 1)[1]
+        return path if path.count("/") > 1 else path.lstrip("/")
+    return identifier
+
+
+def _utc_iso(last_modified: str) -> str:
+    """Lambda's LastModified (2026-11-30T06:00:00.000+0000) as ISO 8601 in UTC."""
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.strptime(last_modified, "%Y-%m-%dT%H:%M:%S.%f%z")
+    except ValueError:
+        return last_modified
+    return moment.astimezone(timezone.utc).isoformat()

@@ -263,6 +263,8 @@ def function_app_source(bundle: Bundle) -> str:
         if schedule.params:
             # JSON values are Python literals once true/false/null are spelled so.
             check += f", params={dict(schedule.params)!r}"
+        if not schedule.overlap:
+            check += ", overlap=False"
         lines += [
             "",
             "",

@@ -25,7 +25,17 @@ subscription, resource group and location (names derived, never chosen):
   Azure's data-plane RBAC scopes to a container at the narrowest (a
   condition on the blob path would be narrower, but conditions are not
   available on every role and account kind): the function can write the
-  whole output container, not only ``{output}/{name}/``.
+  whole output container, not only ``{output}/{name}/``. With ``secrets=``,
+  Key Vault Secrets User on exactly each secret (``{vault id}/secrets/{name}``).
+
+Settings: ``env=`` are app settings beside deployer's own; ``secrets=`` are app
+settings holding Key Vault references (``@Microsoft.KeyVault(SecretUri=...)``)
+that the platform resolves with the app's identity when the app starts, so no
+secret's value passes through deployer. A redeploy keeps every setting it did
+not make (the portal's, Application Insights') and removes the user's that are
+no longer wanted (DEPLOYER_MANAGED names them). ``max_concurrency=N`` is the
+Flex configuration: at most N instances of the HTTP functions, each taking one
+call at a time.
 
 A resource with one of these names that deployer did not make for this
 function (its tags say so) is never adopted: planning stops, naming it.
@@ -72,6 +82,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
@@ -84,6 +95,7 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
     ServiceRequestError,
 )
+from azure.core.rest import HttpRequest
 from azure.identity import DefaultAzureCredential
 from azure.mgmt.authorization import AuthorizationManagementClient
 from azure.mgmt.authorization.v2022_04_01.models import RoleAssignmentCreateParameters
@@ -105,6 +117,8 @@ from azure.mgmt.web.v2024_04_01.models import (
     FunctionsDeploymentStorageAuthentication,
     FunctionsRuntime,
     FunctionsScaleAndConcurrency,
+    FunctionsScaleAndConcurrencyTriggers,
+    FunctionsScaleAndConcurrencyTriggersHttp,
     ManagedServiceIdentity,
     NameValuePair,
     Site,
@@ -124,12 +138,16 @@ from deployer.providers.azure.target import timer_schedule
 from deployer.providers.base import (
     CREATE,
     DELETE,
+    SECRETS_VARIABLE,
     UPDATE_CONFIG,
     BaseProvider,
     CreateFunction,
     Deployed,
     DeploymentState,
     Invocation,
+    LogEvent,
+    LogPage,
+    LogQuery,
     Plan,
     Step,
     TriggerStep,
@@ -138,10 +156,15 @@ from deployer.providers.base import (
     invocation_from_reply,
     invoke_body,
     is_schedule,
+    merged_environment,
+    next_log_start,
     posting_shards,
     refuse_public_map,
     require_readable_buckets,
+    secret_references,
     trigger_changes,
+    user_environment,
+    utc_now,
 )
 from deployer.runtimes import fanout
 from deployer.runtimes.core import ALERTS_VARIABLE
@@ -161,6 +184,15 @@ SUBSCRIPTION_VARIABLE = "AZURE_SUBSCRIPTION_ID"
 RESOURCE_GROUP_VARIABLE = "AZURE_RESOURCE_GROUP"
 LOCATION_VARIABLE = "AZURE_LOCATION"
 STORAGE_ACCOUNT_VARIABLE = "AZURE_STORAGE_ACCOUNT_NAME"  # what runtimes/storage.py reads
+# Logs: Azure Functions sends what a function prints to the Application Insights
+# whose connection string is this app setting (deployer does not make one), and
+# its query API reads them back. DEPLOYER_AZURE_APP_INSIGHTS_URL: another API
+# endpoint (the tests' fake).
+APP_INSIGHTS_SETTING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+APP_INSIGHTS_URL_VARIABLE = "DEPLOYER_AZURE_APP_INSIGHTS_URL"
+APP_INSIGHTS_API = "https://api.applicationinsights.io"
+LOG_PAGE_ROWS = 1000
+LOG_QUERY_TIMEOUT_SECONDS = 60
 
 # Flex Consumption enforces no maximum run time, but a run is only given 60
 # minutes to finish when the app scales in (functions-timeout-duration.md).
@@ -169,6 +201,9 @@ MAX_TIMEOUT_SECONDS = 3600
 HTTP_RESPONSE_LIMIT_SECONDS = 230
 INSTANCE_MEMORY_MB = (512, 2048, 4096)  # the sizes Flex Consumption offers
 MAXIMUM_INSTANCE_COUNT = 100  # Flex's default scale limit per app
+# The highest maximum instance count Flex takes; its lowest is 1 (it was 40 in
+# the preview): event-driven-scaling.md, "Limit scale-out".
+INSTANCE_COUNT_LIMIT = 1000
 DEPLOYMENT_CONTAINER = "app-package"
 TAG_VALUE_LIMIT = 256  # ARM tag values; names may not contain < > % & \ ? /
 APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,58}[a-z0-9]$")  # 2-60, a DNS label
@@ -183,6 +218,8 @@ DEPS_HASH_TAG = "deployer-deps-hash"
 OUTPUT_TAG = "deployer-output"
 INPUTS_TAG = "deployer-inputs"
 TIMEOUT_TAG = "deployer-timeout"
+# max_concurrency as deployed: without it the scale settings are the platform's default.
+MAX_CONCURRENCY_TAG = "deployer-max-concurrency"
 QUALNAME_TAG = "deployer-qualname"
 TRIGGER_TAG_PREFIX = "deployer-trigger-"
 APP_TAG = "deployer-app"  # on the storage account and the plan: the app they belong to
@@ -191,16 +228,43 @@ APP_TAG = "deployer-app"  # on the storage account and the plan: the app they be
 BLOB_OWNER = "Storage Blob Data Owner"
 BLOB_CONTRIBUTOR = "Storage Blob Data Contributor"
 BLOB_READER = "Storage Blob Data Reader"
+SECRETS_USER = "Key Vault Secrets User"  # reads a secret's value (Azure RBAC vaults only)
 ROLE_IDS = {
     BLOB_OWNER: "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
     BLOB_CONTRIBUTOR: "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
     BLOB_READER: "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
+    SECRETS_USER: "4633458b-17de-408a-b874-0445c86b69e6",
 }
 ASSIGNMENT_NAMESPACE = uuid.UUID("6f0c3c1e-5d2a-4f0e-9b7e-2f1d4d2c0a11")
 
-# App settings deployer owns on the app; every other setting is the user's and is kept.
-DEPLOYER_SETTING_PREFIXES = ("DEPLOYER_", "AzureWebJobsStorage", "AzureFunctionsJobHost__")
+# App settings of the host that deployer sets, replaced whole on every update (with
+# its DEPLOYER_* ones); every other setting that deployer did not set is kept.
+HOST_SETTING_PREFIXES = ("AzureWebJobsStorage", "AzureFunctionsJobHost__")
 STORAGE_ACCOUNT_SETTING = STORAGE_ACCOUNT_VARIABLE
+# App settings the Functions platform reads or sets itself (functions-app-settings.md;
+# matched ignoring case, as app setting names are): a user's env= or secrets= name
+# may not take one, nor the one deployer sets from provider_options.
+PLATFORM_SETTING_PREFIXES = (
+    "FUNCTIONS_",
+    "AZUREWEBJOBS",
+    "AZUREFUNCTIONSJOBHOST__",
+    "WEBSITE_",
+    "SCM_",
+    "APPLICATIONINSIGHTS_",
+    "APPINSIGHTS_",
+)
+# Key Vault references: a secret's URL, as `az keyvault secret show --query id`
+# prints it (with its version) or without the version (the platform then takes
+# the newest, refetched within 24 hours of a change). Vault names are 3-24
+# letters, digits and hyphens; secret names 1-127 letters, digits and hyphens.
+SECRET_URL = re.compile(
+    r"^https://(?P<vault>[A-Za-z0-9-]{3,24})\.(?P<suffix>vault\.azure\.net|vault\.azure\.cn|"
+    r"vault\.usgovcloudapi\.net|vault\.microsoftazure\.de)/secrets/"
+    r"(?P<secret>[A-Za-z0-9-]{1,127})(?:/(?P<version>[0-9a-fA-F]{32}))?/?$"
+)
+SECRET_URL_FORM = "https://<vault>.vault.azure.net/secrets/<secret>[/<version>]"
+# Microsoft.KeyVault's ARM API (vaults, and secrets' metadata: ARM never returns a value).
+KEY_VAULT_API_VERSION = "2023-07-01"
 ENVIRONMENT_NAME = "DEPLOYER_NAME"
 ENVIRONMENT_OUTPUT = "DEPLOYER_OUTPUT"
 ENVIRONMENT_INPUTS = "DEPLOYER_INPUTS"
@@ -209,7 +273,7 @@ ENVIRONMENT_INPUTS = "DEPLOYER_INPUTS"
 # timeout, function_app.py the triggers, .python_packages the dependencies.
 ZIP_SETTINGS = ("name", "output", "inputs", "timeout", "dependencies")
 # Settings of the site itself (its Flex configuration), changed without a publish.
-SITE_SETTINGS = ("memory", "python")
+SITE_SETTINGS = ("memory", "python", "max concurrency")
 
 PUBLISH_BUSY_SECONDS = 300  # how long a deploy already running (409) is waited for
 UPLOAD_TIMEOUT_SECONDS = 15 * 60
@@ -238,7 +302,7 @@ NO_LOCATION = (
 PERMISSIONS = (
     "the deploying identity needs Contributor on the resource group, and Role Based Access "
     "Control Administrator (or User Access Administrator) on it and on the output and inputs "
-    "storage accounts, to grant the app's identity its storage roles"
+    "storage accounts (and the key vaults of secrets=), to grant the app's identity its roles"
 )
 
 
@@ -311,6 +375,64 @@ def blob_location(url: str, default_account: str | None) -> BlobLocation:
 def _is_blob_url(url: str) -> bool:
     scheme, _, rest = url.partition("://")
     return scheme in ("az", "abfs", "abfss") and bool(rest.split("/", 1)[0].split("@")[0])
+
+
+@dataclass(frozen=True)
+class SecretReference:
+    """A Key Vault secret, as secrets= names it (its URL)."""
+
+    vault: str  # the vault's name, lower case
+    secret: str
+    version: str | None  # None: the newest version
+    suffix: str = "vault.azure.net"  # the cloud's (Azure China's: vault.azure.cn)
+
+    @property
+    def url(self) -> str:
+        # Trailing slash without a version, as Azure's own examples write a reference.
+        return f"https://{self.vault}.{self.suffix}/secrets/{self.secret}/{self.version or ''}"
+
+    @property
+    def setting(self) -> str:
+        """The app setting's value: a reference the platform resolves as the app's identity."""
+        return f"@Microsoft.KeyVault(SecretUri={self.url})"
+
+
+def secret_reference(name: str, reference: str) -> SecretReference:
+    """The secret ``reference`` (of variable ``name``) points to; ConfigError otherwise.
+
+    The reference is never quoted: a value typed there by mistake stays out of logs."""
+    match = SECRET_URL.match(reference.strip())
+    if match is None:
+        raise ConfigError(
+            f"secrets=: {name} is not the URL of a Key Vault secret (not shown here, in case it "
+            f"is the secret itself): on azure a secret is given as {SECRET_URL_FORM}, as `az "
+            "keyvault secret show --vault-name <vault> --name <secret> --query id` prints it"
+        )
+    vault = match.group("vault").lower()
+    if not re.fullmatch(r"[a-z](?:[a-z0-9]|-(?!-))*[a-z0-9]", vault):
+        raise ConfigError(
+            f"secrets=: {name} names key vault {vault!r}, which cannot exist: a vault name "
+            "starts with a letter, ends with a letter or digit and has no two hyphens in a row"
+        )
+    return SecretReference(
+        vault, match.group("secret"), match.group("version"), match.group("suffix").lower()
+    )
+
+
+def _setting_name_error(name: str, what: str) -> str | None:
+    """Why variable ``name`` of ``what`` (env= or secrets=) cannot be an app setting."""
+    if name.upper().startswith(PLATFORM_SETTING_PREFIXES):
+        return (
+            f"{what}: {name} is an app setting the Azure Functions platform reads or sets "
+            "itself (FUNCTIONS_*, AzureWebJobs*, WEBSITE_*, SCM_*, APPLICATIONINSIGHTS_*): "
+            "choose another name"
+        )
+    if name.upper() == STORAGE_ACCOUNT_SETTING:
+        return (
+            f"{what}: {name} is set by deployer (the storage account of az:// URLs): pass "
+            "provider_options={'storage_account': '<account>'} instead"
+        )
+    return None
 
 
 def _triggers_of(tags: Mapping[str, str]) -> builtins.list[dict[str, Any]]:
@@ -419,6 +541,7 @@ class AzureProvider(BaseProvider):
         self._credential: Any = None
         self._clients: dict[str, Any] = {}
         self._accounts: dict[str, str] | None = None  # storage account name -> ARM id
+        self._vaults: dict[str, dict[str, Any]] | None = None  # key vault name -> the vault
 
     # -- configuration, credentials, clients ---------------------------------------
 
@@ -620,6 +743,8 @@ class AzureProvider(BaseProvider):
         scale = config.scale_and_concurrency or FunctionsScaleAndConcurrency()
         runtime = config.runtime or FunctionsRuntime()
         timeout = tags.get(TIMEOUT_TAG, "")
+        current = self._current_app_settings(site)
+        references = secret_references(current)
         return Deployed(
             code_hash=tags.get(CODE_HASH_TAG, ""),
             deps_hash=tags.get(DEPS_HASH_TAG, ""),
@@ -630,6 +755,14 @@ class AzureProvider(BaseProvider):
                 "timeout": int(timeout) if timeout.isdigit() else timeout,
                 "memory": scale.instance_memory_mb,
                 "python": runtime.version,
+                "env": user_environment(current, references),
+                # A secret counts as deployed while its app setting holds its reference.
+                "secrets": {
+                    name: reference
+                    for name, reference in references.items()
+                    if current.get(name) == _reference_setting(name, reference)
+                },
+                "max concurrency": _max_concurrency(scale, tags),
             },
             triggers=tuple(_triggers_of(tags)),
         )
@@ -641,6 +774,9 @@ class AzureProvider(BaseProvider):
             "inputs": spec.inputs,
             "timeout": spec.timeout_seconds,
             "memory": instance_memory(spec.memory_mb),
+            "env": dict(spec.env),
+            "secrets": dict(spec.secrets),
+            "max concurrency": spec.max_concurrency,
         }
 
     # -- validation and artifacts (no network) ----------------------------------
@@ -690,12 +826,38 @@ class AzureProvider(BaseProvider):
                 f"memory {spec.memory_mb} MB is over the {INSTANCE_MEMORY_MB[-1]} MB of the "
                 f"largest Flex Consumption instance: use memory={INSTANCE_MEMORY_MB[-1]} or less"
             )
+        if spec.max_concurrency is not None and spec.max_concurrency > INSTANCE_COUNT_LIMIT:
+            raise ConfigError(
+                f"max_concurrency {spec.max_concurrency}: a Flex Consumption app runs on at most "
+                f"{INSTANCE_COUNT_LIMIT} instances: use max_concurrency={INSTANCE_COUNT_LIMIT} or "
+                "less"
+            )
+        self._check_settings(spec)
         azure_platform(python_version())
         for trigger in spec.triggers:
             if isinstance(trigger, (Cron, Every)):
                 timer_schedule(trigger)  # TriggerError if the timer trigger cannot run it
         # No subscription, group or credentials here: building needs none (plan checks them).
         return spec
+
+    @staticmethod
+    def _check_settings(spec: DeploySpec) -> None:
+        """env= and secrets= can be app settings of the app, and each secret is a URL."""
+        seen: dict[str, str] = {}
+        for what, pairs in (("env=", spec.env), ("secrets=", spec.secrets)):
+            for name, _ in pairs:
+                error = _setting_name_error(name, what)
+                if error is not None:
+                    raise ConfigError(error)
+                # App setting names ignore case: DB_URL and db_url would be one setting.
+                other = seen.setdefault(name.upper(), name)
+                if other != name:
+                    raise ConfigError(
+                        f"{what}: {other} and {name} would be one app setting (Azure ignores "
+                        "the case of their names): keep one"
+                    )
+        for name, reference in spec.secrets:
+            secret_reference(name, reference)
 
     def write_artifacts(
         self, bundle: Bundle, directory: Path, reporter: Reporter
@@ -735,6 +897,84 @@ class AzureProvider(BaseProvider):
             )
         return f"{account_id}/blobServices/default/containers/{location.container}"
 
+    # -- Key Vault: the secrets of secrets= (that they exist; never their values) ----
+
+    def _key_vault_read(self, path: str, action: str) -> dict[str, Any] | None:
+        """A GET of Microsoft.KeyVault's ARM API; None when there is nothing there.
+
+        Sent through the storage client's pipeline (its credential, retries and
+        endpoint): azure-mgmt-keyvault would be one more dependency for two reads.
+        ARM answers a secret's metadata only: its value is the data plane's, which
+        deployer never calls."""
+        params = {} if "api-version=" in path else {"api-version": KEY_VAULT_API_VERSION}
+        with self._azure_errors(action):
+            response = self.storage.send_request(HttpRequest("GET", path, params=params))
+            if response.status_code == 404:
+                return None
+            if response.status_code == 403:
+                raise ProviderError(
+                    f"{action}: permission denied: the identity you deploy with needs Reader on "
+                    "the key vault (deployer looks up that the secret exists, never its value)"
+                )
+            response.raise_for_status()
+            found: dict[str, Any] = response.json()
+        return found
+
+    def _key_vaults(self) -> dict[str, dict[str, Any]]:
+        """Key vault name (lower case) -> the vault, for every vault of the subscription."""
+        if self._vaults is None:
+            vaults: dict[str, dict[str, Any]] = {}
+            path = f"/subscriptions/{self.subscription}/providers/Microsoft.KeyVault/vaults"
+            while path:
+                page = self._key_vault_read(
+                    path, f"listing the key vaults of subscription {self.subscription}"
+                )
+                for vault in (page or {}).get("value") or []:
+                    vaults[str(vault.get("name", "")).lower()] = vault
+                path = str((page or {}).get("nextLink") or "")
+            self._vaults = vaults
+        return self._vaults
+
+    def _secret_scope(self, name: str, reference: SecretReference) -> str:
+        """The ARM id of the secret variable ``name`` refers to: the scope of the app
+        identity's Key Vault Secrets User role. ConfigError, naming it, when the vault
+        or the secret is missing, or the vault ignores Azure RBAC."""
+        vault = self._key_vaults().get(reference.vault)
+        if vault is None:
+            raise ConfigError(
+                f"secrets=: {name}: key vault {reference.vault!r} is not in subscription "
+                f"{self.subscription} (or the identity you deploy with cannot see it): create "
+                f"it (`az keyvault create --name {reference.vault} --resource-group <group> "
+                "--enable-rbac-authorization true`), or name the vault the secret is in"
+            )
+        if not (vault.get("properties") or {}).get("enableRbacAuthorization"):
+            raise ConfigError(
+                f"secrets=: {name}: key vault {reference.vault} grants access through access "
+                "policies, which ignore the role deployer gives the app's identity on the "
+                f"secret: switch it to Azure RBAC (`az keyvault update --name {reference.vault} "
+                "--enable-rbac-authorization true`; its access policies then stop applying)"
+            )
+        path = f"{vault['id']}/secrets/{reference.secret}"
+        secret = self._key_vault_read(
+            path, f"looking up secret {reference.secret} of key vault {reference.vault}"
+        )
+        if secret is None:
+            raise ConfigError(
+                f"secrets=: {name}: key vault {reference.vault} has no secret "
+                f"{reference.secret!r}: add it (`az keyvault secret set --vault-name "
+                f"{reference.vault} --name {reference.secret} --file <file>`), or name the "
+                "right one"
+            )
+        attributes = (secret.get("properties") or {}).get("attributes") or {}
+        if attributes.get("enabled") is False:
+            raise ConfigError(
+                f"secrets=: {name}: secret {reference.secret} of key vault {reference.vault} is "
+                "disabled, and the platform cannot read it: enable it (`az keyvault secret "
+                f"set-attributes --vault-name {reference.vault} --name {reference.secret} "
+                "--enabled true`)"
+            )
+        return str(secret.get("id") or path)
+
     def _host_account_id(self, name: str) -> str:
         return (
             f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}/providers/"
@@ -770,6 +1010,14 @@ class AzureProvider(BaseProvider):
                         "(inputs)",
                     )
                 )
+        for name, reference in spec.secrets:
+            secret = secret_reference(name, reference)
+            scope = self._secret_scope(name, secret)
+            if any(role == SECRETS_USER and s.lower() == scope.lower() for role, s, _ in wanted):
+                continue  # two variables of one secret
+            wanted.append(
+                (SECRETS_USER, scope, f"secret {secret.secret} of key vault {secret.vault}")
+            )
         return wanted
 
     def _role_definition(self, role: str) -> str:
@@ -1001,6 +1249,8 @@ class AzureProvider(BaseProvider):
         if spec.inputs:
             tags[INPUTS_TAG] = spec.inputs
         tags[TIMEOUT_TAG] = str(spec.timeout_seconds)
+        if spec.max_concurrency is not None:
+            tags[MAX_CONCURRENCY_TAG] = str(spec.max_concurrency)
         if published:
             tags[CODE_HASH_TAG] = bundle.code_hash
             tags[DEPS_HASH_TAG] = bundle.deps_hash
@@ -1015,8 +1265,10 @@ class AzureProvider(BaseProvider):
                     tags[key] = value
         return tags
 
-    def _wanted_app_settings(self, spec: DeploySpec) -> dict[str, str]:
-        """What the runtime and the Functions host read from the app's settings."""
+    def _wanted_app_settings(self, spec: DeploySpec, *, secrets: bool = True) -> dict[str, str]:
+        """What the runtime, the Functions host and the user's function read from the
+        app's settings: deployer's own, env=, and (unless ``secrets`` is False) a Key
+        Vault reference per secret, with DEPLOYER_MANAGED naming the user's."""
         settings = {
             # The host's storage through the app's identity: no key anywhere.
             "AzureWebJobsStorage__accountName": self.host_account(spec.name),
@@ -1030,7 +1282,15 @@ class AzureProvider(BaseProvider):
             settings[STORAGE_ACCOUNT_SETTING] = self.data_account
         if spec.alerts:
             settings[ALERTS_VARIABLE] = json.dumps(list(spec.alerts))
-        return settings
+        settings.update(spec.env)
+        names = [name for name, _ in spec.env]
+        if secrets and spec.secrets:
+            for name, reference in spec.secrets:
+                settings[name] = secret_reference(name, reference).setting
+            # What the user asked for, read back by deployed(): references only.
+            settings[SECRETS_VARIABLE] = json.dumps(dict(spec.secrets), sort_keys=True)
+            names += [name for name, _ in spec.secrets]
+        return merged_environment({}, settings, names)
 
     def _current_app_settings(self, site: Site) -> dict[str, str]:
         with self._azure_errors(f"reading the app settings of {site.name}"):
@@ -1038,14 +1298,17 @@ class AzureProvider(BaseProvider):
         return dict(found.properties or {})
 
     def _merged_app_settings(self, spec: DeploySpec, current: Mapping[str, str]) -> dict[str, str]:
-        # Settings someone else put on the app are kept; deployer's own are exactly the wanted.
-        merged = {
+        """Settings someone else put on the app (the portal's, Application Insights')
+        are kept; deployer's own and the user's are exactly the wanted: one the user
+        no longer wants goes (DEPLOYER_MANAGED of ``current`` names them)."""
+        others = {
             key: value
             for key, value in current.items()
-            if not key.startswith(DEPLOYER_SETTING_PREFIXES) and key != STORAGE_ACCOUNT_SETTING
+            if not key.startswith(HOST_SETTING_PREFIXES) and key != STORAGE_ACCOUNT_SETTING
         }
-        merged.update(self._wanted_app_settings(spec))
-        return merged
+        wanted = self._wanted_app_settings(spec)
+        user_names = [name for name, _ in (*spec.env, *spec.secrets)]
+        return merged_environment(others, wanted, user_names)
 
     def _site_resource(
         self,
@@ -1087,10 +1350,7 @@ class AzureProvider(BaseProvider):
                     )
                 ),
                 runtime=FunctionsRuntime(name="python", version=bundle.manifest.python),
-                scale_and_concurrency=FunctionsScaleAndConcurrency(
-                    maximum_instance_count=MAXIMUM_INSTANCE_COUNT,
-                    instance_memory_mb=instance_memory(spec.memory_mb),
-                ),
+                scale_and_concurrency=_scale(spec),
             ),
         )
 
@@ -1164,7 +1424,10 @@ class AzureProvider(BaseProvider):
                 ),
             ).result()
         tags = self._tags(spec, bundle, current={}, published=False)
-        settings = self._wanted_app_settings(spec)
+        # Without the secrets: the platform resolves their references when the app
+        # starts, and its identity is granted them only once it exists. The last
+        # update of this deploy sets them, and restarts the app.
+        settings = self._wanted_app_settings(spec, secrets=False)
         resource = self._site_resource(spec, bundle, settings, tags, self.location)
         with (
             self._azure_errors(f"creating function app {app}"),
@@ -1409,16 +1672,110 @@ class AzureProvider(BaseProvider):
             )
         return str(key)
 
-    def logs(self, name: str, *, lines: int = 100, run_id: str | None = None) -> str:
+    # Application Insights: traces are queryable minutes after their timestamp.
+    log_lag = timedelta(minutes=5)
+    log_poll_seconds = 2.0
+
+    def log_source(self, name: str) -> tuple[str, str]:
+        """The app's name (traces' cloud_RoleName) and the Application Insights
+        application its connection string names."""
+        self.require(name)
         app = self.app(name)
-        search = f" and look for {run_id}" if run_id else ""
-        raise ProviderError(
-            "deployer does not read Azure Functions logs yet: a Flex Consumption app streams "
-            "them through Application Insights. Connect one (`az monitor app-insights component "
-            f"create` and the app setting APPLICATIONINSIGHTS_CONNECTION_STRING on {app}), then "
-            f"open Live metrics / Logs in the portal, or run `func azure functionapp logstream "
-            f"{app}`{search}"
+        site = self._site(name)
+        assert site is not None
+        connection = self._current_app_settings(site).get(APP_INSIGHTS_SETTING, "")
+        if not connection:
+            raise ProviderError(
+                f"{app} sends its logs nowhere deployer can read: Azure Functions keeps what "
+                "a function prints in Application Insights, and this app has none (deployer "
+                "does not make one). Turn it on in the portal (function app "
+                f"{app} > Settings > Application Insights), or point the app at an existing one: "
+                f"`az functionapp config appsettings set --name {app} --resource-group "
+                f"{self.resource_group} --settings {APP_INSIGHTS_SETTING}=<its connection "
+                "string>` (deployer keeps settings it did not make); runs after that are in "
+                f"`deployer logs`. Until then: `func azure functionapp logstream {app}`"
+            )
+        fields = dict(part.split("=", 1) for part in connection.split(";") if "=" in part)
+        application_id = fields.get("ApplicationId", "")
+        if not application_id:
+            raise ProviderError(
+                f"the {APP_INSIGHTS_SETTING} of {app} names no ApplicationId, which reading "
+                "its logs needs: set it to the full connection string the portal shows "
+                "(Application Insights > Overview > Connection String)"
+            )
+        return app, application_id
+
+    def log_page(self, source: tuple[str, str], query: LogQuery, cursor: Any) -> LogPage:
+        """Up to LOG_PAGE_ROWS traces of the app, oldest first, from Application
+        Insights' query API. The cursor is the time the next query starts at: the
+        newest trace of a full page, else that less ``log_lag``."""
+        app, application_id = source
+        start = cursor if cursor is not None else query.since
+        stages = ["traces", f"where cloud_RoleName == {_kql_string(app)}"]
+        body: dict[str, Any] = {}
+        if start is not None:
+            stages.append(f"where timestamp >= datetime({_iso(start)})")
+            # The API's own window, which applies besides the query's.
+            body["timespan"] = f"{_iso(start)}/{_iso(utc_now() + timedelta(days=1))}"
+        if query.until is not None:
+            stages.append(f"where timestamp <= datetime({_iso(query.until)})")
+        if query.contains:
+            stages.append(f"where message contains {_kql_string(query.contains.strip())}")
+        stages.append(f"top {LOG_PAGE_ROWS} by timestamp asc")
+        stages.append("project timestamp, itemId, message, cloud_RoleInstance")
+        body["query"] = "\n| ".join(stages)
+        rows = self._query_traces(app, application_id, body)
+        events = tuple(
+            LogEvent(
+                _trace_time(row["timestamp"]),
+                str(row["itemId"]),
+                str(row["message"]).removesuffix("\n"),
+                str(row.get("cloud_RoleInstance") or ""),
+            )
+            for row in rows
         )
+        if len(events) == LOG_PAGE_ROWS:
+            newest = max(event.timestamp for event in events)
+            if start is not None and newest <= start:  # a page of one instant: step over it
+                newest = start + timedelta(microseconds=1)
+            return LogPage(events, newest, more=True)
+        return LogPage(events, next_log_start(events, start, query.since, self.log_lag))
+
+    def _query_traces(
+        self, app: str, application_id: str, body: dict[str, Any]
+    ) -> builtins.list[dict[str, Any]]:
+        api = (os.environ.get(APP_INSIGHTS_URL_VARIABLE) or APP_INSIGHTS_API).rstrip("/")
+        try:
+            token = self.credential.get_token(f"{api}/.default").token
+        except ClientAuthenticationError:
+            raise ConfigError(NO_CREDENTIALS) from None
+        try:
+            response = requests.post(
+                f"{api}/v1/apps/{application_id}/query",
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=LOG_QUERY_TIMEOUT_SECONDS,
+            )
+        except requests.RequestException as error:
+            raise ProviderError(f"reading the logs of {app} failed: {error}") from None
+        if response.status_code in (401, 403):
+            raise ProviderError(
+                f"reading the logs of {app}: Application Insights {application_id} refused "
+                f"(HTTP {response.status_code}): the identity you deploy with needs Reader (or "
+                "Monitoring Reader) on that Application Insights resource"
+            )
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:500]
+            raise ProviderError(
+                f"reading the logs of {app} from Application Insights failed "
+                f"(HTTP {response.status_code}): {message}"
+            )
+        table = response.json()["tables"][0]
+        columns = [column["name"] for column in table["columns"]]
+        return [dict(zip(columns, row, strict=True)) for row in table["rows"]]
 
     def delete_steps(self, name: str, state: DeploymentState) -> builtins.list[Step]:
         steps: list[Step] = []
@@ -1471,6 +1828,62 @@ class AzureProvider(BaseProvider):
             with self._azure_errors(f"deleting storage account {step.account}"):
                 self.storage.storage_accounts.delete(self.resource_group, step.account)
         reporter.say(f"deleted function app {app} and what deployer made for it")
+
+
+def _kql_string(value: str) -> str:
+    """A string literal of the Kusto query language (JSON's escapes are its own)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _trace_time(text: str) -> datetime:
+    """A time as Application Insights answers it (up to 7 decimals: cut to 6)."""
+    head, _, fraction = text.rstrip("Z").partition(".")
+    moment = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+    return moment + timedelta(microseconds=int((fraction + "000000")[:6]))
+
+
+def _scale(spec: DeploySpec) -> FunctionsScaleAndConcurrency:
+    """Flex's scale settings. max_concurrency=N: at most N instances of the HTTP
+    functions (Flex scales them as one group), each given one call at a time, so
+    at most N calls run at once; the per-instance limit is set outright, as its
+    default depends on the language and the instance size. A schedule's timer
+    runs once at a time whatever the scale (a singleton, in a group of its own).
+    None: the platform's defaults."""
+    triggers = None
+    if spec.max_concurrency is not None:
+        triggers = FunctionsScaleAndConcurrencyTriggers(
+            http=FunctionsScaleAndConcurrencyTriggersHttp(per_instance_concurrency=1)
+        )
+    return FunctionsScaleAndConcurrency(
+        maximum_instance_count=spec.max_concurrency or MAXIMUM_INSTANCE_COUNT,
+        instance_memory_mb=instance_memory(spec.memory_mb),
+        triggers=triggers,
+    )
+
+
+def _reference_setting(name: str, reference: str) -> str | None:
+    """The app setting a secret's reference becomes (None: not a reference, edited by hand)."""
+    try:
+        return secret_reference(name, reference).setting
+    except ConfigError:
+        return None
+
+
+def _max_concurrency(scale: FunctionsScaleAndConcurrency, tags: Mapping[str, str]) -> Any:
+    """max_concurrency as the Flex configuration has it: its instances when each takes one
+    call at a time; None while deployer leaves the scale to the platform (no tag)."""
+    if MAX_CONCURRENCY_TAG not in tags:
+        return None
+    http = scale.triggers.http if scale.triggers is not None else None
+    per_instance = http.per_instance_concurrency if http is not None else None
+    if per_instance == 1:
+        return scale.maximum_instance_count
+    # Changed elsewhere (the portal): shown as it is, so that the plan sets it back.
+    return f"{scale.maximum_instance_count} instances of {per_instance} calls each"
 
 
 def _error_code(error: HttpResponseError) -> str:

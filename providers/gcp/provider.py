@@ -35,8 +35,23 @@ REST API through google-auth's authorized session for service accounts
 (google-cloud-iam's admin client has no REST transport). For the tests, each
 control plane's endpoint can be overridden (``DEPLOYER_GCP_FUNCTIONS_ENDPOINT``,
 ``DEPLOYER_GCP_SCHEDULER_ENDPOINT``, ``DEPLOYER_GCP_RUN_ENDPOINT``,
-``DEPLOYER_GCP_IAM_ENDPOINT``, ``DEPLOYER_GCP_STORAGE_ENDPOINT``); an
+``DEPLOYER_GCP_IAM_ENDPOINT``, ``DEPLOYER_GCP_STORAGE_ENDPOINT``,
+``DEPLOYER_GCP_LOGGING_ENDPOINT``, ``DEPLOYER_GCP_SECRETS_ENDPOINT``); an
 overridden client uses anonymous credentials, a real one never does.
+
+Settings. ``env=`` are plain variables of the function, beside deployer's own
+DEPLOYER_* ones; a variable someone else set (the console, a script) is kept
+by a redeploy, and DEPLOYER_MANAGED names the ones deployer set, so that a name
+dropped from env= goes. ``secrets=`` are Cloud Functions' own secret
+variables: the platform reads Secret Manager when an instance starts, so a
+value is never in the source, the variables, labels, plan or logs, and
+deployer never reads one. The plan checks that each secret exists, and the
+function's account (when deployer made it) is granted
+roles/secretmanager.secretAccessor on exactly those secrets, in each secret's
+own policy, before the function names them; a dropped secret's grant is taken
+back after the function stops naming it, and all of them on delete.
+``max_concurrency`` is the function's maximum instance count (a 2nd gen
+function serves one request per instance by default).
 
 Apply carries out the plan's steps in the order planned, chosen so that a
 failure at any step leaves the previous version serving: make the source zip
@@ -64,7 +79,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -88,6 +103,8 @@ from deployer.providers.base import (
     CREATE,
     DELETE,
     FUNCTION_STEPS,
+    MANAGED_VARIABLE,
+    SECRETS_VARIABLE,
     UPDATE_CONFIG,
     AddTrigger,
     BaseProvider,
@@ -95,25 +112,39 @@ from deployer.providers.base import (
     Deployed,
     DeploymentState,
     Invocation,
+    LogEvent,
+    LogPage,
+    LogQuery,
     Plan,
     RemoveTrigger,
     Step,
     TriggerStep,
     UpdateCode,
+    UpdateConfig,
     describe_trigger,
     invocation_from_reply,
     invoke_body,
     is_schedule,
     is_schedule_of,
+    merged_environment,
+    next_log_start,
     posting_shards,
     refuse_public_map,
     require_readable_buckets,
     schedule_id,
+    secret_references,
     split_bucket_url,
     trigger_changes,
+    user_environment,
 )
 from deployer.providers.gcp.source import ENTRY_POINT, gcp_runtime, source_zip
-from deployer.providers.gcp.target import GcpOptions, to_cloud_scheduler
+from deployer.providers.gcp.target import (
+    GcpOptions,
+    SecretReference,
+    check_variable_names,
+    parse_secret_reference,
+    to_cloud_scheduler,
+)
 from deployer.runtimes import fanout
 from deployer.runtimes.core import ALERTS_VARIABLE
 from deployer.runtimes.gcp import (
@@ -151,6 +182,10 @@ NAME_LABEL = "deployer-name"
 CODE_HASH_LABEL = "deployer-code-hash"
 DEPS_HASH_LABEL = "deployer-deps-hash"
 HTTP_LABEL = "deployer-http"  # "authenticated" | "public"; absent: no Http trigger
+# max_concurrency as deployer set it. Cloud Functions reads an unset maximum
+# instance count back as its default (100): without this label deployer could
+# not tell max_concurrency=None from 100, nor a count someone else set.
+MAX_CONCURRENCY_LABEL = "deployer-max-concurrency"
 DESCRIPTION_PREFIX = "deployer: "  # followed by the function's qualname
 
 ENVIRONMENT_NAME = "DEPLOYER_NAME"
@@ -166,15 +201,29 @@ SCHEDULER_ENDPOINT = "DEPLOYER_GCP_SCHEDULER_ENDPOINT"
 RUN_ENDPOINT = "DEPLOYER_GCP_RUN_ENDPOINT"
 IAM_ENDPOINT = "DEPLOYER_GCP_IAM_ENDPOINT"
 STORAGE_ENDPOINT = "DEPLOYER_GCP_STORAGE_ENDPOINT"
+LOGGING_ENDPOINT = "DEPLOYER_GCP_LOGGING_ENDPOINT"
+SECRETS_ENDPOINT = "DEPLOYER_GCP_SECRETS_ENDPOINT"
 ENDPOINT_VARIABLES = (
     FUNCTIONS_ENDPOINT,
     SCHEDULER_ENDPOINT,
     RUN_ENDPOINT,
     IAM_ENDPOINT,
     STORAGE_ENDPOINT,
+    LOGGING_ENDPOINT,
+    SECRETS_ENDPOINT,
 )
 IAM_API = "https://iam.googleapis.com"
+# Secret Manager's REST API through google-auth's session, as for IAM: deployer
+# reads a secret's metadata and IAM policy, never a value, and
+# google-cloud-secret-manager would be one more dependency for three calls.
+SECRETS_API = "https://secretmanager.googleapis.com"
+# What the function's account may do with each of its secrets: read its values.
+SECRET_ACCESSOR_ROLE = "roles/secretmanager.secretAccessor"
 IAM_TIMEOUT_SECONDS = 60
+# Cloud Logging's REST API (entries:list), read through google-auth's session:
+# google-cloud-logging would be one more dependency for one call.
+LOGGING_API = "https://logging.googleapis.com"
+LOG_PAGE_ENTRIES = 1000  # entries:list's largest page
 
 # The two accounts deployer makes per function (see the module docstring).
 FUNCTION_ROLE = "function"
@@ -321,13 +370,27 @@ class RetargetSchedule(TriggerStep):
 
 
 @dataclass(frozen=True)
+class GrantSecretAccess(AccessStep):
+    """The function's account may read the values of one secret (``secret``: its name)."""
+
+    secret: str = ""
+
+
+@dataclass(frozen=True)
+class RevokeSecretAccess(AccessStep):
+    """The function's account may no longer read a secret the function stopped naming."""
+
+    secret: str = ""
+
+
+@dataclass(frozen=True)
 class DeleteAccount(Step):
     kind: ClassVar[str] = DELETE
     email: str = ""
 
 
-class ServiceAccounts:
-    """Service accounts through the IAM REST API v1 (projects.serviceAccounts).
+class RestApi:
+    """A Google REST API v1 through an (authorized) session.
 
     Errors are google.api_core exceptions, as the official clients raise them.
     """
@@ -336,13 +399,27 @@ class ServiceAccounts:
         self._session = session
         self._endpoint = endpoint.rstrip("/")
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
         response = self._session.request(
-            method, f"{self._endpoint}/v1/{path}", json=body, timeout=IAM_TIMEOUT_SECONDS
+            method,
+            f"{self._endpoint}/v1/{path}",
+            json=body,
+            params=params,
+            timeout=IAM_TIMEOUT_SECONDS,
         )
         if response.status_code >= 400:
             raise google_exceptions.from_http_response(response)
         return response.json() if response.content else {}
+
+
+class ServiceAccounts(RestApi):
+    """Service accounts through the IAM REST API v1 (projects.serviceAccounts)."""
 
     def get(self, project: str, email: str) -> dict[str, Any] | None:
         try:
@@ -368,6 +445,34 @@ class ServiceAccounts:
 
     def delete(self, project: str, email: str) -> None:
         self._call("DELETE", f"projects/{project}/serviceAccounts/{email}")
+
+
+class Secrets(RestApi):
+    """Secret Manager's REST API v1 (projects.secrets): whether a secret exists, and its
+    IAM policy. There is no call here that reads a value: the platform does that,
+    where the function runs."""
+
+    def exists(self, secret: str) -> bool:
+        """Whether the secret ``projects/P/secrets/S`` exists (its metadata only)."""
+        try:
+            self._call("GET", secret)
+        except google_exceptions.NotFound:
+            return False
+        return True
+
+    def get_policy(self, secret: str) -> dict[str, Any]:
+        # Version 3: a policy with conditional bindings is returned whole, and
+        # set back whole.
+        policy: dict[str, Any] = self._call(
+            "GET", f"{secret}:getIamPolicy", params={"options.requestedPolicyVersion": "3"}
+        )
+        return policy
+
+    def set_policy(self, secret: str, policy: dict[str, Any]) -> dict[str, Any]:
+        """Set the policy read by ``get_policy``: its etag makes a change made in
+        between fail (409) rather than be overwritten."""
+        result: dict[str, Any] = self._call("POST", f"{secret}:setIamPolicy", {"policy": policy})
+        return result
 
 
 class GcpProvider(BaseProvider):
@@ -482,6 +587,19 @@ class GcpProvider(BaseProvider):
             self._clients["iam"] = ServiceAccounts(session, endpoint)
         accounts: ServiceAccounts = self._clients["iam"]
         return accounts
+
+    @property
+    def secrets(self) -> Secrets:
+        if "secrets" not in self._clients:
+            endpoint = os.environ.get(SECRETS_ENDPOINT)
+            if endpoint:
+                session: requests.Session = requests.Session()  # anonymous, as for every override
+            else:
+                session = AuthorizedSession(self._adc()[0])
+                endpoint = SECRETS_API
+            self._clients["secrets"] = Secrets(session, endpoint)
+        found: Secrets = self._clients["secrets"]
+        return found
 
     @property
     def storage(self) -> StorageClient:
@@ -672,6 +790,198 @@ class GcpProvider(BaseProvider):
                 policy.bindings = kept
                 handle.set_iam_policy(policy)
 
+    # -- secrets: the function's account may read exactly the ones it names ---
+
+    def _secret_references(self, spec: DeploySpec) -> dict[str, SecretReference]:
+        """Variable name -> the secret version secrets= names it after (check() validated)."""
+        return {name: parse_secret_reference(name, reference) for name, reference in spec.secrets}
+
+    def _secret_variables(
+        self, spec: DeploySpec, function: functions_v2.Function | None
+    ) -> builtins.list[functions_v2.SecretEnvVar]:
+        """The function's secret variables after this deploy: the user's secrets=, and
+        those someone else set, unless env= or secrets= now takes their name."""
+        wanted = [
+            functions_v2.SecretEnvVar(
+                key=name,
+                project_id=reference.project or self.project,
+                secret=reference.secret,
+                version=reference.version,
+            )
+            for name, reference in self._secret_references(spec).items()
+        ]
+        if function is None:
+            return wanted
+        service = function.service_config
+        managed = _managed_names(service.environment_variables)
+        taken = {name for name, _ in (*spec.env, *spec.secrets)}
+        kept = [
+            variable
+            for variable in service.secret_environment_variables
+            if variable.key not in managed and variable.key not in taken
+        ]
+        return sorted([*kept, *wanted], key=lambda variable: variable.key)
+
+    def _named_secrets(self, variables: Iterable[functions_v2.SecretEnvVar]) -> builtins.list[str]:
+        """The secrets (resource names) that secret variables read, each once."""
+        return list(
+            dict.fromkeys(
+                f"projects/{variable.project_id or self.project}/secrets/{variable.secret}"
+                for variable in variables
+            )
+        )
+
+    def _deployed_secrets(self, function: functions_v2.Function) -> dict[str, str]:
+        """The user's secrets= as deployed: each secret variable deployer set, as the
+        reference it was given (SECRETS_VARIABLE keeps them) while that still names
+        the secret version the variable reads, else by the version's full name."""
+        service = function.service_config
+        environment = service.environment_variables
+        managed = _managed_names(environment)
+        given = secret_references(environment)
+        found = {}
+        for variable in service.secret_environment_variables:
+            if variable.key not in managed:
+                continue  # someone else's
+            project = variable.project_id or self.project
+            current = SecretReference(variable.secret, variable.version or "latest", project)
+            reference = str(given.get(variable.key) or "")
+            try:
+                parsed = parse_secret_reference(variable.key, reference)
+            except ConfigError:
+                parsed = None
+            same = (
+                parsed is not None
+                and (parsed.secret, parsed.version) == (current.secret, current.version)
+                # Google may answer with the project's number for its id.
+                and ((parsed.project or self.project) == project or project.isdigit())
+            )
+            found[variable.key] = reference if same else current.render(project)
+        return dict(sorted(found.items()))
+
+    def _require_secret(self, secret: str, names: builtins.list[str]) -> None:
+        """Refuse a secret that does not exist, before anything is made or changed."""
+        project, secret_id = secret.split("/")[1], secret.rsplit("/", 1)[-1]
+        variables = ", ".join(names)
+        with self._google_errors(f"reading secret {secret}"):
+            try:
+                found = self.secrets.exists(secret)
+            except google_exceptions.Forbidden:
+                raise ProviderError(
+                    f"secrets=: cannot see secret {secret} (for {variables}): permission "
+                    "denied: the deploying account needs roles/secretmanager.viewer on it, and "
+                    "roles/secretmanager.admin to let the function's account read it"
+                ) from None
+        if not found:
+            raise ProviderError(
+                f"secrets=: secret {secret_id} does not exist in project {project} (for "
+                f"{variables}): create it with its value first, `gcloud secrets create "
+                f"{secret_id} --project {project} --data-file=-` (the value on stdin), or "
+                "correct the reference"
+            )
+
+    def _secret_policy(self, secret: str) -> dict[str, Any] | None:
+        """The secret's IAM policy; None when the secret is gone."""
+        with self._google_errors(f"reading who may read secret {secret}"):
+            try:
+                return self.secrets.get_policy(secret)
+            except google_exceptions.NotFound:
+                return None
+
+    @staticmethod
+    def _secret_members(policy: dict[str, Any] | None, role: str | None = None) -> set[str]:
+        """Members of ``role`` (unconditionally), or of any role, in a secret's policy."""
+        return {
+            member
+            for binding in (policy or {}).get("bindings", [])
+            if role is None or (binding.get("role") == role and not binding.get("condition"))
+            for member in binding.get("members", [])
+        }
+
+    def _secret_steps(
+        self, spec: DeploySpec, function: functions_v2.Function | None
+    ) -> tuple[builtins.list[Step], builtins.list[Step]]:
+        """Grants on the secrets the function will read, applied before it names them
+        (Cloud Functions checks that its account may read them), and revocations on
+        those it stops reading, applied after (the serving revision reads them
+        until then). A secret that does not exist stops the plan here."""
+        wanted: dict[str, list[str]] = {}
+        for name, reference in self._secret_references(spec).items():
+            wanted.setdefault(reference.resource(self.project), []).append(name)
+        for secret, names in wanted.items():
+            self._require_secret(secret, names)
+        if self.service_account:
+            return [], []  # the user's own account: deployer grants it nothing
+        email = self._function_account(spec.name)
+        member = f"serviceAccount:{email}"
+        grants: list[Step] = [
+            GrantSecretAccess(
+                f"grant {SECRET_ACCESSOR_ROLE} on secret {secret} to {email} "
+                f"(for {', '.join(names)})",
+                secret=secret,
+            )
+            for secret, names in wanted.items()
+            if member not in self._secret_members(self._secret_policy(secret), SECRET_ACCESSOR_ROLE)
+        ]
+        if function is None:
+            return grants, []
+        service = function.service_config
+        managed = _managed_names(service.environment_variables)
+        read_before = self._named_secrets(
+            variable for variable in service.secret_environment_variables if variable.key in managed
+        )
+        still_read = set(self._named_secrets(self._secret_variables(spec, function)))
+        revocations: list[Step] = [
+            RevokeSecretAccess(f"revoke {email}'s access to secret {secret}", secret=secret)
+            for secret in read_before
+            if secret not in still_read
+            and member in self._secret_members(self._secret_policy(secret))
+        ]
+        return grants, revocations
+
+    def _grant_secret(self, secret: str, email: str, reporter: Reporter) -> None:
+        """Add the account to the secret's accessors; every other binding stays as it is."""
+        member = f"serviceAccount:{email}"
+        with self._google_errors(f"granting {email} access to secret {secret}"):
+            policy = self.secrets.get_policy(secret)
+            bindings = policy.setdefault("bindings", [])
+            binding = next(
+                (
+                    binding
+                    for binding in bindings
+                    if binding.get("role") == SECRET_ACCESSOR_ROLE and not binding.get("condition")
+                ),
+                None,
+            )
+            if binding is None:
+                bindings.append({"role": SECRET_ACCESSOR_ROLE, "members": [member]})
+            elif member in binding.get("members", []):
+                return
+            else:
+                binding["members"] = sorted({*binding.get("members", []), member})
+            _settling(partial(self.secrets.set_policy, secret, policy), email)
+        reporter.say(f"granted {SECRET_ACCESSOR_ROLE} on secret {secret} to {email}")
+
+    def _revoke_secret(self, secret: str, email: str, reporter: Reporter) -> None:
+        """Take the account out of every binding of the secret's policy (deployer made
+        the account: whatever it holds there, deployer granted)."""
+        member = f"serviceAccount:{email}"
+        with self._google_errors(f"revoking {email}'s access to secret {secret}"):
+            try:
+                policy = self.secrets.get_policy(secret)
+            except google_exceptions.NotFound:
+                return  # the secret is gone, and its policy with it
+            if member not in self._secret_members(policy):
+                return
+            kept = []
+            for binding in policy.get("bindings", []):
+                members = [other for other in binding.get("members", []) if other != member]
+                if members:
+                    kept.append({**binding, "members": members})
+            policy["bindings"] = kept
+            self.secrets.set_policy(secret, policy)
+        reporter.say(f"revoked {email}'s access to secret {secret}")
+
     # -- validation ----------------------------------------------------------
 
     def default_output(self) -> str:
@@ -702,6 +1012,10 @@ class GcpProvider(BaseProvider):
             max_memory_mb=MAX_MEMORY_MB,
         )
         gcp_runtime(python_version())
+        check_variable_names([name for name, _ in spec.env], "env")
+        check_variable_names([name for name, _ in spec.secrets], "secrets")
+        for name, reference in spec.secrets:
+            parse_secret_reference(name, reference)  # ConfigError naming the forms it takes
         for trigger in spec.triggers:
             if isinstance(trigger, (Cron, Every)):
                 to_cloud_scheduler(trigger)  # TriggerError if Cloud Scheduler cannot express it
@@ -825,6 +1139,29 @@ class GcpProvider(BaseProvider):
         environment[ENVIRONMENT_HTTP_ACCESS] = "public" if _is_public(triggers) else AUTHENTICATED
         if spec.alerts:
             environment[ALERTS_VARIABLE] = json.dumps(list(spec.alerts))
+        if spec.secrets:
+            # The references as given, never values: how deployed() shows secrets= back.
+            environment[SECRETS_VARIABLE] = json.dumps(dict(spec.secrets), sort_keys=True)
+        environment.update(spec.env)
+        return environment
+
+    def _environment(
+        self,
+        spec: DeploySpec,
+        triggers: builtins.list[dict[str, Any]],
+        url: str | None,
+        current: Mapping[str, str],
+    ) -> dict[str, str]:
+        """The function's variables after this deploy: deployer's own and env=, over
+        what someone else set (the console, a script), which a redeploy keeps. A
+        name secrets= takes is a secret variable, never a plain one too."""
+        environment = merged_environment(
+            current,
+            self._wanted_environment(spec, triggers, url),
+            [name for name, _ in (*spec.env, *spec.secrets)],
+        )
+        for name, _ in spec.secrets:
+            environment.pop(name, None)
         return environment
 
     @property
@@ -852,6 +1189,15 @@ class GcpProvider(BaseProvider):
                 "inputs": environment.get(ENVIRONMENT_INPUTS),
                 "timeout": service.timeout_seconds,
                 "memory": service.available_memory,
+                "env": user_environment(
+                    environment, [variable.key for variable in service.secret_environment_variables]
+                ),
+                "secrets": self._deployed_secrets(function),
+                # Unset, the count reads back as the platform's default: the label
+                # says whether deployer set it.
+                "max concurrency": service.max_instance_count
+                if MAX_CONCURRENCY_LABEL in labels
+                else None,
             },
             triggers=tuple(self._current_triggers(function)),
         )
@@ -863,6 +1209,9 @@ class GcpProvider(BaseProvider):
             "inputs": spec.inputs,
             "timeout": spec.timeout_seconds,
             "memory": _memory(spec.memory_mb),
+            "env": dict(spec.env),
+            "secrets": dict(spec.secrets),
+            "max concurrency": spec.max_concurrency,
         }
 
     def require_python(self, python: str) -> None:
@@ -875,9 +1224,11 @@ class GcpProvider(BaseProvider):
         deployed = self.deployed(spec.name)
         function = self._function(spec.name) if deployed is not None else None
         wanted = list(bundle.manifest.triggers)
-        # Identities first, as apply makes them: a foreign account stops the
-        # plan here, before anything is uploaded.
+        # Identities first, as apply makes them: a foreign account or a missing
+        # secret stops the plan here, before anything is uploaded.
         steps: list[Step] = self._identity_steps(spec, wanted)
+        secret_grants, secret_revocations = self._secret_steps(spec, function)
+        steps += secret_grants
         existing = list(deployed.triggers) if deployed is not None else []
         http_steps = [
             step
@@ -906,6 +1257,7 @@ class GcpProvider(BaseProvider):
         else:
             steps += self.function_steps(deployed, bundle, spec)
             steps += self._identity_config_steps(function, bundle, spec)
+        steps += secret_revocations
         steps += self._caller_steps(spec, wanted, function)
         if not closing:
             steps += http_steps
@@ -1001,6 +1353,8 @@ class GcpProvider(BaseProvider):
         labels[NAME_LABEL] = spec.name
         labels[CODE_HASH_LABEL] = encode_hash(bundle.code_hash)
         labels[DEPS_HASH_LABEL] = encode_hash(bundle.deps_hash)
+        if spec.max_concurrency is not None:
+            labels[MAX_CONCURRENCY_LABEL] = str(spec.max_concurrency)
         http = _http_trigger(list(bundle.manifest.triggers))
         if http is not None:
             labels[HTTP_LABEL] = "public" if http.get("public") else "authenticated"
@@ -1024,14 +1378,26 @@ class GcpProvider(BaseProvider):
                 if not accessed:
                     self._ensure_access(spec, triggers, reporter)
                     accessed = True
+            elif isinstance(step, GrantSecretAccess):
+                self._grant_secret(step.secret, self._function_account(spec.name), reporter)
+            elif isinstance(step, RevokeSecretAccess):
+                self._revoke_secret(step.secret, self._function_account(spec.name), reporter)
             elif function_steps and step is function_steps[0]:
                 assert source is not None
                 current_labels = dict(function.labels) if function is not None else {}
                 labels = self._labels_for(bundle, spec, current_labels)
                 storage_source = self._upload(source, reporter)
                 created = function is None
+                changed = {step.setting for step in plan.steps if isinstance(step, UpdateConfig)}
                 function = self._deploy_function(
-                    spec, bundle, storage_source, labels, function, current_labels, reporter
+                    spec,
+                    bundle,
+                    storage_source,
+                    labels,
+                    function,
+                    current_labels,
+                    reporter,
+                    changed=changed,
                 )
                 if created:
                     # The function's URL exists only now: the audience of the
@@ -1090,14 +1456,23 @@ class GcpProvider(BaseProvider):
         bundle: Bundle,
         storage_source: functions_v2.StorageSource,
         labels: dict[str, str],
-        url: str | None,
+        function: functions_v2.Function | None,
     ) -> functions_v2.Function:
+        current = function.service_config.environment_variables if function is not None else {}
         service_config = functions_v2.ServiceConfig(
             available_memory=_memory(spec.memory_mb),
             timeout_seconds=spec.timeout_seconds,
-            environment_variables=self._wanted_environment(
-                spec, list(bundle.manifest.triggers), url
+            environment_variables=self._environment(
+                spec,
+                list(bundle.manifest.triggers),
+                _url(function) if function is not None else None,
+                current,
             ),
+            # Read from Secret Manager by the platform when an instance starts.
+            secret_environment_variables=self._secret_variables(spec, function),
+            # One request per instance: the instances are the runs at once. 0:
+            # the platform's default.
+            max_instance_count=spec.max_concurrency or 0,
             ingress_settings=functions_v2.ServiceConfig.IngressSettings.ALLOW_ALL,
             # The new revision takes all traffic once it is ready, never before.
             all_traffic_on_latest_revision=True,
@@ -1125,9 +1500,12 @@ class GcpProvider(BaseProvider):
         function: functions_v2.Function | None,
         previous_labels: dict[str, str],
         reporter: Reporter,
+        *,
+        changed: Iterable[str] = (),
     ) -> functions_v2.Function:
-        url = _url(function) if function is not None else None
-        resource = self._function_resource(spec, bundle, storage_source, labels, url)
+        """Create the function, or update it whole; ``changed``: the settings the plan
+        found changed."""
+        resource = self._function_resource(spec, bundle, storage_source, labels, function)
         if function is None:
             with self._google_errors(f"creating {spec.name}"):
                 operation = _settling(
@@ -1154,6 +1532,19 @@ class GcpProvider(BaseProvider):
                 "labels",
                 "description",
             ]
+            # Secret variables and the instance count are sent only when they
+            # change: a count set in the console (or the platform's default)
+            # stays while max_concurrency is None and was never set by deployer.
+            current, wanted = function.service_config, resource.service_config
+            if _secret_keys(current.secret_environment_variables) != _secret_keys(
+                wanted.secret_environment_variables
+            ):
+                paths.append("service_config.secret_environment_variables")
+            if "max concurrency" in changed or (
+                spec.max_concurrency is not None
+                and current.max_instance_count != spec.max_concurrency
+            ):
+                paths.append("service_config.max_instance_count")
             with self._google_errors(f"updating {spec.name}"):
                 operation = _settling(
                     partial(
@@ -1197,21 +1588,15 @@ class GcpProvider(BaseProvider):
         """Bring the labels, the environment and the service account up to date, without
         a rebuild; only what differs is sent. Returns the function as it is now."""
         service = function.service_config
-        environment = self._wanted_environment(spec, triggers, _url(function))
         # Variables someone else set on the function are kept; deployer's own
         # are exactly the wanted ones.
         current_environment = dict(service.environment_variables)
-        merged_environment = {
-            key: value
-            for key, value in current_environment.items()
-            if not key.startswith("DEPLOYER_")
-        }
-        merged_environment.update(environment)
+        environment = self._environment(spec, triggers, _url(function), current_environment)
         account = self._function_account(spec.name)
         paths = []
         if dict(function.labels) != labels:
             paths.append("labels")
-        if current_environment != merged_environment:
+        if current_environment != environment:
             paths.append("service_config.environment_variables")
         if service.service_account_email != account:
             paths.append("service_config.service_account_email")
@@ -1221,7 +1606,7 @@ class GcpProvider(BaseProvider):
             name=function.name,
             labels=labels,
             service_config=functions_v2.ServiceConfig(
-                environment_variables=merged_environment, service_account_email=account
+                environment_variables=environment, service_account_email=account
             ),
         )
         with self._google_errors(f"configuring {spec.name}"):
@@ -1252,7 +1637,8 @@ class GcpProvider(BaseProvider):
                 "roles/cloudscheduler.admin, roles/run.admin, roles/iam.serviceAccountAdmin "
                 "(deployer makes the function's and the scheduler's service accounts), "
                 "roles/iam.serviceAccountUser on those accounts, and roles/storage.admin on "
-                "the output and inputs buckets (to grant the function's account access)"
+                "the output and inputs buckets and roles/secretmanager.admin on its secrets "
+                "(to grant the function's account access)"
             ) from None
         except google_exceptions.GoogleAPICallError as error:
             raise ProviderError(f"{action} failed: {error.message}") from None
@@ -1331,9 +1717,9 @@ class GcpProvider(BaseProvider):
                 # The token of the scheduler's own account tells the runtime
                 # this is a scheduled run, and Scheduler's X-CloudScheduler-*
                 # headers which firing it is. The body carries only the
-                # schedule's params, when it has any.
+                # schedule's params and overlap, when it sets them.
                 http_method=scheduler_v1.HttpMethod.POST,
-                body=invoke_body(None, schedule.params) if schedule.params else b"",
+                body=_job_body(schedule),
                 oidc_token=scheduler_v1.OidcToken(
                     service_account_email=self._scheduler_account(spec.name), audience=url
                 ),
@@ -1493,13 +1879,77 @@ class GcpProvider(BaseProvider):
         refuse_public_map(name, state)
         require_readable_buckets(name, urls, state, "account")
 
-    def logs(self, name: str, *, lines: int = 100, run_id: str | None = None) -> str:
-        search = f" --filter 'textPayload:\"{run_id}\"'" if run_id else ""
-        raise ProviderError(
-            "deployer does not read Cloud Logging yet: run "
-            f"`gcloud functions logs read {name} --region {self.region} "
-            f"--project {self.project} --limit {lines}{search}`"
+    # Cloud Logging: entries are usually listed seconds after their timestamp.
+    log_lag = timedelta(seconds=30)
+    # entries:list allows 60 reads a minute per project: a follow takes half.
+    log_poll_seconds = 2.0
+
+    def log_source(self, name: str) -> str:
+        """The function's Cloud Run service (a 2nd gen function runs as one)."""
+        function = self._require(name)
+        return function.service_config.service.rsplit("/", 1)[-1] or name
+
+    def _logging_session(self) -> tuple[requests.Session, str]:
+        if "logging" not in self._clients:
+            endpoint = os.environ.get(LOGGING_ENDPOINT)
+            if endpoint:
+                session: requests.Session = requests.Session()  # anonymous, as for every override
+            else:
+                session = AuthorizedSession(self._adc()[0])
+                endpoint = LOGGING_API
+            self._clients["logging"] = (session, endpoint.rstrip("/"))
+        found: tuple[requests.Session, str] = self._clients["logging"]
+        return found
+
+    def log_page(self, source: str, query: LogQuery, cursor: Any) -> LogPage:
+        """One entries:list page of what the service ``source`` printed. The cursor is
+        the time the pages are read from and the page token; after the last page,
+        the time moves to the newest entry seen, less ``log_lag``."""
+        start, token = cursor if cursor is not None else (query.since, None)
+        clauses = [
+            'resource.type="cloud_run_revision"',
+            f"resource.labels.service_name={_quoted(source)}",
+        ]
+        if start is not None:
+            clauses.append(f'timestamp>="{_rfc3339(start)}"')
+        if query.until is not None:
+            clauses.append(f'timestamp<="{_rfc3339(query.until)}"')
+        if query.contains:
+            clauses.append(f"textPayload:{_quoted(query.contains.strip())}")  # re-checked
+        body: dict[str, Any] = {
+            "resourceNames": [f"projects/{self.project}"],
+            "filter": " AND ".join(clauses),
+            "orderBy": "timestamp asc",
+            "pageSize": LOG_PAGE_ENTRIES,
+        }
+        if token:
+            body["pageToken"] = token
+        session, endpoint = self._logging_session()
+        with self._google_errors(f"reading the logs of {source}"):
+            response = session.post(
+                f"{endpoint}/v2/entries:list", json=body, timeout=IAM_TIMEOUT_SECONDS
+            )
+            if response.status_code == 403:
+                raise ProviderError(
+                    f"reading the logs of {source} in project {self.project}: permission "
+                    "denied: the account needs roles/logging.viewer on the project"
+                )
+            if response.status_code >= 400:
+                raise google_exceptions.from_http_response(response)
+        reply = response.json()
+        events = tuple(
+            LogEvent(
+                _timestamp(entry["timestamp"]),
+                entry.get("insertId") or f"{entry['timestamp']}/{text}",
+                text.removesuffix("\n"),
+                (entry.get("labels") or {}).get("instanceId", ""),
+            )
+            for entry in reply.get("entries", [])
+            if (text := _entry_text(entry)) is not None
         )
+        if reply.get("nextPageToken"):
+            return LogPage(events, (start, reply["nextPageToken"]), more=True)
+        return LogPage(events, (next_log_start(events, start, query.since, self.log_lag), None))
 
     def _owned_accounts(self, name: str) -> dict[str, str]:
         """Role -> email of the accounts deployer made for ``name`` that exist."""
@@ -1536,6 +1986,8 @@ class GcpProvider(BaseProvider):
                 if environment.get(key, "").startswith("gs://")
             ]
             self._revoke_bucket_access(accounts[FUNCTION_ROLE], buckets)
+            for secret in self._named_secrets(function.service_config.secret_environment_variables):
+                self._revoke_secret(secret, accounts[FUNCTION_ROLE], reporter)
         for email in accounts.values():
             if email in planned:
                 with self._google_errors(f"deleting service account {email}"):
@@ -1544,6 +1996,30 @@ class GcpProvider(BaseProvider):
             operation = self.functions.delete_function(name=function.name)
         # The Cloud Run service and its IAM policy go with the function.
         self._wait(operation, f"deleting {name}", reporter)
+
+
+def _managed_names(environment: Mapping[str, str]) -> set[str]:
+    """The names of the user's variables (env= and secrets=) deployer set on a function."""
+    return set(filter(None, environment.get(MANAGED_VARIABLE, "").split(",")))
+
+
+def _secret_keys(
+    variables: Iterable[functions_v2.SecretEnvVar],
+) -> builtins.list[tuple[str, str, str, str]]:
+    return sorted(
+        (variable.key, variable.project_id, variable.secret, variable.version)
+        for variable in variables
+    )
+
+
+def _job_body(schedule: Cron | Every) -> bytes:
+    """What a scheduled request carries for runtimes/gcp.py ``_scheduled``."""
+    options: dict[str, Any] = {}
+    if schedule.params:
+        options["params"] = dict(schedule.params)
+    if not schedule.overlap:
+        options["overlap"] = False
+    return json.dumps(options).encode() if options else b""
 
 
 def _target_changes(existing: scheduler_v1.Job, wanted: scheduler_v1.Job) -> list[str]:
@@ -1588,6 +2064,31 @@ def _settling(call: Callable[[], Any], email: str) -> Any:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 5.0)
+
+
+def _quoted(value: str) -> str:
+    """A string in Cloud Logging's filter language (JSON's escapes are its own)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _timestamp(text: str) -> datetime:
+    """An RFC 3339 time as Cloud Logging writes it (nanoseconds: cut to microseconds)."""
+    head, _, fraction = text.rstrip("Z").partition(".")
+    moment = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+    return moment + timedelta(microseconds=int((fraction + "000000")[:6]))
+
+
+def _entry_text(entry: dict[str, Any]) -> str | None:
+    """What a log entry says: a print is textPayload, a structured line has a message;
+    a request log has neither (None)."""
+    if "textPayload" in entry:
+        return str(entry["textPayload"])
+    message = (entry.get("jsonPayload") or {}).get("message")
+    return None if message is None else str(message)
 
 
 def _poll(operation: Any, message: str) -> Any:

@@ -26,6 +26,7 @@ importable there, exactly as in the cloud.
 
 from __future__ import annotations
 
+import builtins
 import collections
 import contextlib
 import hashlib
@@ -33,6 +34,7 @@ import io
 import json
 import os
 import queue
+import re
 import selectors
 import shutil
 import subprocess
@@ -41,8 +43,9 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -57,14 +60,18 @@ from deployer.providers.base import (
     DeploymentState,
     InstallDependencies,
     Invocation,
+    LogEvent,
+    LogPage,
+    LogQuery,
     Plan,
     Step,
     UpdateCode,
+    Version,
     invoke_body,
     trigger_changes,
 )
 from deployer.runtimes import core, fanout, storage
-from deployer.spec import NAME_PATTERN, NAME_RULE, check_name
+from deployer.spec import ENV_NAME, NAME_PATTERN, NAME_RULE, check_name
 
 if TYPE_CHECKING:
     from deployer.bundle import Bundle
@@ -80,6 +87,11 @@ LOAD_TIMEOUT_SECONDS = 120
 # size, keeping LOG_BACKUPS older files: one chatty run must not fill the disk.
 LOG_MAX_BYTES = 10 * 2**20
 LOG_BACKUPS = 2
+# Each line of a log starts with the time it was printed (UTC) and a space.
+LOG_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+LOG_TIME = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z) ")
+# A line longer than this without a break is written in pieces.
+LOG_LINE_BYTES = 65536
 # How much of what a worker printed last is kept to explain a crash.
 TAIL_BYTES = 2048
 # The worker puts the bundle first on sys.path itself, because ``python -I``
@@ -186,6 +198,46 @@ def _run_uv(command: list[str]) -> None:
 
 def _bundle_sha(bundle: Bundle) -> str:
     return hashlib.sha256(bundle.zip_bytes()).hexdigest()
+
+
+# What a kept version holds: everything of an entry but the name, the
+# provider, the triggers (a rollback keeps the triggers deployed now) and the
+# history itself.
+_NOT_VERSIONED = ("name", "provider", "triggers", "history")
+
+
+def _kept_history(
+    entry: dict[str, Any], current: dict[str, Any] | None, keep_versions: int
+) -> builtins.list[dict[str, Any]]:
+    """The versions kept besides ``entry``: the one it replaces first, newest first,
+    ``keep_versions`` in all counting ``entry``, none with its very bundle."""
+    if current is None:
+        return []
+    previous = {key: value for key, value in current.items() if key not in _NOT_VERSIONED}
+    history = [previous, *current.get("history", [])]
+    history = [item for item in history if item.get("bundle_sha") != entry["bundle_sha"]]
+    return history[: max(0, keep_versions - 1)]
+
+
+def _version_of(item: dict[str, Any], *, live: bool) -> Version:
+    return Version(
+        version=str(item.get("deployed_at", ""))[:19].replace("-", "").replace(":", ""),
+        code_hash=item["code_hash"],
+        deps_hash=item["deps_hash"],
+        deployed_at=str(item.get("deployed_at", "")),
+        deployed_by=item.get("deployed_by"),
+        live=live,
+    )
+
+
+def _who() -> str | None:
+    import getpass
+    import socket
+
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except (OSError, KeyError):
+        return None
 
 
 def _state_from_entry(entry: dict[str, Any]) -> DeploymentState:
@@ -309,7 +361,10 @@ class _LogPump:
     """Copies a worker's stderr into its log, rotating it, and keeps the last bytes.
 
     The worker writes to a pipe rather than to the log file itself, so the host
-    bounds the log's size whatever the function prints.
+    bounds the log's size whatever the function prints. The log gets whole lines
+    only, each stamped with the time it was read (``logs --since`` reads it): a
+    partial line waits for its end, so workers sharing a log never split each
+    other's lines, and a rotation never splits one.
     """
 
     def __init__(self, stream: Any, path: Path) -> None:
@@ -321,21 +376,39 @@ class _LogPump:
 
     def _pump(self, stream: Any) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.path, "ab")  # noqa: SIM115 (reopened on rotation)
+        log: IO[bytes] = open(self.path, "ab")  # noqa: SIM115 (reopened on rotation)
+        pending = b""  # the start of a line whose end has not come yet
         try:
+            if log.tell() and _last_byte(self.path) != b"\n":
+                log.write(b"\n")  # a worker killed mid-line: the next line is its own
             for chunk in iter(lambda: os.read(stream.fileno(), 65536), b""):
                 self._remember(chunk)
-                if log.tell() + len(chunk) > LOG_MAX_BYTES:
-                    log.close()
-                    _rotate(self.path)
-                    log = open(self.path, "ab")  # noqa: SIM115
-                log.write(chunk)
-                log.flush()
+                pending += chunk
+                cut = pending.rfind(b"\n") + 1
+                if len(pending) - cut > LOG_LINE_BYTES:
+                    cut = len(pending)  # a line that long is cut into pieces
+                lines, pending = pending[:cut], pending[cut:]
+                log = self._write(log, lines)
         except (OSError, ValueError):  # the pipe was closed under us: the worker is gone
             pass
         finally:
+            with contextlib.suppress(OSError, ValueError):
+                log = self._write(log, pending)
             log.close()
             stream.close()
+
+    def _write(self, log: IO[bytes], lines: bytes) -> IO[bytes]:
+        """Write ``lines`` stamped, rotating first if they would overfill the log."""
+        if not lines:
+            return log
+        stamped = _stamped(lines)
+        if log.tell() + len(stamped) > LOG_MAX_BYTES:
+            log.close()
+            _rotate(self.path)
+            log = open(self.path, "ab")  # noqa: SIM115
+        log.write(stamped)
+        log.flush()
+        return log
 
     def _remember(self, chunk: bytes) -> None:
         self.tail.append(chunk)
@@ -349,6 +422,18 @@ class _LogPump:
         text = b"".join(self.tail)[-TAIL_BYTES:].decode(errors="replace").strip()
         lines = text.splitlines()[-12:]
         return "\n".join(lines)
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as file:
+        file.seek(-1, os.SEEK_END)
+        return file.read(1)
+
+
+def _stamped(lines: bytes) -> bytes:
+    """``lines``, each after the time now and a space (a missing final break added)."""
+    stamp = datetime.now(timezone.utc).strftime(LOG_TIME_FORMAT).encode() + b" "
+    return b"".join(stamp + line + b"\n" for line in lines.rstrip(b"\n").split(b"\n"))
 
 
 def _rotate(path: Path) -> None:
@@ -414,7 +499,7 @@ class Worker:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=self.entry["bundle_dir"],
-            env=_worker_environment(self.entry.get("alerts")),
+            env=_worker_environment(self.entry),
             preexec_fn=_limit_memory(self.entry.get("memory_mb")),  # noqa: PLW1509
         )
         self._pump = _LogPump(self.process.stderr, log_path(name))
@@ -538,7 +623,11 @@ def remove_unused_bundles(patience_seconds: float = 0.0) -> list[str]:
     unreadable: list[EntryError] = []
     removed = []
     with _bundles_locked():
-        used = {entry["bundle_sha"] for entry in list_entries(on_error=unreadable.append)}
+        used = {
+            version["bundle_sha"]
+            for entry in list_entries(on_error=unreadable.append)
+            for version in [entry, *entry.get("history", [])]
+        }
         if unreadable:
             return []
         for directory in sorted(bundles.iterdir()):
@@ -586,7 +675,7 @@ def _exit_cause(code: int, memory_mb: int | None) -> tuple[str, str]:
     return "WorkerCrashed", f"exited with code {code}"
 
 
-def _worker_environment(alerts: list[str] | None = None) -> dict[str, str]:
+def _worker_environment(entry: Mapping[str, Any] | None = None) -> dict[str, str]:
     # Keep only what a process needs to run and reach object stores; the
     # user's PYTHONPATH and virtualenv must not leak into the function's world.
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE")
@@ -594,9 +683,40 @@ def _worker_environment(alerts: list[str] | None = None) -> dict[str, str]:
     environment = {
         key: value for key, value in os.environ.items() if key in keep or key.startswith(prefixes)
     }
-    if alerts:
-        environment[core.ALERTS_VARIABLE] = json.dumps(alerts)
+    entry = entry or {}
+    environment.update(entry.get("env") or {})
+    secrets = entry.get("secrets") or {}
+    if secrets:
+        # The references, so that the runtime can name a missing one, and the
+        # values this process can see (core.require_secrets checks them).
+        environment[core.SECRETS_VARIABLE] = json.dumps(secrets, sort_keys=True)
+        found = _local_secrets(secrets)
+        environment.update(found)
+    if entry.get("alerts"):
+        environment[core.ALERTS_VARIABLE] = json.dumps(entry["alerts"])
     return environment
+
+
+LOCAL_SECRET_PREFIX = "env:"
+
+
+def _local_secrets(references: Mapping[str, str]) -> dict[str, str]:
+    """The values of ``env:VAR`` references: VAR in this process's environment, else
+    in the ``.env`` file of its working directory. Missing ones are left out."""
+    dotenv: dict[str, str | None] | None = None
+    found = {}
+    for name, reference in references.items():
+        variable = reference[len(LOCAL_SECRET_PREFIX) :]
+        value = os.environ.get(variable)
+        if value is None:
+            if dotenv is None:
+                from dotenv import dotenv_values
+
+                dotenv = dict(dotenv_values(".env")) if Path(".env").is_file() else {}
+            value = dotenv.get(variable)
+        if value is not None:
+            found[name] = value
+    return found
 
 
 # Once per home: without `deployer serve`, every invoke starts a new worker.
@@ -753,6 +873,14 @@ class LocalProvider(BaseProvider):
                 return url
             return str(Path(url).expanduser().resolve())
 
+        for name, reference in spec.secrets:
+            variable = reference[len(LOCAL_SECRET_PREFIX) :]
+            if not reference.startswith(LOCAL_SECRET_PREFIX) or not ENV_NAME.match(variable):
+                raise ConfigError(
+                    f"secrets=: {name}: {reference!r} is not a local secret reference: use "
+                    f"env:VARIABLE, read from the environment of the process that runs the "
+                    "function (deployer serve, or the one that invokes it) or its .env file"
+                )
         return replace(
             spec, output=absolute(spec.output) or spec.output, inputs=absolute(spec.inputs)
         )
@@ -787,6 +915,9 @@ class LocalProvider(BaseProvider):
                 "inputs": entry.get("inputs"),
                 "timeout": entry.get("timeout_seconds"),
                 "memory": entry.get("memory_mb"),
+                "env": entry.get("env") or {},
+                "secrets": entry.get("secrets") or {},
+                "max concurrency": entry.get("max_concurrency"),
             },
             triggers=tuple(entry["triggers"]),
         )
@@ -803,6 +934,14 @@ class LocalProvider(BaseProvider):
 
     def plan(self, bundle: Bundle, spec: DeploySpec) -> Plan:
         self.require_python(bundle.manifest.python)
+        missing = sorted(set(dict(spec.secrets)) - set(_local_secrets(dict(spec.secrets))))
+        if missing:
+            reference = dict(spec.secrets)[missing[0]]
+            raise ConfigError(
+                f"secrets=: {missing[0]}: {reference[len(LOCAL_SECRET_PREFIX) :]} is neither in "
+                "this environment nor in ./.env: export it, or add it to .env, where deployer "
+                "serve and invoke run"
+            )
         observed = self.observe(spec.name)
         steps: list[Step] = []
         if not environment_python(environment_path(bundle.deps_hash)).exists():
@@ -844,12 +983,17 @@ class LocalProvider(BaseProvider):
             return _state_from_entry(entry)
         environment, _ = ensure_environment(bundle, reporter)
         with _bundles_locked():
-            entry = self._unpack_and_record(plan, bundle, spec, environment)
-        remove_unused_bundles()  # the bundle this one replaced, unless a worker runs it
+            entry = self._unpack_and_record(plan, bundle, spec, environment, current)
+        remove_unused_bundles()  # what is no longer kept, unless a worker runs it
         return _state_from_entry(entry)
 
     def _unpack_and_record(
-        self, plan: Plan, bundle: Bundle, spec: DeploySpec, environment: Path
+        self,
+        plan: Plan,
+        bundle: Bundle,
+        spec: DeploySpec,
+        environment: Path,
+        current: dict[str, Any] | None,
     ) -> dict[str, Any]:
         bundle_sha = _bundle_sha(bundle)
         bundle_dir = _bundles_dir() / bundle_sha
@@ -871,11 +1015,44 @@ class LocalProvider(BaseProvider):
             "timeout_seconds": manifest.timeout_seconds,
             "memory_mb": spec.memory_mb,
             "alerts": list(spec.alerts),
+            "env": dict(spec.env),
+            # References only; the values are read when a worker starts.
+            "secrets": dict(spec.secrets),
+            "max_concurrency": spec.max_concurrency,
             "tree_sha": tree_sha,
             "deployed_at": storage.utc_now().isoformat(),
+            "deployed_by": _who(),
         }
+        entry["history"] = _kept_history(entry, current, spec.keep_versions)
         self._write_entry(entry)
         return entry
+
+    # -- versions ------------------------------------------------------------
+
+    def history(self, name: str) -> builtins.list[Version]:
+        entry = self._entry(name)
+        return [
+            _version_of(version, live=version is entry)
+            for version in [entry, *entry.get("history", [])]
+        ]
+
+    def make_live(self, name: str, version: Version, reporter: Reporter) -> None:
+        """The kept bundle and environment of ``version`` become the entry's again:
+        nothing is built or installed."""
+        entry = self._entry(name)
+        kept = entry.get("history", [])
+        chosen = next(item for item in kept if _version_of(item, live=False) == version)
+        if not _bundle_intact(chosen) or not Path(chosen["python"]).exists():
+            raise ConfigError(
+                f"code {version.code_hash[:12]} of {name} is no longer on this machine (its "
+                "bundle or environment was removed): deploy that code again instead"
+            )
+        current = {key: value for key, value in entry.items() if key != "history"}
+        rolled = {**entry, **chosen}
+        rolled["history"] = [current, *(item for item in kept if item is not chosen)]
+        with _bundles_locked():
+            self._write_entry(rolled)
+        remove_unused_bundles()
 
     def _write_entry(self, entry: dict[str, Any]) -> None:
         path = _functions_dir() / f"{entry['name']}.json"
@@ -979,17 +1156,39 @@ class LocalProvider(BaseProvider):
         (_functions_dir() / f"{plan.name}.json").unlink(missing_ok=True)
         remove_unused_bundles()
 
-    def logs(self, name: str, *, lines: int = 100, run_id: str | None = None) -> str:
+    def log_source(self, name: str) -> Path:
         self._entry(name)
-        path = log_path(name)
-        # For one run, the rotated files too (oldest first): its lines may be older.
-        files = [path.with_name(f"{path.name}.{index}") for index in range(LOG_BACKUPS, 0, -1)]
-        files = files if run_id is not None else []
-        text = "".join(file.read_text(errors="replace") for file in [*files, path] if file.exists())
-        found = text.splitlines(keepends=True)
-        if run_id is not None:
-            found = core.lines_of_run(found, run_id)
-        return "".join(found[-lines:])
+        return log_path(name)
+
+    def log_page(self, source: Path, query: LogQuery, cursor: Any) -> LogPage:
+        """The whole lines written after ``cursor`` (the inode of a log file and an
+        offset in it: rotation renames files, so a line keeps both), through the
+        rotated files in order; with no cursor, from the oldest file kept."""
+        events: list[LogEvent] = []
+        files = _open_logs(source)
+        position = cursor
+        try:
+            inodes = [inode for inode, _ in files]
+            # A cursor rotated out of the kept files: what is kept is all there is.
+            start = inodes.index(cursor[0]) if cursor and cursor[0] in inodes else 0
+            for index, (inode, file) in enumerate(files[start:], start):
+                offset = cursor[1] if cursor and inode == cursor[0] else 0
+                file.seek(offset)
+                data = file.read()
+                if index == len(files) - 1:
+                    data = data[: data.rfind(b"\n") + 1]  # a line being written waits
+                elif data and not data.endswith(b"\n"):
+                    data += b"\n"  # rotated mid-line (before lines were whole): done
+                events += _log_events(data, inode, offset)
+                position = (inode, offset + len(data))
+        finally:
+            for _, file in files:
+                file.close()
+        return LogPage(tuple(event for event in events if query.matches(event)), position)
+
+    def recent_log_events(self, source: Path, count: int) -> builtins.list[LogEvent]:
+        # A local log is at most (1 + LOG_BACKUPS) * LOG_MAX_BYTES: read it all.
+        return list(self.log_page(source, LogQuery(), None).events[-count:])
 
     def _entry(self, name: str) -> dict[str, Any]:
         entry = read_entry(name)
@@ -997,6 +1196,48 @@ class LocalProvider(BaseProvider):
             self.require(name)  # raises, naming what is deployed
             raise AssertionError(name)
         return entry
+
+
+def _open_logs(path: Path) -> list[tuple[int, IO[bytes]]]:
+    """A function's log files, oldest first, each with its inode.
+
+    Opened newest first: a rotation in between can only make a file turn up
+    twice (kept once), never make one be missed.
+    """
+    files: list[tuple[int, IO[bytes]]] = []
+    for index in range(LOG_BACKUPS + 1):
+        candidate = path.with_name(f"{path.name}.{index}") if index else path
+        try:
+            file = open(candidate, "rb")  # noqa: SIM115 (closed by the caller)
+        except FileNotFoundError:
+            continue
+        inode = os.fstat(file.fileno()).st_ino
+        if any(inode == known for known, _ in files):
+            file.close()
+            continue
+        files.append((inode, file))
+    return files[::-1]
+
+
+def _log_events(data: bytes, inode: int, offset: int) -> list[LogEvent]:
+    """The lines of ``data`` (whole lines, read at ``offset`` of file ``inode``) as events.
+
+    A line written before logs had times gets the time of the line before it (the
+    oldest ones: the epoch, so that --since leaves them out)."""
+    events = []
+    timestamp = datetime.fromtimestamp(0, timezone.utc)
+    position = offset
+    for line in data.split(b"\n")[:-1]:
+        match = LOG_TIME.match(line)
+        text = line
+        if match is not None:
+            timestamp = datetime.strptime(match.group(1).decode(), LOG_TIME_FORMAT).replace(
+                tzinfo=timezone.utc
+            )
+            text = line[match.end() :]
+        events.append(LogEvent(timestamp, f"{inode}:{position}", text.decode(errors="replace")))
+        position += len(line) + 1
+    return events
 
 
 def _bundle_intact(entry: dict[str, Any]) -> bool:

@@ -200,10 +200,24 @@ class FunctionSlot:
     def run(
         self, message: dict[str, Any], timeout_seconds: float | None = None
     ) -> local.Invocation:
+        timeout = timeout_seconds or self.entry["timeout_seconds"]
+        if message.get("overlap") is False and not self.lock.acquire(blocking=False):
+            # A schedule that does not overlap fires while the warm worker is
+            # busy: a worker of its own makes the run, which finds the running
+            # one's lease and records itself as skipped (or runs, when the busy
+            # one is not of such a schedule), instead of queueing behind it.
+            aside = local.Worker(self.entry)
+            try:
+                return local.run_request(aside, self.entry, message, timeout)
+            finally:
+                aside.stop()
+        if message.get("overlap") is False:
+            try:
+                return local.run_request(self.worker, self.entry, message, timeout)
+            finally:
+                self.lock.release()
         with self.lock:
-            return local.run_request(
-                self.worker, self.entry, message, timeout_seconds or self.entry["timeout_seconds"]
-            )
+            return local.run_request(self.worker, self.entry, message, timeout)
 
     def stop(self) -> None:
         with self.lock:
@@ -426,6 +440,8 @@ class LocalServer:
             }
             if schedule.params:
                 message["params"] = dict(schedule.params)
+            if not schedule.overlap:
+                message["overlap"] = False
             target = self._map_logged if schedule.map else self._dispatch_logged
             thread = threading.Thread(target=target, args=(name, message), daemon=True)
             thread.start()
