@@ -691,10 +691,12 @@ def rollback(
     provider_options: Mapping[str, Any] | None = None,
     quiet: bool = False,
 ) -> Version:
-    """Make a kept version of ``name`` live again, without building or uploading
-    anything: the one deployed before the live one, or the newest whose code hash
-    starts with ``to``. Code, dependencies and settings come back; the triggers
-    stay as deployed now. The next deploy deploys as usual.
+    """Make a kept version of ``name`` live again, without your function or a new
+    build of it: the one deployed before the live one, or the newest whose code
+    hash starts with ``to``. AWS moves its alias, local its entry; GCP and Azure
+    publish the kept artifact again. Code, dependencies and settings come back;
+    the triggers stay as deployed now, and a rollback never grants access the
+    function does not have now. The next deploy deploys as usual.
 
     >>> deployer.rollback("churn-scores")  # the previous version
     """

@@ -1116,8 +1116,8 @@ def history(name: str, provider: str, provider_option: tuple[str, ...], as_json:
 @provider_choice
 @click.option("--to", "to", metavar="CODE_HASH", help="the code hash (a prefix) to make live")
 def rollback(name: str, provider: str, provider_option: tuple[str, ...], to: str | None) -> None:
-    """Make the version before the live one (or --to CODE_HASH) live again, without
-    building anything; the triggers stay as deployed now."""
+    """Make the version before the live one (or --to CODE_HASH) live again from what
+    was kept of it (no build from your code); the triggers stay as deployed now."""
     from deployer import api
 
     api.rollback(

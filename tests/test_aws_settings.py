@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from lambda_harness import install_runtime, lambda_function
 from test_aws_end_to_end import lambda_environment, rebuilt_task_root
+from test_history import add_one, add_three, add_two
 
 import deployer
 from deployer import ConfigError
@@ -74,6 +75,20 @@ def layer_of(name: str, deps_hash: str, directory: Path) -> Path:
     return directory
 
 
+def run_deployed(
+    options: dict[str, Any], deps_hash: str, runtime: Path, directory: Path
+) -> tuple[str, Any, str]:
+    """One manual invoke of what is deployed as "settings", with its configuration
+    (environment included), under awslambdaric: (kind, reply, the process's output)."""
+    task_root = rebuilt_task_root(seen, options, directory)
+    layer = layer_of("settings", deps_hash, directory / "opt")
+    with lambda_function(
+        task_root, [layer], lambda_environment("settings"), runtime=runtime, name="settings"
+    ) as running:
+        kind, reply = running.invoke({"deployer": {"trigger": "manual", "payload": [{"x": 1}]}})
+        return kind, reply, running.output()
+
+
 def test_secrets_are_read_at_cold_start_by_exactly_their_role_and_written_nowhere(
     stored_secrets: dict[str, str], lambda_runtime: Path, tmp_path: Path
 ) -> None:
@@ -109,18 +124,8 @@ def test_secrets_are_read_at_cold_start_by_exactly_their_role_and_written_nowher
         "ssm:GetParameter": [f"arn:aws:ssm:us-east-1:{account}:parameter/prod/api-key"],
     }
 
-    task_root = rebuilt_task_root(seen, options, tmp_path)
-    layer = layer_of("settings", deployment.deps_hash, tmp_path / "opt")
-    with lambda_function(
-        task_root,
-        [layer],
-        lambda_environment("settings"),
-        runtime=lambda_runtime,
-        name="settings",
-    ) as running:
-        kind, reply = running.invoke({"deployer": {"trigger": "manual", "payload": [{"x": 1}]}})
-        assert kind == "response", (reply, running.output())
-        logs = running.output()
+    kind, reply, logs = run_deployed(options, deployment.deps_hash, lambda_runtime, tmp_path)
+    assert kind == "response", (reply, logs)
     [row] = reply["body"]["predictions"]
     assert row["level"] == "strict"
     assert row["password"] == digest(PASSWORD)
@@ -138,7 +143,7 @@ def test_secrets_are_read_at_cold_start_by_exactly_their_role_and_written_nowher
         ).encode()
     )
     blobs.append(str(plan).encode())
-    blobs.append(logs.encode() if isinstance(logs, str) else bytes(logs))
+    blobs.append(logs.encode())
     blobs.append(json.dumps(policy).encode())
     listing = boto3.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])
     blobs += [
@@ -240,17 +245,7 @@ def test_a_secret_the_role_cannot_read_fails_the_cold_start_naming_it(
     boto3.client("secretsmanager").delete_secret(
         SecretId="prod/db", ForceDeleteWithoutRecovery=True
     )
-    task_root = rebuilt_task_root(seen, options, tmp_path)
-    layer = layer_of("settings", deployment.deps_hash, tmp_path / "opt")
-    with lambda_function(
-        task_root,
-        [layer],
-        lambda_environment("settings"),
-        runtime=lambda_runtime,
-        name="settings",
-    ) as running:
-        kind, reply = running.invoke({"deployer": {"trigger": "manual", "payload": [{"x": 1}]}})
-        output = running.output()
+    kind, reply, output = run_deployed(options, deployment.deps_hash, lambda_runtime, tmp_path)
     assert kind == "error"
     assert "secret DB_PASSWORD (secretsmanager:prod/db#password) could not be read at cold " in (
         json.dumps(reply) + output
@@ -279,18 +274,6 @@ def test_a_schedule_that_does_not_overlap_tells_its_runs_so(stored_secrets: dict
     }
     assert inputs["cron"]["overlap"] is False
     assert "overlap" not in inputs["every"]
-
-
-def add_one(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.assign(y=frame.x + 1)
-
-
-def add_two(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.assign(y=frame.x + 2)
-
-
-def add_three(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.assign(y=frame.x + 3)
 
 
 def test_history_lists_published_versions_and_rollback_moves_the_alias(

@@ -87,7 +87,8 @@ def test_a_redeploy_and_a_delete_remove_the_bundles_nothing_uses(deployer_home: 
     kept = deployer.deploy(double, name="other", quiet=True)
     before = bundles(deployer_home)
     assert len(before) == 2
-    second = deployer.deploy(triple, name="scored", quiet=True)
+    # keep_versions=1: no version is kept for rollback (test_history.py keeps them).
+    second = deployer.deploy(triple, name="scored", keep_versions=1, quiet=True)
     assert first.code_hash != second.code_hash
     after = bundles(deployer_home)
     assert len(after) == 2 and len(after - before) == 1  # the replaced one went
@@ -109,7 +110,7 @@ def test_a_bundle_a_warm_worker_runs_stays_until_the_server_retires_it(
         d = deployer.deploy(double, name="warm", quiet=True)
         assert d.invoke(pd.DataFrame({"x": [1]})).y.tolist() == [2]  # the server's worker
         old = bundles(deployer_home)
-        deployer.deploy(triple, name="warm", quiet=True)
+        deployer.deploy(triple, name="warm", keep_versions=1, quiet=True)
         assert old <= bundles(deployer_home)  # still running in the warm worker
         assert d.invoke(pd.DataFrame({"x": [1]})).y.tolist() == [3]  # retires the old one
         deadline = time.monotonic() + 30

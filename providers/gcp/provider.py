@@ -64,6 +64,22 @@ labels ride on the same update; if the operation fails they are put back, so
 the next plan still sees the old code and offers the update again. A new
 function learns its own URL (the audience of the scheduler's tokens) only once
 created, so its first deploy ends with a second, configuration-only update.
+
+Versions. Every deploy that updates the function keeps its source zip and a
+record of its settings (source.py ``KeptSource``: hashes, when and by whom,
+env=, secrets= references, memory, timeout, max_concurrency; never a secret
+value nor an alert URL) under ``.deployer-artifacts/versions/PROJECT/REGION/NAME/``
+beside the output. The output bucket is the one place deployer owns a part of
+already (the runs; AWS keeps its dependency archives there too), the deploying
+account may write it already, and it outlives a deploy: the bucket
+generateUploadUrl hands out is Cloud Functions' own staging area, and the source
+Cloud Functions keeps is only the current one. ``rollback`` uploads the kept zip
+again, checked against the sha256 recorded, and updates the function with the
+version's settings: Cloud Build rebuilds exactly that source. Who the function
+runs as, its triggers and its alert URLs stay as deployed now. The live version
+is the newest whose hashes and settings are the function's (by its labels and
+configuration). ``keep_versions`` bounds what is kept; the oldest go first, never
+the live one nor the one live before it.
 """
 
 from __future__ import annotations
@@ -77,7 +93,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import partial
@@ -121,6 +137,7 @@ from deployer.providers.base import (
     TriggerStep,
     UpdateCode,
     UpdateConfig,
+    Version,
     describe_trigger,
     invocation_from_reply,
     invoke_body,
@@ -137,7 +154,14 @@ from deployer.providers.base import (
     trigger_changes,
     user_environment,
 )
-from deployer.providers.gcp.source import ENTRY_POINT, gcp_runtime, source_zip
+from deployer.providers.gcp.source import (
+    ENTRY_POINT,
+    KeptSource,
+    check_kept_zip,
+    gcp_runtime,
+    kept_source,
+    source_zip,
+)
 from deployer.providers.gcp.target import (
     GcpOptions,
     SecretReference,
@@ -155,13 +179,12 @@ from deployer.runtimes.gcp import (
     SCHEDULER_ACCOUNT_VARIABLE,
     SCHEDULER_AUDIENCE_VARIABLE,
 )
-from deployer.spec import check_cloud_spec
+from deployer.spec import DeploySpec, check_cloud_spec
 from deployer.triggers import Cron, Every, trigger_from_dict
 
 if TYPE_CHECKING:
     from deployer.bundle import Bundle
     from deployer.console import Reporter
-    from deployer.spec import DeploySpec
 
 MAX_MEMORY_MB = 32768
 # Cloud Functions (2nd gen) lets an HTTP function run for up to 60 minutes.
@@ -224,6 +247,10 @@ IAM_TIMEOUT_SECONDS = 60
 # google-cloud-logging would be one more dependency for one call.
 LOGGING_API = "https://logging.googleapis.com"
 LOG_PAGE_ENTRIES = 1000  # entries:list's largest page
+# Where each deployed version's source and settings are kept, beside the output
+# (see the module docstring), as AWS keeps its dependency archives.
+ARTIFACTS_DIRECTORY = ".deployer-artifacts"
+VERSIONS_DIRECTORY = "versions"
 
 # The two accounts deployer makes per function (see the module docstring).
 FUNCTION_ROLE = "function"
@@ -337,6 +364,16 @@ class _FreshToken:
 def _url(function: functions_v2.Function) -> str:
     url: str = function.url or function.service_config.uri
     return url
+
+
+@dataclass(frozen=True)
+class FunctionSource:
+    """What Cloud Build builds a function from: an uploaded zip, on a runtime, and
+    whose function the description names (a deploy's bundle, or a kept version)."""
+
+    storage_source: functions_v2.StorageSource
+    runtime: str
+    qualname: str
 
 
 class AccessStep(Step):
@@ -1178,29 +1215,33 @@ class GcpProvider(BaseProvider):
                 f"a Cloud Function named {name!r} exists in {self.location} but was not "
                 "deployed by deployer: choose another name, or delete it yourself"
             )
-        service = function.service_config
-        environment = service.environment_variables
         return Deployed(
             code_hash=decode_hash(labels.get(CODE_HASH_LABEL, "")),
             deps_hash=decode_hash(labels.get(DEPS_HASH_LABEL, "")),
-            settings={
-                "name": environment.get(ENVIRONMENT_NAME),
-                "output": environment.get(ENVIRONMENT_OUTPUT),
-                "inputs": environment.get(ENVIRONMENT_INPUTS),
-                "timeout": service.timeout_seconds,
-                "memory": service.available_memory,
-                "env": user_environment(
-                    environment, [variable.key for variable in service.secret_environment_variables]
-                ),
-                "secrets": self._deployed_secrets(function),
-                # Unset, the count reads back as the platform's default: the label
-                # says whether deployer set it.
-                "max concurrency": service.max_instance_count
-                if MAX_CONCURRENCY_LABEL in labels
-                else None,
-            },
+            settings=self._deployed_settings(function),
             triggers=tuple(self._current_triggers(function)),
         )
+
+    def _deployed_settings(self, function: functions_v2.Function) -> dict[str, Any]:
+        """The function's settings as ``wanted_settings`` renders them."""
+        service = function.service_config
+        environment = service.environment_variables
+        return {
+            "name": environment.get(ENVIRONMENT_NAME),
+            "output": environment.get(ENVIRONMENT_OUTPUT),
+            "inputs": environment.get(ENVIRONMENT_INPUTS),
+            "timeout": service.timeout_seconds,
+            "memory": service.available_memory,
+            "env": user_environment(
+                environment, [variable.key for variable in service.secret_environment_variables]
+            ),
+            "secrets": self._deployed_secrets(function),
+            # Unset, the count reads back as the platform's default: the label
+            # says whether deployer set it.
+            "max concurrency": service.max_instance_count
+            if MAX_CONCURRENCY_LABEL in function.labels
+            else None,
+        }
 
     def wanted_settings(self, spec: DeploySpec) -> dict[str, Any]:
         return {
@@ -1347,15 +1388,27 @@ class GcpProvider(BaseProvider):
     def _labels_for(
         self, bundle: Bundle, spec: DeploySpec, current: dict[str, str]
     ) -> dict[str, str]:
+        return self._labels(
+            spec, bundle.code_hash, bundle.deps_hash, list(bundle.manifest.triggers), current
+        )
+
+    def _labels(
+        self,
+        spec: DeploySpec,
+        code_hash: str,
+        deps_hash: str,
+        triggers: builtins.list[dict[str, Any]],
+        current: dict[str, str],
+    ) -> dict[str, str]:
         # Labels someone else put on the function (gcloud's deployment-tool, a
         # team's cost centre) are kept; deployer owns only its own prefix.
         labels = {key: value for key, value in current.items() if not key.startswith(LABEL_PREFIX)}
         labels[NAME_LABEL] = spec.name
-        labels[CODE_HASH_LABEL] = encode_hash(bundle.code_hash)
-        labels[DEPS_HASH_LABEL] = encode_hash(bundle.deps_hash)
+        labels[CODE_HASH_LABEL] = encode_hash(code_hash)
+        labels[DEPS_HASH_LABEL] = encode_hash(deps_hash)
         if spec.max_concurrency is not None:
             labels[MAX_CONCURRENCY_LABEL] = str(spec.max_concurrency)
-        http = _http_trigger(list(bundle.manifest.triggers))
+        http = _http_trigger(triggers)
         if http is not None:
             labels[HTTP_LABEL] = "public" if http.get("public") else "authenticated"
         return labels
@@ -1386,19 +1439,33 @@ class GcpProvider(BaseProvider):
                 assert source is not None
                 current_labels = dict(function.labels) if function is not None else {}
                 labels = self._labels_for(bundle, spec, current_labels)
-                storage_source = self._upload(source, reporter)
+                kept_before = self._kept_versions(spec.output, spec.name)
+                was_live = (
+                    self._live_version(function, kept_before) if function is not None else None
+                )
+                # Kept before the function changes: a deploy that cannot keep its
+                # version for rollback changes nothing of the function.
+                kept = self._keep_version(spec, bundle, source)
                 created = function is None
                 changed = {step.setting for step in plan.steps if isinstance(step, UpdateConfig)}
-                function = self._deploy_function(
-                    spec,
-                    bundle,
-                    storage_source,
-                    labels,
-                    function,
-                    current_labels,
-                    reporter,
-                    changed=changed,
-                )
+                try:
+                    built = FunctionSource(
+                        self._upload(source, reporter), kept.runtime, kept.qualname
+                    )
+                    function = self._deploy_function(
+                        spec,
+                        built,
+                        triggers,
+                        labels,
+                        function,
+                        current_labels,
+                        reporter,
+                        changed=changed,
+                    )
+                except ProviderError:
+                    self._forget_failed(spec.output, kept)
+                    raise
+                self._prune_versions(spec, kept_before, was_live, reporter)
                 if created:
                     # The function's URL exists only now: the audience of the
                     # scheduler's tokens, told to the runtime.
@@ -1453,8 +1520,8 @@ class GcpProvider(BaseProvider):
     def _function_resource(
         self,
         spec: DeploySpec,
-        bundle: Bundle,
-        storage_source: functions_v2.StorageSource,
+        built: FunctionSource,
+        triggers: builtins.list[dict[str, Any]],
         labels: dict[str, str],
         function: functions_v2.Function | None,
     ) -> functions_v2.Function:
@@ -1464,7 +1531,7 @@ class GcpProvider(BaseProvider):
             timeout_seconds=spec.timeout_seconds,
             environment_variables=self._environment(
                 spec,
-                list(bundle.manifest.triggers),
+                triggers,
                 _url(function) if function is not None else None,
                 current,
             ),
@@ -1480,12 +1547,12 @@ class GcpProvider(BaseProvider):
         )
         return functions_v2.Function(
             name=self._function_name(spec.name),
-            description=f"{DESCRIPTION_PREFIX}{bundle.manifest.function.qualname}"[:4096],
+            description=f"{DESCRIPTION_PREFIX}{built.qualname}"[:4096],
             environment=functions_v2.Environment.GEN_2,
             build_config=functions_v2.BuildConfig(
-                runtime=gcp_runtime(bundle.manifest.python),
+                runtime=built.runtime,
                 entry_point=ENTRY_POINT,
-                source=functions_v2.Source(storage_source=storage_source),
+                source=functions_v2.Source(storage_source=built.storage_source),
             ),
             service_config=service_config,
             labels=labels,
@@ -1494,8 +1561,8 @@ class GcpProvider(BaseProvider):
     def _deploy_function(
         self,
         spec: DeploySpec,
-        bundle: Bundle,
-        storage_source: functions_v2.StorageSource,
+        built: FunctionSource,
+        triggers: builtins.list[dict[str, Any]],
         labels: dict[str, str],
         function: functions_v2.Function | None,
         previous_labels: dict[str, str],
@@ -1505,7 +1572,7 @@ class GcpProvider(BaseProvider):
     ) -> functions_v2.Function:
         """Create the function, or update it whole; ``changed``: the settings the plan
         found changed."""
-        resource = self._function_resource(spec, bundle, storage_source, labels, function)
+        resource = self._function_resource(spec, built, triggers, labels, function)
         if function is None:
             with self._google_errors(f"creating {spec.name}"):
                 operation = _settling(
@@ -1778,6 +1845,235 @@ class GcpProvider(BaseProvider):
             self.scheduler.delete_job(name=job.name)
         reporter.say(f"removed schedule {describe_trigger(trigger)}")
 
+    # -- versions: each deployed source kept for rollback ---------------------
+
+    def _versions_prefix(self, output: str, name: str) -> tuple[str, str]:
+        """(bucket, prefix) where the versions of ``name`` are kept, beside ``output``;
+        per project and region, as a name may be deployed in several.
+
+        The function's own account may write there too (objectAdmin on the output
+        bucket): the sha256 a record keeps tells a damaged or swapped zip, not a
+        record the function itself rewrote."""
+        bucket, prefix = split_bucket_url(output)
+        parts = (prefix, ARTIFACTS_DIRECTORY, VERSIONS_DIRECTORY, self.project, self.region, name)
+        return bucket, "/".join(part for part in parts if part) + "/"
+
+    def _kept_versions(self, output: str, name: str) -> builtins.list[KeptSource]:
+        """The versions of ``name`` kept beside ``output``, newest first."""
+        bucket, prefix = self._versions_prefix(output, name)
+        kept = []
+        with self._google_errors(f"reading the versions of {name} kept in gs://{bucket}/{prefix}"):
+            for blob in self.storage.list_blobs(bucket, prefix=prefix):
+                if not blob.name.endswith(".json"):
+                    continue
+                try:
+                    record = KeptSource.from_json(blob.download_as_bytes())
+                    if f"{prefix}{record.version}.json" != blob.name or record.name != name:
+                        raise ValueError("it names another version or function than its path")
+                except ValueError as error:
+                    raise ProviderError(
+                        f"gs://{bucket}/{blob.name} is not a version deployer kept ({error}): "
+                        f"delete it (`gcloud storage rm gs://{bucket}/{blob.name}`)"
+                    ) from None
+                kept.append(record)
+        return sorted(kept, key=lambda record: (record.deployed_at, record.version), reverse=True)
+
+    def _keep_version(self, spec: DeploySpec, bundle: Bundle, source: bytes) -> KeptSource:
+        """Keep ``source`` and the record of deploying it with ``spec``."""
+        kept = kept_source(
+            bundle,
+            spec,
+            source,
+            deployed_at=datetime.now(timezone.utc),
+            deployed_by=None if self._overridden() else credentials_email(self._adc()[0]),
+        )
+        bucket, prefix = self._versions_prefix(spec.output, spec.name)
+        handle = self.storage.bucket(bucket)
+        with self._google_errors(f"keeping the source of {spec.name} in gs://{bucket}/{prefix}"):
+            # The zip first: the record, written last, is what makes it a version.
+            handle.blob(f"{prefix}{kept.version}.zip").upload_from_string(
+                source, content_type="application/zip"
+            )
+            handle.blob(f"{prefix}{kept.version}.json").upload_from_string(
+                kept.to_json(), content_type="application/json"
+            )
+        return kept
+
+    def _forget(self, output: str, versions: Iterable[KeptSource]) -> None:
+        for kept in versions:
+            bucket, prefix = self._versions_prefix(output, kept.name)
+            handle = self.storage.bucket(bucket)
+            # The record first: history never lists a version whose zip is gone.
+            for suffix in (".json", ".zip"):
+                with suppress(google_exceptions.NotFound):
+                    handle.blob(f"{prefix}{kept.version}{suffix}").delete()
+
+    def _forget_failed(self, output: str, kept: KeptSource) -> None:
+        """Remove the version of a deploy that failed: it was never live."""
+        # The deploy already failed with a clearer error; a version left behind
+        # is listed, never live, and pruned by a later deploy.
+        with suppress(google_exceptions.GoogleAPICallError, requests.RequestException):
+            self._forget(output, [kept])
+
+    def _prune_versions(
+        self,
+        spec: DeploySpec,
+        kept_before: builtins.list[KeptSource],
+        was_live: KeptSource | None,
+        reporter: Reporter,
+    ) -> None:
+        """Keep ``keep_versions`` in all, the one just deployed included: the oldest
+        go first, the one live before it last (what a rollback most likely wants)."""
+        surplus = len(kept_before) - (spec.keep_versions - 1)
+        if surplus <= 0:
+            return
+        oldest_first = sorted(
+            kept_before, key=lambda kept: (kept is was_live, kept.deployed_at, kept.version)
+        )
+        with self._google_errors(f"removing old versions of {spec.name}"):
+            self._forget(spec.output, oldest_first[:surplus])
+        reporter.say(f"removed {surplus} old version(s), keeping {spec.keep_versions} for rollback")
+
+    def _kept_spec(self, kept: KeptSource, alerts: tuple[str, ...] = ()) -> DeploySpec:
+        """The settings ``kept`` was deployed with, as a spec (its triggers: none)."""
+        return DeploySpec(
+            name=kept.name,
+            output=kept.output,
+            inputs=kept.inputs,
+            triggers=(),
+            timeout_seconds=kept.timeout_seconds,
+            memory_mb=kept.memory_mb,
+            alerts=alerts,
+            env=kept.env,
+            secrets=kept.secrets,
+            max_concurrency=kept.max_concurrency,
+        )
+
+    def _live_version(
+        self, function: functions_v2.Function, kept: builtins.list[KeptSource]
+    ) -> KeptSource | None:
+        """The kept version the function runs: the newest with its code and dependencies
+        (its labels) and its settings; failing those (a setting changed in the
+        console), the newest with its code and dependencies."""
+        labels = function.labels
+        hashes = (
+            decode_hash(labels.get(CODE_HASH_LABEL, "")),
+            decode_hash(labels.get(DEPS_HASH_LABEL, "")),
+        )
+        matching = [record for record in kept if (record.code_hash, record.deps_hash) == hashes]
+        settings = self._deployed_settings(function)
+        same = [
+            record
+            for record in matching
+            if self.wanted_settings(self._kept_spec(record)) == settings
+        ]
+        return next(iter(same or matching), None)
+
+    def history(self, name: str) -> builtins.list[Version]:
+        function = self._require(name)
+        output = function.service_config.environment_variables.get(ENVIRONMENT_OUTPUT, "")
+        kept = self._kept_versions(output, name)
+        live = self._live_version(function, kept)
+        return [
+            Version(
+                version=record.version,
+                code_hash=record.code_hash,
+                deps_hash=record.deps_hash,
+                deployed_at=record.deployed_at,
+                deployed_by=record.deployed_by,
+                live=record is live,
+            )
+            for record in kept
+        ]
+
+    def _kept_zip(self, output: str, kept: KeptSource) -> bytes:
+        """The source ``kept`` was deployed from, as it was deployed (checked)."""
+        bucket, prefix = self._versions_prefix(output, kept.name)
+        key = f"{prefix}{kept.version}.zip"
+        with self._google_errors(f"reading gs://{bucket}/{key}"):
+            try:
+                source: bytes = self.storage.bucket(bucket).blob(key).download_as_bytes()
+            except google_exceptions.NotFound:
+                raise ProviderError(
+                    f"the source of version {kept.version} of {kept.name} is gone from "
+                    f"gs://{bucket}/{key}: deploy that code again instead"
+                ) from None
+        try:
+            check_kept_zip(kept, source)
+        except ValueError as error:
+            raise ProviderError(
+                f"gs://{bucket}/{key} is not the source version {kept.version} of {kept.name} "
+                f"was deployed from ({error}): nothing was changed; deploy that code again "
+                "instead"
+            ) from None
+        return source
+
+    def make_live(self, name: str, version: Version, reporter: Reporter) -> None:
+        """Rebuild the kept source of ``version`` with its settings: it is uploaded
+        again and Cloud Build installs its requirements again (Cloud Functions runs
+        builds of an uploaded source, nothing older). Who the function runs as, its
+        triggers (schedules, HTTP access) and its alert URLs stay as deployed now.
+        Everything that can stop it is checked before anything changes."""
+        function = self._require(name)
+        account = self._function_account(name)
+        if function.service_config.service_account_email != account:
+            raise ConfigError(
+                f"{name} runs as {function.service_config.service_account_email}, not as "
+                f"{account}: roll back with the provider options it was deployed with "
+                "(service_account=)"
+            )
+        environment = function.service_config.environment_variables
+        output = environment.get(ENVIRONMENT_OUTPUT, "")
+        kept = next(
+            (
+                record
+                for record in self._kept_versions(output, name)
+                if record.version == version.version
+            ),
+            None,
+        )
+        if kept is None:
+            raise ProviderError(
+                f"version {version.version} of {name} is no longer kept: see `deployer history "
+                f"{name} --provider gcp`"
+            )
+        source = self._kept_zip(output, kept)
+        spec = self._kept_spec(kept, alerts=_deployed_alerts(environment))
+        triggers = self._current_triggers(function)
+        # A secret of the version that is gone stops the rollback here.
+        grants, revocations = self._secret_steps(spec, function)
+        # The kept records are in the output bucket, which the function's own
+        # account may write: a rollback therefore never grants anything a record
+        # asks for (another secret, another bucket); a deploy does that.
+        inputs = environment.get(ENVIRONMENT_INPUTS) or None
+        if grants or spec.output != output or spec.inputs != inputs:
+            needs = [str(getattr(step, "secret", step)) for step in grants]
+            if spec.output != output or spec.inputs != inputs:
+                needs.append(f"output {spec.output} / inputs {spec.inputs}")
+            raise ConfigError(
+                f"version {version.version} of {name} needs access its account does not have "
+                f"now ({'; '.join(needs)}); a rollback grants nothing: deploy that code again "
+                "instead"
+            )
+        labels = self._labels(spec, kept.code_hash, kept.deps_hash, triggers, dict(function.labels))
+        built = FunctionSource(self._upload(source, reporter), kept.runtime, kept.qualname)
+        concurrency = self._deployed_settings(function)["max concurrency"]
+        self._deploy_function(
+            spec,
+            built,
+            triggers,
+            labels,
+            function,
+            dict(function.labels),
+            reporter,
+            changed={"max concurrency"} if concurrency != kept.max_concurrency else set(),
+        )
+        for step in revocations:
+            assert isinstance(step, RevokeSecretAccess)
+            self._revoke_secret(step.secret, account, reporter)
+        if spec.alerts:
+            reporter.say("alerts: the webhooks deployed now stay (versions never keep them)")
+
     # -- invoke, logs, delete ------------------------------------------------
 
     def _require(self, name: str) -> functions_v2.Function:
@@ -1996,6 +2292,40 @@ class GcpProvider(BaseProvider):
             operation = self.functions.delete_function(name=function.name)
         # The Cloud Run service and its IAM policy go with the function.
         self._wait(operation, f"deleting {name}", reporter)
+
+
+def credentials_email(credentials: Any) -> str | None:
+    """Whom ``credentials`` belong to, as far as they tell without a request: a service
+    account's email (a key, impersonation, the metadata server once used), a user's
+    account as gcloud records it, or the email in the ID token a user's credentials
+    carry once refreshed. None when they do not say."""
+    for candidate in (
+        getattr(credentials, "service_account_email", None),
+        getattr(credentials, "account", None),
+    ):
+        if isinstance(candidate, str) and "@" in candidate:
+            return candidate
+    token = getattr(credentials, "id_token", None)
+    if not isinstance(token, str) or not token:
+        return None
+    from google.auth import jwt
+
+    try:
+        # Not verified: it names who deployed, for people; it grants nothing.
+        claims = jwt.decode(token, verify=False)
+    except (ValueError, GoogleAuthError):
+        return None
+    email = claims.get("email") if isinstance(claims, dict) else None
+    return email if isinstance(email, str) and "@" in email else None
+
+
+def _deployed_alerts(environment: Mapping[str, str]) -> tuple[str, ...]:
+    """The alert URLs a function was deployed with (ALERTS_VARIABLE)."""
+    try:
+        urls = json.loads(environment.get(ALERTS_VARIABLE) or "[]")
+    except ValueError:
+        return ()
+    return tuple(url for url in urls if isinstance(url, str)) if isinstance(urls, list) else ()
 
 
 def _managed_names(environment: Mapping[str, str]) -> set[str]:
