@@ -98,7 +98,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 # Imported at module load: a missing extra is reported by the registry.
 import google.auth
@@ -455,6 +455,9 @@ class RestApi:
         return response.json() if response.content else {}
 
 
+_Api = TypeVar("_Api", bound=RestApi)
+
+
 class ServiceAccounts(RestApi):
     """Service accounts through the IAM REST API v1 (projects.serviceAccounts)."""
 
@@ -614,29 +617,27 @@ class GcpProvider(BaseProvider):
 
     @property
     def service_accounts(self) -> ServiceAccounts:
-        if "iam" not in self._clients:
-            endpoint = os.environ.get(IAM_ENDPOINT)
-            if endpoint:
-                session: requests.Session = requests.Session()  # anonymous, as for every override
-            else:
-                session = AuthorizedSession(self._adc()[0])
-                endpoint = IAM_API
-            self._clients["iam"] = ServiceAccounts(session, endpoint)
-        accounts: ServiceAccounts = self._clients["iam"]
+        accounts: ServiceAccounts = self._rest("iam", IAM_ENDPOINT, IAM_API, ServiceAccounts)
         return accounts
 
     @property
     def secrets(self) -> Secrets:
-        if "secrets" not in self._clients:
-            endpoint = os.environ.get(SECRETS_ENDPOINT)
+        found: Secrets = self._rest("secrets", SECRETS_ENDPOINT, SECRETS_API, Secrets)
+        return found
+
+    def _rest(self, key: str, override: str, api: str, kind: type[_Api]) -> _Api:
+        """One client per REST API: at ``$override`` anonymously (an emulator or a
+        fake, as for every override), else at ``api`` with the default credentials."""
+        if key not in self._clients:
+            endpoint = os.environ.get(override)
             if endpoint:
-                session: requests.Session = requests.Session()  # anonymous, as for every override
+                session: requests.Session = requests.Session()
             else:
                 session = AuthorizedSession(self._adc()[0])
-                endpoint = SECRETS_API
-            self._clients["secrets"] = Secrets(session, endpoint)
-        found: Secrets = self._clients["secrets"]
-        return found
+                endpoint = api
+            self._clients[key] = kind(session, endpoint)
+        client: _Api = self._clients[key]
+        return client
 
     @property
     def storage(self) -> StorageClient:
