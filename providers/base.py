@@ -983,9 +983,12 @@ class BaseProvider:
             self.make_live(name, chosen, reporter)
         reporter.say(
             f"{name}: code {chosen.code_hash[:12]} (deployed {chosen.deployed_at[:16]}) is live "
-            "again; its triggers are the ones deployed now"
+            f"again, {self.rollback_note}"
         )
         return chosen
+
+    # What a rollback brings back, for its closing line.
+    rollback_note: ClassVar[str] = "with its settings; the triggers stay as deployed now"
 
     def make_live(self, name: str, version: Version, reporter: Reporter) -> None:
         raise NotImplementedError

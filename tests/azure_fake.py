@@ -50,6 +50,11 @@ Served (paths as the clients send them; {rg} = /subscriptions/{s}/resourceGroups
                          (ARM's view of a secret: its metadata, never its value)
     Kudu (SCM)    POST   /scm/{app}/api/publish?RemoteBuild=false    (202; 409 while busy)
                   GET    /scm/{app}/api/deployments/latest
+    Blob Storage  PUT    /blob/{account}/{container}/{blob}     (Put Blob; ?comp=block,
+                         ?comp=blocklist: a blob in blocks; If-None-Match: *)
+                  GET    /blob/{account}/{container}/{blob}     (x-ms-range: 206)
+                  DELETE /blob/{account}/{container}/{blob}
+                  GET    /blob/{account}/{container}?restype=container&comp=list&prefix=...
     function URL  POST   /sites/{app}/api/{route}               (x-functions-key unless anonymous)
     App Insights  POST   /v1/apps/{applicationId}/query         (its query API: traces)
 
@@ -68,6 +73,16 @@ unless ``register_nothing`` is set (as Azure does when the host cannot load
 the app: the publish "succeeds" and no function appears). A function's URL
 echoes the records it was sent as the predictions.
 
+Blob Storage is the data plane of the storage accounts in the fake: an account's
+``primaryEndpoints.blob`` (what ARM says its blob endpoint is) is
+``{endpoint}/blob/{account}/``, path-style, as Azurite's is. It serves the
+containers ARM made, to the bearer token above (shared keys are off on the
+accounts deployer makes) and only with ``x-ms-version``; errors are Blob
+Storage's XML with ``x-ms-error-code``. ``blob_access = False`` refuses every
+call with 403 AuthorizationPermissionMismatch, as Blob Storage does for an
+identity without a data role (Contributor and Owner have none). Blobs are kept
+in ``blobs`` (container id -> name -> FakeBlob).
+
 Application Insights (``DEPLOYER_AZURE_APP_INSIGHTS_URL``) holds the traces tests
 put there (``add_trace``). Its query API answers the Kusto queries deployer
 sends, stages joined by a line break and ``| ``: ``traces``, ``where
@@ -84,7 +99,10 @@ error, after it is recorded.
 
 from __future__ import annotations
 
+import base64
 import datetime
+import email.utils
+import hashlib
 import io
 import ipaddress
 import itertools
@@ -100,18 +118,49 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+from xml.etree import ElementTree
+from xml.sax.saxutils import escape
 
 from forwarding import pass_on
 
 IDENTITY_HEADER = "fake-identity-header"
-TOKEN = "fake-arm-token"
 TENANT = "72f988bf-0000-0000-0000-000000000000"
+# Who the fake's managed identity is (its token's claims, as Entra ID puts them in a
+# managed identity's token): what deployer records as who deployed.
+DEPLOYING_IDENTITY = "deployer-ci"
+DEPLOYING_PRINCIPAL = "5f1c9c3e-0000-4000-8000-00000000d3b1"
+
+
+def _unsigned_jwt(claims: dict[str, Any]) -> str:
+    """A token shaped like Entra ID's (header.claims.signature, base64url): deployer
+    reads its claims; the fake compares it whole."""
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.fake-signature"
+
+
+TOKEN = _unsigned_jwt(
+    {
+        "aud": "https://management.azure.com",
+        "iss": f"https://sts.windows.net/{TENANT}/",
+        "tid": TENANT,
+        "oid": DEPLOYING_PRINCIPAL,
+        "appid": "0c3e1f5a-0000-4000-8000-0000000000c1",
+        "xms_mirid": (
+            "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/ci/providers/"
+            f"Microsoft.ManagedIdentity/userAssignedIdentities/{DEPLOYING_IDENTITY}"
+        ),
+    }
+)
 
 RG = r"/subscriptions/(?P<subscription>[^/]+)/resourceGroups/(?P<group>[^/]+)"
 SITE = rf"{RG}/providers/Microsoft\.Web/sites/(?P<app>[^/]+)"
 ACCOUNT = rf"{RG}/providers/Microsoft\.Storage/storageAccounts/(?P<account>[^/]+)"
 ASSIGNMENT = r"(?P<scope>/.+)/providers/Microsoft\.Authorization/roleAssignments/(?P<id>[^/]+)"
 VAULT = rf"{RG}/providers/Microsoft\.KeyVault/vaults/(?P<vault>[^/]+)"
+BLOB = r"/blob/(?P<account>[^/]+)/(?P<container>[^/]+)"
 ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"^/msi/token$"), "token"),
     ("GET", re.compile(rf"^{RG}/providers/Microsoft\.Web/sites$"), "list_sites"),
@@ -189,6 +238,10 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"^/scm/(?P<app>[^/]+)/api/deployments/latest$"), "latest_deployment"),
     ("POST", re.compile(r"^/sites/(?P<app>[^/]+)/api/(?P<route>.+)$"), "invoke"),
     ("POST", re.compile(r"^/v1/apps/(?P<application>[^/]+)/query$"), "query"),
+    ("PUT", re.compile(rf"^{BLOB}/(?P<blob>.+)$"), "put_blob"),
+    ("GET", re.compile(rf"^{BLOB}/(?P<blob>.+)$"), "get_blob"),
+    ("DELETE", re.compile(rf"^{BLOB}/(?P<blob>.+)$"), "delete_blob"),
+    ("GET", re.compile(rf"^{BLOB}$"), "list_blobs"),
 ]
 # The stages of a traces query the fake understands (see the module docstring).
 STRING = r'"(?:[^"\\]|\\.)*"'
@@ -256,6 +309,21 @@ class Reply:
     status: int
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None  # sent as is (Blob Storage's bytes and XML), not as JSON
+
+
+@dataclass
+class FakeBlob:
+    """A block blob as Blob Storage keeps it."""
+
+    data: bytes
+    content_type: str
+    etag: str
+    modified: datetime.datetime
+
+    @property
+    def last_modified(self) -> str:
+        return email.utils.format_datetime(self.modified, usegmt=True)
 
 
 FORWARDED_HEADERS = ("content-type", "x-deployer-trigger")
@@ -388,6 +456,11 @@ class FakeAzure:
             self.backends: dict[str, str] = {}
             # Application Insights application id -> its traces, as added.
             self.traces: dict[str, list[dict[str, Any]]] = {}
+            # Blob Storage: container id (lower) -> blob name -> blob; the blocks staged
+            # for a blob (container id, blob name) -> block id -> bytes.
+            self.blobs: dict[str, dict[str, FakeBlob]] = {}
+            self.blocks: dict[tuple[str, str], dict[str, bytes]] = {}
+            self.blob_access = True  # the deploying identity holds a blob data role
 
     # -- hooks and queries for tests --------------------------------------------
 
@@ -547,19 +620,20 @@ class FakeAzure:
                         reply = result if isinstance(result, Reply) else Reply(200, result)
                         break
             except FakeError as error:
-                reply = Reply(
-                    error.status, {"error": {"code": error.code, "message": error.message}}
-                )
+                reply = _error_reply(path, error)
         if forward is not None:  # outside the lock: calls of a function run concurrently
             # The key was checked by the route: the call goes on without it.
             pass_on(handler, forward.url, data, recorded.headers, FORWARDED_HEADERS)
             return
-        encoded = b"" if reply.body is None else json.dumps(reply.body).encode()
+        if reply.raw is not None:
+            encoded = reply.raw
+        else:
+            encoded = b"" if reply.body is None else json.dumps(reply.body).encode()
+        headers = {"Content-Type": "application/json; charset=utf-8", **reply.headers}
         handler.send_response(reply.status)
-        handler.send_header("Content-Type", "application/json; charset=utf-8")
         handler.send_header("Content-Length", str(len(encoded)))
         handler.send_header("x-ms-request-id", str(uuid.uuid4()))
-        for key, value in reply.headers.items():
+        for key, value in headers.items():
             handler.send_header(key, value)
         handler.end_headers()
         handler.wfile.write(encoded)
@@ -795,7 +869,8 @@ class FakeAzure:
             "properties": {
                 **(body.get("properties") or {}),
                 "provisioningState": "Succeeded",
-                "primaryEndpoints": {"blob": f"https://{name}.blob.core.windows.net/"},
+                # Path-style on the fake, as Azurite's: {name}.blob.core.windows.net in Azure.
+                "primaryEndpoints": {"blob": f"{self.endpoint}/blob/{name}/"},
             },
         }
 
@@ -840,6 +915,7 @@ class FakeAzure:
         prefix = f"{found['id'].lower()}/"
         for key in [key for key in self.containers if key.startswith(prefix)]:
             del self.containers[key]
+            self.blobs.pop(key, None)  # a container's blobs go with it
         return None
 
     def _put_container(
@@ -1023,6 +1099,148 @@ class FakeAzure:
             raise FakeError(404, "NotFound", "no deployment yet")
         return self.deployments[app]
 
+    # -- Blob Storage (the accounts' data plane) -------------------------------------------
+
+    def _blob_container(
+        self, request: Recorded, account: str, container: str
+    ) -> tuple[str, dict[str, FakeBlob]]:
+        """The container's id and blobs; what Blob Storage refuses before any operation."""
+        if not request.headers.get("x-ms-version"):
+            raise FakeError(400, "MissingRequiredHeader", "x-ms-version is required.")
+        if not self.blob_access:
+            raise FakeError(
+                403,
+                "AuthorizationPermissionMismatch",
+                "This request is not authorized to perform this operation using this permission.",
+            )
+        suffix = f"/storageaccounts/{account}/blobservices/default/containers/{container}"
+        for key in self.containers:
+            if key.endswith(suffix):
+                return key, self.blobs.setdefault(key, {})
+        raise FakeError(404, "ContainerNotFound", "The specified container does not exist.")
+
+    def _stored(self, data: bytes, request: Recorded) -> FakeBlob:
+        return FakeBlob(
+            data=data,
+            content_type=request.headers.get("x-ms-blob-content-type")
+            or "application/octet-stream",
+            etag=f'"0x{uuid.uuid4().hex[:15].upper()}"',
+            modified=datetime.datetime.now(datetime.timezone.utc),
+        )
+
+    def _put_blob(self, request: Recorded, account: str, container: str, blob: str) -> Any:
+        key, blobs = self._blob_container(request, account, container)
+        comp = request.query.get("comp")
+        if comp == "block":
+            block_id = request.query.get("blockid")
+            if not block_id:
+                raise FakeError(400, "InvalidQueryParameterValue", "blockid is required.")
+            self.blocks.setdefault((key, blob), {})[block_id] = request.data
+            return Reply(201, None, {"Content-Type": "application/xml"}, raw=b"")
+        if comp == "blocklist":
+            staged = self.blocks.get((key, blob), {})
+            try:
+                ids = [element.text or "" for element in ElementTree.fromstring(request.data)]
+            except ElementTree.ParseError:
+                raise FakeError(400, "InvalidXmlDocument", "the block list is not XML") from None
+            if any(block_id not in staged for block_id in ids):
+                raise FakeError(400, "InvalidBlockList", "The specified block list is invalid.")
+            data = b"".join(staged[block_id] for block_id in ids)
+        elif comp is None:
+            if request.headers.get("x-ms-blob-type") != "BlockBlob":
+                raise FakeError(400, "InvalidHeaderValue", "the fake keeps block blobs only")
+            data = request.data
+        else:
+            raise FakeError(400, "InvalidQueryParameterValue", f"the fake has no comp={comp}")
+        if request.headers.get("if-none-match") == "*" and blob in blobs:
+            raise FakeError(409, "BlobAlreadyExists", "The specified blob already exists.")
+        stored = blobs[blob] = self._stored(data, request)
+        self.blocks.pop((key, blob), None)
+        return Reply(
+            201,
+            None,
+            {
+                "Content-Type": "application/xml",
+                "ETag": stored.etag,
+                "Last-Modified": stored.last_modified,
+                "Content-MD5": base64.b64encode(hashlib.md5(data).digest()).decode(),
+                "x-ms-request-server-encrypted": "true",
+            },
+            raw=b"",
+        )
+
+    def _get_blob(self, request: Recorded, account: str, container: str, blob: str) -> Any:
+        _, blobs = self._blob_container(request, account, container)
+        found = blobs.get(blob)
+        if found is None:
+            raise FakeError(404, "BlobNotFound", "The specified blob does not exist.")
+        if request.headers.get("if-match") not in (None, "*", found.etag):
+            raise FakeError(412, "ConditionNotMet", "The condition specified was not met.")
+        headers = {
+            "Content-Type": found.content_type,
+            "ETag": found.etag,
+            "Last-Modified": found.last_modified,
+            "x-ms-blob-type": "BlockBlob",
+            "Accept-Ranges": "bytes",
+        }
+        wanted = request.headers.get("x-ms-range") or request.headers.get("range")
+        if wanted is None:
+            return Reply(200, None, headers, raw=found.data)
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", wanted)
+        if match is None:
+            raise FakeError(400, "InvalidRange", f"the fake does not read range {wanted!r}")
+        size = len(found.data)
+        start = int(match.group(1))
+        end = min(int(match.group(2)) if match.group(2) else size - 1, size - 1)
+        if start >= size:
+            raise FakeError(416, "InvalidRange", "The range specified is invalid.")
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        return Reply(206, None, headers, raw=found.data[start : end + 1])
+
+    def _delete_blob(self, request: Recorded, account: str, container: str, blob: str) -> Any:
+        _, blobs = self._blob_container(request, account, container)
+        if blobs.pop(blob, None) is None:
+            raise FakeError(404, "BlobNotFound", "The specified blob does not exist.")
+        return Reply(202, None, {"x-ms-delete-type-permanent": "true"}, raw=b"")
+
+    def _list_blobs(self, request: Recorded, account: str, container: str) -> Any:
+        if request.query.get("restype") != "container" or request.query.get("comp") != "list":
+            raise FakeError(400, "InvalidQueryParameterValue", "the fake lists blobs only")
+        if set(request.query) - {"restype", "comp", "prefix", "include", "maxresults"}:
+            raise FakeError(400, "InvalidQueryParameterValue", f"the fake takes {request.query}")
+        _, blobs = self._blob_container(request, account, container)
+        prefix = request.query.get("prefix", "")
+        items = "".join(
+            f"<Blob><Name>{escape(name)}</Name><Properties>"
+            f"<Creation-Time>{blob.last_modified}</Creation-Time>"
+            f"<Last-Modified>{blob.last_modified}</Last-Modified>"
+            f"<Etag>{escape(blob.etag)}</Etag>"
+            f"<Content-Length>{len(blob.data)}</Content-Length>"
+            f"<Content-Type>{escape(blob.content_type)}</Content-Type>"
+            "<BlobType>BlockBlob</BlobType></Properties></Blob>"
+            for name, blob in sorted(blobs.items())
+            if name.startswith(prefix)
+        )
+        document = (
+            '<?xml version="1.0" encoding="utf-8"?>'
+            f'<EnumerationResults ServiceEndpoint="{self.endpoint}/blob/{account}/" '
+            f'ContainerName="{escape(container)}"><Prefix>{escape(prefix)}</Prefix>'
+            f"<Blobs>{items}</Blobs><NextMarker /></EnumerationResults>"
+        )
+        return Reply(200, None, {"Content-Type": "application/xml"}, raw=document.encode())
+
+    def blob_names(self, account: str, container: str, prefix: str = "") -> list[str]:
+        """The names of the blobs in ``container`` of ``account`` (a test's view)."""
+        suffix = f"/storageaccounts/{account}/blobservices/default/containers/{container}"
+        for key, blobs in self.blobs.items():
+            if key.endswith(suffix):
+                return sorted(name for name in blobs if name.startswith(prefix))
+        return []
+
+    def blob(self, account: str, container: str, name: str) -> bytes:
+        suffix = f"/storageaccounts/{account}/blobservices/default/containers/{container}"
+        return next(blobs[name].data for key, blobs in self.blobs.items() if key.endswith(suffix))
+
     # -- a function's URL -----------------------------------------------------------------
 
     def _invoke(self, request: Recorded, app: str, route: str) -> Any:
@@ -1080,6 +1298,18 @@ class FakeAzure:
                 }
             ]
         }
+
+
+def _error_reply(path: str, error: FakeError) -> Reply:
+    """ARM's JSON error; Blob Storage's XML one, its code also in x-ms-error-code."""
+    if not path.startswith("/blob/"):
+        return Reply(error.status, {"error": {"code": error.code, "message": error.message}})
+    document = (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        f"<Error><Code>{escape(error.code)}</Code><Message>{escape(error.message)}</Message></Error>"
+    )
+    headers = {"Content-Type": "application/xml", "x-ms-error-code": error.code}
+    return Reply(error.status, None, headers, raw=document.encode())
 
 
 def _check_scale(scale: dict[str, Any]) -> None:

@@ -216,8 +216,22 @@ def site(fake: FakeAzure) -> dict[str, Any]:
 
 
 def changes(fake: FakeAzure) -> list[str]:
-    """The requests that changed something, as "METHOD path"."""
-    return [request.call for request in fake.changing_calls()]
+    """The requests that changed something in Azure Resource Manager or Kudu, as "METHOD
+    path"; what a deploy keeps in Blob Storage for rollback is ``kept_blobs``'."""
+    return [
+        request.call for request in fake.changing_calls() if not request.path.startswith("/blob/")
+    ]
+
+
+def kept_blobs(fake: FakeAzure) -> list[str]:
+    """The kinds of the blobs deploys wrote under versions/, in order ("zip", "json"),
+    each once (a large zip is written in blocks)."""
+    written = [
+        request.path.split("/", 4)[4]
+        for request in fake.changing_calls()
+        if request.method == "PUT" and request.path.startswith("/blob/")
+    ]
+    return [name.rsplit(".", 1)[-1] for name in dict.fromkeys(written)]
 
 
 def publishes(fake: FakeAzure) -> list[Recorded]:
@@ -263,6 +277,8 @@ def test_contract_first_deploy_creates_exactly_the_expected_resources(fake: Fake
         f"POST /scm/{APP}/api/publish",
         f"PUT {SITE_PATH}",  # the tags claim the code only once it is published
     ]
+    # The zip is kept for rollback before it is published, the version recorded after.
+    assert kept_blobs(fake) == ["zip", "json"]
     # The storage account and the plan were created asynchronously: both polled.
     assert len(fake.calls(method="GET", contains="/operations/")) == 2
 
@@ -389,6 +405,7 @@ def test_contract_code_only_change_publishes_one_zip_and_changes_nothing_else(
     second = deploy(predict_v2, triggers=[DAILY, Http()])
     assert second.code_hash != first.code_hash and second.deps_hash == first.deps_hash
     assert changes(fake) == [f"POST /scm/{APP}/api/publish", f"PUT {SITE_PATH}"]
+    assert kept_blobs(fake) == ["zip", "json"]  # the new version, kept for rollback
     after = site(fake)
     assert after["tags"] == {
         **before["tags"],
@@ -407,6 +424,7 @@ def test_contract_memory_change_is_one_site_update_without_a_publish(fake: FakeA
     ]
     deploy(triggers=[Http()], memory=4096)
     assert changes(fake) == [f"PUT {SITE_PATH}"]
+    assert kept_blobs(fake) == ["json"]  # a version that runs the zip kept before
     scale = site(fake)["properties"]["functionAppConfig"]["scaleAndConcurrency"]
     assert scale["instanceMemoryMB"] == 4096
 
@@ -436,6 +454,7 @@ def test_contract_removed_schedule_is_one_publish_and_its_tag_goes(fake: FakeAzu
     assert "the app zip is published again" in str(computed.steps[0])
     kept = deploy(triggers=[DAILY, Http()])
     assert changes(fake) == [f"POST /scm/{APP}/api/publish", f"PUT {SITE_PATH}"]
+    assert kept_blobs(fake) == ["zip", "json"]
     assert sorted(trigger["type"] for trigger in kept.triggers) == ["cron", "http"]
     assert [
         f

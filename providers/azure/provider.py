@@ -67,11 +67,32 @@ together) -> memory and Python are site updates -> last, one site update
 records the new tags and app settings, only after everything before
 succeeded. A failure anywhere leaves tags that still describe what runs, so
 the next deploy plans the rest again.
+
+Versions and rollback: Flex Consumption keeps only the current package, so
+every deploy that changes something keeps its own version in the app's
+deployment container, under ``versions/`` (Blob Storage, through the
+deploying identity: it needs Storage Blob Data Contributor, which Contributor
+and Owner do not give, as the account takes no shared keys). The zip is kept
+as ``versions/{sha256}.zip`` before it is published (a deploy whose copy
+cannot be kept changes nothing live), and ``versions/{id}.json`` records the
+deploy (hashes, when, by whom as the token names it, and the settings deploy
+manages; secrets as their references, alert URLs never) before the tags claim
+it; a setting-only deploy records a version that runs the zip already kept.
+Deploys remove the oldest versions beyond ``keep_versions`` (never the live
+one nor the one live before) and the zips no kept version runs. The live
+version is the one whose code and dependencies the app's tags name (of
+several, the one whose settings are the app's). ``rollback`` publishes the
+kept zip again, nothing built, with that version's settings and the alert
+URLs deployed now; as the schedules and the HTTP function's auth level are
+declared by function_app.py inside the zip, the triggers come back as that
+version deployed them, and the tags say so.
 """
 
 from __future__ import annotations
 
+import base64
 import builtins
+import contextlib
 import hashlib
 import json
 import os
@@ -81,7 +102,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -92,6 +113,7 @@ import requests
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
+    ResourceExistsError,
     ResourceNotFoundError,
     ServiceRequestError,
 )
@@ -125,6 +147,7 @@ from azure.mgmt.web.v2024_04_01.models import (
     SiteConfig,
     SkuDescription,
 )
+from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 
 from deployer.errors import ConfigError, ProviderError
 from deployer.providers.azure.app_package import (
@@ -153,6 +176,8 @@ from deployer.providers.base import (
     TriggerStep,
     UpdateCode,
     UpdateConfig,
+    Version,
+    describe_trigger,
     invocation_from_reply,
     invoke_body,
     is_schedule,
@@ -168,12 +193,12 @@ from deployer.providers.base import (
 )
 from deployer.runtimes import fanout
 from deployer.runtimes.core import ALERTS_VARIABLE
-from deployer.triggers import Cron, Every
+from deployer.spec import DeploySpec
+from deployer.triggers import Cron, Every, trigger_from_dict
 
 if TYPE_CHECKING:
     from deployer.bundle import Bundle
     from deployer.console import Reporter
-    from deployer.spec import DeploySpec
 
 T = TypeVar("T")
 
@@ -281,6 +306,19 @@ DEPLOYMENT_TIMEOUT_SECONDS = 15 * 60
 REGISTRATION_TIMEOUT_SECONDS = 180  # the host loads the new zip and lists its functions
 PRINCIPAL_SETTLE_SECONDS = 120  # a new identity reaches Entra ID's replicas
 
+# Versions for rollback. Flex Consumption keeps only the current package, so deployer
+# keeps every deployed app zip itself, in the app's deployment container under
+# versions/ (Flex runs the one blob its publish writes there, and deployer never
+# writes that one): versions/{sha256}.zip is a zip, shared by the versions that run
+# it; versions/{id}.json is one deploy and what it set. Nothing secret is kept:
+# secrets are Key Vault references, and alert URLs are not kept at all.
+VERSIONS_PREFIX = "versions/"
+VERSION_FORMAT = 1
+VERSION_ID_FORMAT = "%Y%m%dT%H%M%S%fZ"  # a version's id: when it was deployed, UTC
+# A kept zip that no version names (its deploy failed before recording it) is
+# removed by a later deploy once it is this old: one running now may record it yet.
+UNRECORDED_ZIP_SECONDS = 24 * 3600
+
 NO_CREDENTIALS = (
     "no Azure credentials found: run `az login` (and `az account set --subscription ...`), "
     "or set AZURE_CLIENT_ID, AZURE_CLIENT_SECRET and AZURE_TENANT_ID for a service principal"
@@ -302,7 +340,9 @@ NO_LOCATION = (
 PERMISSIONS = (
     "the deploying identity needs Contributor on the resource group, and Role Based Access "
     "Control Administrator (or User Access Administrator) on it and on the output and inputs "
-    "storage accounts (and the key vaults of secrets=), to grant the app's identity its roles"
+    "storage accounts (and the key vaults of secrets=), to grant the app's identity its roles; "
+    "and Storage Blob Data Contributor on the resource group, to keep each version's app zip "
+    "for rollback in the storage account deployer makes there"
 )
 
 
@@ -469,6 +509,160 @@ def _function_name(function: FunctionEnvelope) -> str:
     return str(function.name or "").rsplit("/", 1)[-1]
 
 
+# -- versions kept for rollback ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Release:
+    """What a publish makes live: the app zip's code and dependencies, and what its
+    manifest and function_app.py declare (of a bundle being deployed, or a kept version)."""
+
+    code_hash: str
+    deps_hash: str
+    qualname: str
+    python: str
+    triggers: tuple[dict[str, Any], ...]
+
+    @classmethod
+    def of(cls, bundle: Bundle) -> Release:
+        manifest = bundle.manifest
+        return cls(
+            bundle.code_hash,
+            bundle.deps_hash,
+            manifest.function.qualname,
+            manifest.python,
+            tuple(dict(trigger) for trigger in manifest.triggers),
+        )
+
+
+@dataclass(frozen=True)
+class KeptZip:
+    """An app zip kept for rollback, named by its sha256 (checked when it is read back)."""
+
+    sha256: str
+    size: int
+
+    @property
+    def blob(self) -> str:
+        return f"{VERSIONS_PREFIX}{self.sha256}.zip"
+
+
+@dataclass(frozen=True)
+class KeptVersion:
+    """One deploy of a function app, as versions/{version}.json keeps it: the zip it
+    published (or kept running) and the settings deploy manages (env=, the references of
+    secrets=, timeout, memory, max_concurrency). Alert URLs are secrets: not kept."""
+
+    version: str  # VERSION_ID_FORMAT
+    code_hash: str
+    deps_hash: str
+    deployed_at: str  # ISO 8601, UTC
+    deployed_by: str | None
+    zip: KeptZip
+    qualname: str
+    python: str
+    triggers: tuple[dict[str, Any], ...]  # what the zip's function_app.py declares
+    output: str
+    inputs: str | None
+    timeout_seconds: int
+    memory_mb: int  # the Flex instance size
+    max_concurrency: int | None
+    env: Mapping[str, str]
+    secrets: Mapping[str, str]  # name -> Key Vault secret URL
+    storage_account: str | None  # the account of az:// URLs when it was deployed
+
+    @property
+    def blob(self) -> str:
+        return f"{VERSIONS_PREFIX}{self.version}.json"
+
+    @property
+    def release(self) -> Release:
+        return Release(self.code_hash, self.deps_hash, self.qualname, self.python, self.triggers)
+
+    def settings(self) -> dict[str, Any]:
+        """Its settings keyed and rendered as ``AzureProvider.deployed`` reads them back."""
+        return {
+            "output": self.output,
+            "inputs": self.inputs,
+            "timeout": self.timeout_seconds,
+            "memory": self.memory_mb,
+            "python": self.python,
+            "env": dict(self.env),
+            "secrets": dict(self.secrets),
+            "max concurrency": self.max_concurrency,
+        }
+
+    def as_version(self, *, live: bool) -> Version:
+        return Version(
+            self.version, self.code_hash, self.deps_hash, self.deployed_at, self.deployed_by, live
+        )
+
+    def to_json(self) -> bytes:
+        record = {
+            "format": VERSION_FORMAT,
+            "version": self.version,
+            "code_hash": self.code_hash,
+            "deps_hash": self.deps_hash,
+            "deployed_at": self.deployed_at,
+            "deployed_by": self.deployed_by,
+            "zip": {"sha256": self.zip.sha256, "size": self.zip.size},
+            "qualname": self.qualname,
+            "python": self.python,
+            "triggers": list(self.triggers),
+            "output": self.output,
+            "inputs": self.inputs,
+            "timeout_seconds": self.timeout_seconds,
+            "memory_mb": self.memory_mb,
+            "max_concurrency": self.max_concurrency,
+            "env": dict(self.env),
+            "secrets": dict(self.secrets),
+            "storage_account": self.storage_account,
+        }
+        return (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> KeptVersion:
+        """The record in ``raw``; ValueError if it is not one deployer can read."""
+        record = json.loads(raw)
+        if not isinstance(record, dict) or record.get("format") != VERSION_FORMAT:
+            found = record.get("format") if isinstance(record, dict) else None
+            raise ValueError(f"format {found!r}, not {VERSION_FORMAT}")
+        try:
+            return cls(
+                version=str(record["version"]),
+                code_hash=str(record["code_hash"]),
+                deps_hash=str(record["deps_hash"]),
+                deployed_at=str(record["deployed_at"]),
+                deployed_by=record.get("deployed_by"),
+                zip=KeptZip(str(record["zip"]["sha256"]), int(record["zip"]["size"])),
+                qualname=str(record["qualname"]),
+                python=str(record["python"]),
+                triggers=tuple(dict(trigger) for trigger in record["triggers"]),
+                output=str(record["output"]),
+                inputs=record.get("inputs"),
+                timeout_seconds=int(record["timeout_seconds"]),
+                memory_mb=int(record["memory_mb"]),
+                max_concurrency=record.get("max_concurrency"),
+                env=dict(record["env"]),
+                secrets=dict(record["secrets"]),
+                storage_account=record.get("storage_account"),
+            )
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"no {error}") from None
+
+
+@dataclass(frozen=True)
+class KeptVersions:
+    """What versions/ holds: the versions, oldest first, and the zips (blob name -> when
+    it was written)."""
+
+    versions: tuple[KeptVersion, ...] = ()
+    zips: Mapping[str, datetime] = field(default_factory=dict)
+
+    def adding(self, version: KeptVersion) -> KeptVersions:
+        return KeptVersions((*self.versions, version), self.zips)
+
+
 # -- steps -------------------------------------------------------------------
 
 
@@ -542,6 +736,8 @@ class AzureProvider(BaseProvider):
         self._clients: dict[str, Any] = {}
         self._accounts: dict[str, str] | None = None  # storage account name -> ARM id
         self._vaults: dict[str, dict[str, Any]] | None = None  # key vault name -> the vault
+        # Function name -> its deployment container, where its versions are kept.
+        self._version_containers: dict[str, ContainerClient] = {}
 
     # -- configuration, credentials, clients ---------------------------------------
 
@@ -1196,16 +1392,29 @@ class AzureProvider(BaseProvider):
     def execute(self, plan: Plan, reporter: Reporter) -> DeploymentState:
         bundle, spec = plan.bundle, plan.spec
         assert bundle is not None and spec is not None
+        release = Release.of(bundle)
         # The zip is built before any request: a wheel that cannot be installed
         # for the Azure image stops the deploy with nothing changed.
         package = self._package(bundle, reporter) if any(map(_ships_zip, plan.steps)) else None
         site = self._site(spec.name)
+        storage_exists = not plan.of_type(CreateStorage)
+        # The versions kept so far, and the one live now, read before anything
+        # changes: Blob Storage refusing the deploying identity stops here.
+        kept = self._kept(spec.name) if storage_exists else KeptVersions()
+        was_live = self._live_version(kept, self.deployed(spec.name)) if kept.versions else None
+        # The zip is kept before it is published: a rollback never lacks the zip of a
+        # version that went live, and one that cannot be kept changes nothing live.
+        zip_kept = None
+        if package is not None and storage_exists:
+            zip_kept = self._keep_zip(spec.name, package, reporter)
         published = False
         for step in plan.steps:
             if isinstance(step, CreateStorage):
                 self._create_storage(spec.name, reporter)
+                if package is not None:
+                    zip_kept = self._keep_zip(spec.name, package, reporter)
             elif isinstance(step, CreateFunction):
-                site = self._create_app(spec, bundle, reporter)
+                site = self._create_app(spec, release, reporter)
             elif isinstance(step, Grant):
                 assert site is not None
                 self._grant(site, step, reporter)
@@ -1214,25 +1423,38 @@ class AzureProvider(BaseProvider):
             elif isinstance(step, UpdateConfig) and step.setting in SITE_SETTINGS:
                 assert site is not None
                 # Before the zip: a new Python's wheels need the new worker.
-                site = self._put_site(spec, bundle, site, tags=dict(site.tags or {}))
+                site = self._put_site(spec, release, site, tags=dict(site.tags or {}))
                 reporter.say(f"{spec.name}: {step.description}")
             elif _ships_zip(step) and not published:
                 assert site is not None and package is not None
-                self._publish(spec, bundle, site, package, reporter)
+                self._publish(spec, release, site, package, reporter)
                 published = True
         assert site is not None
+        # Recorded before the tags claim it: a failure in between leaves tags that
+        # name the code before, so the next deploy publishes and records again.
+        # A deploy that publishes nothing (a setting) runs the zip of the version before.
+        running = zip_kept if zip_kept is not None else was_live.zip if was_live else None
+        version = self._record_version(spec, release, running)
+        if version is None:
+            reporter.say(
+                f"{spec.name}: this deploy is not kept for rollback: it changed settings only, "
+                "and the app zip it runs was published before deployer kept versions (the next "
+                "deploy of new code is kept)"
+            )
         # Last, and only now: the tags say what runs, and the settings follow.
-        tags = self._tags(spec, bundle, current=dict(site.tags or {}), published=published)
+        tags = self._tags(spec, release, current=dict(site.tags or {}), published=published)
         current = self._current_app_settings(site)
         settings = self._merged_app_settings(spec, current)
         if tags != dict(site.tags or {}) or settings != current:
-            site = self._put_site(spec, bundle, site, tags=tags, settings=settings)
+            site = self._put_site(spec, release, site, tags=tags, settings=settings)
+        if version is not None:
+            self._prune(spec.name, kept.adding(version), spec.keep_versions, was_live, reporter)
         state = self.get(spec.name)
         assert state is not None
         return state
 
     def _tags(
-        self, spec: DeploySpec, bundle: Bundle, *, current: dict[str, str], published: bool
+        self, spec: DeploySpec, release: Release, *, current: dict[str, str], published: bool
     ) -> dict[str, str]:
         """The app's tags: the user's own kept; deployer's describe what runs.
 
@@ -1252,10 +1474,10 @@ class AzureProvider(BaseProvider):
         if spec.max_concurrency is not None:
             tags[MAX_CONCURRENCY_TAG] = str(spec.max_concurrency)
         if published:
-            tags[CODE_HASH_TAG] = bundle.code_hash
-            tags[DEPS_HASH_TAG] = bundle.deps_hash
-            tags[QUALNAME_TAG] = bundle.manifest.function.qualname[:TAG_VALUE_LIMIT]
-            for trigger in bundle.manifest.triggers:
+            tags[CODE_HASH_TAG] = release.code_hash
+            tags[DEPS_HASH_TAG] = release.deps_hash
+            tags[QUALNAME_TAG] = release.qualname[:TAG_VALUE_LIMIT]
+            for trigger in release.triggers:
                 tags[trigger_tag(trigger)] = json.dumps(trigger, sort_keys=True)
         else:
             for key in (CODE_HASH_TAG, DEPS_HASH_TAG, QUALNAME_TAG):
@@ -1313,7 +1535,7 @@ class AzureProvider(BaseProvider):
     def _site_resource(
         self,
         spec: DeploySpec,
-        bundle: Bundle,
+        release: Release,
         settings: Mapping[str, str],
         tags: Mapping[str, str],
         location: str,
@@ -1349,7 +1571,7 @@ class AzureProvider(BaseProvider):
                         ),
                     )
                 ),
-                runtime=FunctionsRuntime(name="python", version=bundle.manifest.python),
+                runtime=FunctionsRuntime(name="python", version=release.python),
                 scale_and_concurrency=_scale(spec),
             ),
         )
@@ -1357,7 +1579,7 @@ class AzureProvider(BaseProvider):
     def _put_site(
         self,
         spec: DeploySpec,
-        bundle: Bundle,
+        release: Release,
         site: Site,
         *,
         tags: Mapping[str, str],
@@ -1367,7 +1589,7 @@ class AzureProvider(BaseProvider):
         does (read, change, PUT): Flex settings, app settings (the user's kept), tags."""
         if settings is None:
             settings = self._merged_app_settings(spec, self._current_app_settings(site))
-        resource = self._site_resource(spec, bundle, settings, tags, str(site.location))
+        resource = self._site_resource(spec, release, settings, tags, str(site.location))
         with self._azure_errors(f"updating function app {site.name}"):
             poller = self.web.web_apps.begin_create_or_update(
                 self.resource_group, str(site.name), resource
@@ -1404,7 +1626,7 @@ class AzureProvider(BaseProvider):
             )
         reporter.say(f"created storage account {account} and its {DEPLOYMENT_CONTAINER} container")
 
-    def _create_app(self, spec: DeploySpec, bundle: Bundle, reporter: Reporter) -> Site:
+    def _create_app(self, spec: DeploySpec, release: Release, reporter: Reporter) -> Site:
         app = self.app(spec.name)
         owner = {MANAGED_BY_TAG: MANAGED_BY, NAME_TAG: spec.name, APP_TAG: app}
         with (
@@ -1423,12 +1645,12 @@ class AzureProvider(BaseProvider):
                     tags=owner,
                 ),
             ).result()
-        tags = self._tags(spec, bundle, current={}, published=False)
+        tags = self._tags(spec, release, current={}, published=False)
         # Without the secrets: the platform resolves their references when the app
         # starts, and its identity is granted them only once it exists. The last
         # update of this deploy sets them, and restarts the app.
         settings = self._wanted_app_settings(spec, secrets=False)
-        resource = self._site_resource(spec, bundle, settings, tags, self.location)
+        resource = self._site_resource(spec, release, settings, tags, self.location)
         with (
             self._azure_errors(f"creating function app {app}"),
             reporter.status(f"creating function app {app}"),
@@ -1491,7 +1713,7 @@ class AzureProvider(BaseProvider):
         return f"https://{host}"
 
     def _publish(
-        self, spec: DeploySpec, bundle: Bundle, site: Site, package: bytes, reporter: Reporter
+        self, spec: DeploySpec, release: Release, site: Site, package: bytes, reporter: Reporter
     ) -> None:
         """OneDeploy the zip without a remote build, wait for Kudu, then for the host
         to list the functions (Kudu says "success" also when the host loads nothing)."""
@@ -1526,8 +1748,8 @@ class AzureProvider(BaseProvider):
                     f"{response.text[:300]}"
                 )
             self._wait_for_deployment(site, scm, headers)
-        self._wait_for_functions(spec, bundle, site)
-        reporter.say(f"published the app zip ({bundle.code_hash[:12]}) to {site.name}")
+        self._wait_for_functions(spec, release, site)
+        reporter.say(f"published the app zip ({release.code_hash[:12]}) to {site.name}")
 
     def _wait_for_deployment(self, site: Site, scm: str, headers: Mapping[str, str]) -> None:
         deadline = time.monotonic() + DEPLOYMENT_TIMEOUT_SECONDS
@@ -1561,9 +1783,9 @@ class AzureProvider(BaseProvider):
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
 
-    def _wait_for_functions(self, spec: DeploySpec, bundle: Bundle, site: Site) -> None:
+    def _wait_for_functions(self, spec: DeploySpec, release: Release, site: Site) -> None:
         # function_app.py declares the HTTP function and one timer per schedule.
-        timers = sum(1 for trigger in bundle.manifest.triggers if is_schedule(trigger))
+        timers = sum(1 for trigger in release.triggers if is_schedule(trigger))
         deadline = time.monotonic() + REGISTRATION_TIMEOUT_SECONDS
         delay = 0.5
         while True:
@@ -1586,6 +1808,310 @@ class AzureProvider(BaseProvider):
                 )
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+    # -- versions and rollback --------------------------------------------------------
+
+    def _versions_container(self, name: str) -> ContainerClient:
+        """The app's deployment container, on the blob endpoint ARM names for its account."""
+        if name not in self._version_containers:
+            account = self._owned_account(name)
+            if account is None:
+                raise ProviderError(
+                    f"storage account {self.host_account(name)} of {name} is gone, and the "
+                    "versions kept there with it: deploy again"
+                )
+            endpoints = account.primary_endpoints
+            endpoint = (endpoints.blob if endpoints is not None else None) or (
+                f"https://{account.name}.blob.core.windows.net/"
+            )
+            service = BlobServiceClient(account_url=endpoint, credential=self.credential)
+            self._version_containers[name] = service.get_container_client(DEPLOYMENT_CONTAINER)
+        return self._version_containers[name]
+
+    @contextmanager
+    def _blob_errors(self, name: str, action: str) -> Iterator[None]:
+        """Blob Storage's errors, said as what was being done and what to do."""
+        try:
+            yield
+        except HttpResponseError as error:
+            if error.status_code == 403:
+                raise ProviderError(self._blob_refusal(name, action, error)) from None
+            if isinstance(error, ClientAuthenticationError):
+                raise ConfigError(NO_CREDENTIALS) from None
+            message = str(error.message or error).splitlines()[0]
+            raise ProviderError(f"{action} failed: {message}") from None
+        except ServiceRequestError as error:
+            raise ProviderError(f"{action} failed: {error}") from None
+
+    def _blob_refusal(self, name: str, action: str, error: HttpResponseError) -> str:
+        code = getattr(error, "error_code", None) or "HTTP 403"
+        _, object_id = self._caller()
+        return (
+            f"{action}: Blob Storage refused the identity you deploy with ({code}). deployer "
+            f"keeps each deployed version of {name}'s app zip, for `deployer rollback`, in "
+            f"container {DEPLOYMENT_CONTAINER} of the storage account it made for it, "
+            f"{self.host_account(name)}, which takes a data role that Contributor and Owner do "
+            "not give. Give it once for the resource group (it covers every function deployed "
+            'there): `az role assignment create --role "Storage Blob Data Contributor" '
+            f"--assignee {object_id or '<your object id>'} --scope /subscriptions/"
+            f"{self.subscription}/resourceGroups/{self.resource_group}`, then try again (a new "
+            "role takes a few minutes to apply)"
+        )
+
+    def _caller(self) -> tuple[str | None, str | None]:
+        """Who deploys, as the claims of the ARM token name them: (a name for people, the
+        object id). Read, not verified: the token is the one this process was given."""
+        try:
+            payload = self._token().split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except (IndexError, ValueError):  # not a JWT: nothing said
+            return None, None
+        if not isinstance(claims, dict):
+            return None, None
+        # A user's sign-in name; else a managed identity's resource name; else an app's id.
+        person = claims.get("upn") or claims.get("unique_name") or claims.get("preferred_username")
+        identity = str(claims.get("xms_mirid") or "").rsplit("/", 1)[-1]
+        application = f"app {claims['appid']}" if claims.get("appid") else None
+        who = person or identity or application
+        object_id = claims.get("oid")
+        return (str(who)[:120] if who else None), (str(object_id) if object_id else None)
+
+    def _kept(self, name: str) -> KeptVersions:
+        """The versions of ``name`` kept in versions/ (each record read), oldest first."""
+        container = self._versions_container(name)
+        versions: list[KeptVersion] = []
+        zips: dict[str, datetime] = {}
+        with self._blob_errors(name, f"reading the versions of {name} kept for rollback"):
+            for blob in container.list_blobs(name_starts_with=VERSIONS_PREFIX):
+                if blob.name.endswith(".zip"):
+                    zips[blob.name] = blob.last_modified
+                elif blob.name.endswith(".json"):
+                    raw = container.download_blob(blob.name).readall()
+                    try:
+                        versions.append(KeptVersion.from_json(raw))
+                    except ValueError as error:
+                        raise ProviderError(
+                            f"{blob.name} in container {DEPLOYMENT_CONTAINER} of storage account "
+                            f"{self.host_account(name)} is not a version deployer can read "
+                            f"({error}): it was written by another deployer version, or by hand"
+                        ) from None
+        versions.sort(key=lambda version: (version.deployed_at, version.version))
+        return KeptVersions(tuple(versions), zips)
+
+    @staticmethod
+    def _live_version(kept: KeptVersions, deployed: Deployed | None) -> KeptVersion | None:
+        """The kept version the app runs: the app's tags name its code and dependencies;
+        of the versions with both, the newest whose settings are the app's (one of them
+        may be a rollback's, to a version as old as the code)."""
+        if deployed is None:
+            return None
+        running = [
+            version
+            for version in kept.versions
+            if (version.code_hash, version.deps_hash) == (deployed.code_hash, deployed.deps_hash)
+        ]
+
+        def as_deployed(version: KeptVersion) -> bool:
+            return all(
+                deployed.settings.get(key) == value for key, value in version.settings().items()
+            )
+
+        return max(running, key=lambda v: (as_deployed(v), v.deployed_at), default=None)
+
+    def _keep_zip(self, name: str, package: bytes, reporter: Reporter) -> KeptZip:
+        kept = KeptZip(hashlib.sha256(package).hexdigest(), len(package))
+        container = self._versions_container(name)
+        with (
+            self._blob_errors(name, f"keeping a copy of {name}'s app zip for rollback"),
+            reporter.status(f"keeping a copy of the app zip ({kept.size / 1e6:.1f} MB)"),
+            # Already there: the same bytes (the name is their sha256), kept by a deploy before.
+            contextlib.suppress(ResourceExistsError),
+        ):
+            container.upload_blob(
+                kept.blob,
+                package,
+                overwrite=False,
+                content_settings=ContentSettings(content_type="application/zip"),
+            )
+        return kept
+
+    def _record_version(
+        self, spec: DeploySpec, release: Release, kept_zip: KeptZip | None
+    ) -> KeptVersion | None:
+        """versions/{id}.json for this deploy; None without a kept zip it runs."""
+        if kept_zip is None:
+            return None
+        moment = utc_now()
+        version = KeptVersion(
+            version=moment.strftime(VERSION_ID_FORMAT),
+            code_hash=release.code_hash,
+            deps_hash=release.deps_hash,
+            deployed_at=moment.isoformat(),
+            deployed_by=self._caller()[0],
+            zip=kept_zip,
+            qualname=release.qualname,
+            python=release.python,
+            triggers=release.triggers,
+            output=spec.output,
+            inputs=spec.inputs,
+            timeout_seconds=spec.timeout_seconds,
+            memory_mb=instance_memory(spec.memory_mb),
+            max_concurrency=spec.max_concurrency,
+            env=dict(spec.env),
+            secrets=dict(spec.secrets),
+            storage_account=self.data_account,
+        )
+        container = self._versions_container(spec.name)
+        with self._blob_errors(spec.name, f"recording version {version.version} of {spec.name}"):
+            container.upload_blob(
+                version.blob,
+                version.to_json(),
+                overwrite=False,
+                content_settings=ContentSettings(content_type="application/json"),
+            )
+        return version
+
+    def _prune(
+        self,
+        name: str,
+        kept: KeptVersions,
+        keep: int,
+        was_live: KeptVersion | None,
+        reporter: Reporter,
+    ) -> None:
+        """Remove the oldest versions beyond ``keep`` (never the live one, the newest,
+        nor the one live before it: what a rollback most likely wants), then the zips
+        no kept version runs."""
+        live = kept.versions[-1]
+        spared = {live.version, was_live.version if was_live is not None else ""}
+        surplus = len(kept.versions) - keep
+        removed = [version for version in kept.versions if version.version not in spared]
+        removed = removed[: max(0, surplus)]
+        gone = {version.version for version in removed}
+        in_use = {version.zip.blob for version in kept.versions if version.version not in gone}
+        stale = utc_now() - timedelta(seconds=UNRECORDED_ZIP_SECONDS)
+        zips = {version.zip.blob for version in removed}
+        zips |= {blob for blob, written in kept.zips.items() if written < stale}
+        container = self._versions_container(name)
+        with self._blob_errors(name, f"removing old versions of {name}"):
+            # The records first: a kept record never names a zip that is gone.
+            for blob in [*(version.blob for version in removed), *sorted(zips - in_use)]:
+                with contextlib.suppress(ResourceNotFoundError):  # another deploy's prune
+                    container.delete_blob(blob)
+        if removed:
+            reporter.say(
+                f"removed {len(removed)} old version(s) of {name}, keeping "
+                f"{len(kept.versions) - len(removed)} for rollback"
+            )
+
+    def _read_zip(self, name: str, version: KeptVersion) -> bytes:
+        container = self._versions_container(name)
+        with self._blob_errors(name, f"reading the app zip of version {version.version}"):
+            try:
+                package: bytes = container.download_blob(version.zip.blob).readall()
+            except ResourceNotFoundError:
+                package = b""
+        if hashlib.sha256(package).hexdigest() != version.zip.sha256:
+            raise ProviderError(
+                f"the kept app zip of version {version.version} of {name} "
+                f"({version.zip.blob}) is {'damaged' if package else 'gone'}: deploy that "
+                "code again instead"
+            )
+        return package
+
+    def history(self, name: str) -> builtins.list[Version]:
+        self.require(name)
+        kept = self._kept(name)
+        live = self._live_version(kept, self.deployed(name))
+        return [
+            version.as_version(live=live is not None and version.version == live.version)
+            for version in reversed(kept.versions)
+        ]
+
+    # On Azure the triggers come back too: the schedules and the HTTP function's auth
+    # level are declared by function_app.py, in the zip, which is republished as it
+    # was (one regenerated for today's triggers would call that version's runtime
+    # with today's deployer's arguments).
+    rollback_note = (
+        "with the settings and triggers it was deployed with (on Azure the schedules are "
+        "part of the app zip); alerts stay as deployed now"
+    )
+
+    def make_live(self, name: str, version: Version, reporter: Reporter) -> None:
+        """The kept zip of ``version`` is published again (nothing built or installed),
+        unless the app runs those very bytes (a version that changed settings only); its
+        settings are set, the registered functions checked as a deploy checks them, and
+        the tags claim it. A rollback grants nothing: a version whose output, inputs
+        or secrets need a role the app's identity lacks now is refused (a kept record
+        must not be a way to widen what the app may read); none is revoked either
+        (the next deploy revokes what it no longer needs). Everything is read and
+        checked first."""
+        kept = self._kept(name)
+        live = self._live_version(kept, self.deployed(name))
+        chosen = next((item for item in kept.versions if item.version == version.version), None)
+        site = self._site(name)
+        if chosen is None or site is None:
+            raise ConfigError(
+                f"version {version.version} of {name} is no longer kept: see `deployer history "
+                f"{name} --provider azure`"
+            )
+        current = self._current_app_settings(site)
+        spec = self._spec_of(name, chosen, current)
+        release = chosen.release
+        self._check_settings(spec)
+        principal = site.identity.principal_id if site.identity else None
+        grants = [step for step in self._access_steps(spec, principal) if isinstance(step, Grant)]
+        if grants:
+            raise ConfigError(
+                f"version {version.version} of {name} needs access its identity does not have "
+                f"now ({'; '.join(str(grant) for grant in grants)}); a rollback grants nothing: "
+                "deploy that code again instead"
+            )
+        publish = live is None or live.zip != chosen.zip
+        package = self._read_zip(name, chosen) if publish else b""
+        triggers_before = _triggers_of(site.tags or {})
+        # Read and checked: from here on, changes.
+        runtime = (site.function_app_config or FunctionAppConfig()).runtime or FunctionsRuntime()
+        if runtime.version != release.python:
+            # Before the zip: its wheels need that Python's worker.
+            site = self._put_site(spec, release, site, tags=dict(site.tags or {}))
+        if publish:
+            self._publish(spec, release, site, package, reporter)
+        tags = self._tags(spec, release, current=dict(site.tags or {}), published=True)
+        settings = self._merged_app_settings(spec, current)
+        self._put_site(spec, release, site, tags=tags, settings=settings)
+        changed = [
+            *(f"+ {describe_trigger(t)}" for t in release.triggers if t not in triggers_before),
+            *(f"- {describe_trigger(t)}" for t in triggers_before if t not in release.triggers),
+        ]
+        if changed:
+            reporter.say(f"{name}: the triggers are that version's again: {'; '.join(changed)}")
+
+    def _spec_of(self, name: str, version: KeptVersion, current: Mapping[str, str]) -> DeploySpec:
+        """The deploy of ``version`` (its settings) with the alerts deployed now."""
+        if version.storage_account and self.data_account not in (None, version.storage_account):
+            raise ConfigError(
+                f"version {version.version} of {name} was deployed with storage account "
+                f"{version.storage_account} for az:// URLs, and this configuration names "
+                f"{self.data_account}: roll back with provider_options={{'storage_account': "
+                f"'{version.storage_account}'}}"
+            )
+        try:
+            alerts = json.loads(current.get(ALERTS_VARIABLE) or "[]")
+        except ValueError:
+            alerts = []
+        return DeploySpec(
+            name=name,
+            output=version.output,
+            inputs=version.inputs,
+            triggers=tuple(trigger_from_dict(dict(trigger)) for trigger in version.triggers),
+            timeout_seconds=version.timeout_seconds,
+            memory_mb=version.memory_mb,
+            alerts=tuple(str(url) for url in alerts) if isinstance(alerts, list) else (),
+            env=tuple(sorted(version.env.items())),
+            secrets=tuple(sorted(version.secrets.items())),
+            max_concurrency=version.max_concurrency,
+        )
 
     # -- invoke, logs, delete --------------------------------------------------------
 
@@ -1796,8 +2322,9 @@ class AzureProvider(BaseProvider):
         if account is not None:
             steps.append(
                 DeleteStorage(
-                    f"storage account {account.name} (the app's host storage and deployment "
-                    "container; outputs are elsewhere and stay)",
+                    f"storage account {account.name} (the app's host storage, its deployment "
+                    "container and the versions kept there for rollback; outputs are elsewhere "
+                    "and stay)",
                     account=str(account.name),
                 )
             )
