@@ -522,6 +522,19 @@ def next_log_start(
     return resume
 
 
+def rfc3339(moment: datetime) -> str:
+    """``moment`` in UTC as the clouds' log APIs take it: 2026-11-30T06:00:00.000000Z."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """An RFC 3339 UTC time as Cloud Logging and Application Insights answer it (up to
+    nanoseconds: cut to microseconds)."""
+    head, _, fraction = text.rstrip("Z").partition(".")
+    moment = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+    return moment + timedelta(microseconds=int((fraction + "000000")[:6]))
+
+
 def run_started(run_id: str) -> datetime | None:
     """When the lines of ``run_id`` may begin, from the time its id starts with."""
     match = RUN_ID_TIME.match(run_id)

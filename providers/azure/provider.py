@@ -103,7 +103,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
@@ -183,9 +183,11 @@ from deployer.providers.base import (
     is_schedule,
     merged_environment,
     next_log_start,
+    parse_rfc3339,
     posting_shards,
     refuse_public_map,
     require_readable_buckets,
+    rfc3339,
     secret_references,
     trigger_changes,
     user_environment,
@@ -2240,11 +2242,11 @@ class AzureProvider(BaseProvider):
         stages = ["traces", f"where cloud_RoleName == {_kql_string(app)}"]
         body: dict[str, Any] = {}
         if start is not None:
-            stages.append(f"where timestamp >= datetime({_iso(start)})")
+            stages.append(f"where timestamp >= datetime({rfc3339(start)})")
             # The API's own window, which applies besides the query's.
-            body["timespan"] = f"{_iso(start)}/{_iso(utc_now() + timedelta(days=1))}"
+            body["timespan"] = f"{rfc3339(start)}/{rfc3339(utc_now() + timedelta(days=1))}"
         if query.until is not None:
-            stages.append(f"where timestamp <= datetime({_iso(query.until)})")
+            stages.append(f"where timestamp <= datetime({rfc3339(query.until)})")
         if query.contains:
             stages.append(f"where message contains {_kql_string(query.contains.strip())}")
         stages.append(f"top {LOG_PAGE_ROWS} by timestamp asc")
@@ -2253,7 +2255,7 @@ class AzureProvider(BaseProvider):
         rows = self._query_traces(app, application_id, body)
         events = tuple(
             LogEvent(
-                _trace_time(row["timestamp"]),
+                parse_rfc3339(row["timestamp"]),
                 str(row["itemId"]),
                 str(row["message"]).removesuffix("\n"),
                 str(row.get("cloud_RoleInstance") or ""),
@@ -2360,17 +2362,6 @@ class AzureProvider(BaseProvider):
 def _kql_string(value: str) -> str:
     """A string literal of the Kusto query language (JSON's escapes are its own)."""
     return json.dumps(value, ensure_ascii=False)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _trace_time(text: str) -> datetime:
-    """A time as Application Insights answers it (up to 7 decimals: cut to 6)."""
-    head, _, fraction = text.rstrip("Z").partition(".")
-    moment = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
-    return moment + timedelta(microseconds=int((fraction + "000000")[:6]))
 
 
 def _scale(spec: DeploySpec) -> FunctionsScaleAndConcurrency:

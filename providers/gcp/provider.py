@@ -145,9 +145,11 @@ from deployer.providers.base import (
     is_schedule_of,
     merged_environment,
     next_log_start,
+    parse_rfc3339,
     posting_shards,
     refuse_public_map,
     require_readable_buckets,
+    rfc3339,
     schedule_id,
     secret_references,
     split_bucket_url,
@@ -2208,9 +2210,9 @@ class GcpProvider(BaseProvider):
             f"resource.labels.service_name={_quoted(source)}",
         ]
         if start is not None:
-            clauses.append(f'timestamp>="{_rfc3339(start)}"')
+            clauses.append(f'timestamp>="{rfc3339(start)}"')
         if query.until is not None:
-            clauses.append(f'timestamp<="{_rfc3339(query.until)}"')
+            clauses.append(f'timestamp<="{rfc3339(query.until)}"')
         if query.contains:
             clauses.append(f"textPayload:{_quoted(query.contains.strip())}")  # re-checked
         body: dict[str, Any] = {
@@ -2236,7 +2238,7 @@ class GcpProvider(BaseProvider):
         reply = response.json()
         events = tuple(
             LogEvent(
-                _timestamp(entry["timestamp"]),
+                parse_rfc3339(entry["timestamp"]),
                 entry.get("insertId") or f"{entry['timestamp']}/{text}",
                 text.removesuffix("\n"),
                 (entry.get("labels") or {}).get("instanceId", ""),
@@ -2400,17 +2402,6 @@ def _settling(call: Callable[[], Any], email: str) -> Any:
 def _quoted(value: str) -> str:
     """A string in Cloud Logging's filter language (JSON's escapes are its own)."""
     return json.dumps(value, ensure_ascii=False)
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _timestamp(text: str) -> datetime:
-    """An RFC 3339 time as Cloud Logging writes it (nanoseconds: cut to microseconds)."""
-    head, _, fraction = text.rstrip("Z").partition(".")
-    moment = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
-    return moment + timedelta(microseconds=int((fraction + "000000")[:6]))
 
 
 def _entry_text(entry: dict[str, Any]) -> str | None:
