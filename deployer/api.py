@@ -126,6 +126,7 @@ class Deployment:
         retries: int = 2,
         failure_budget: int = 0,
         progress: bool = True,
+        params: Mapping[str, Any] | None = None,
     ) -> MapRun:
         """Score ``data`` (Parquet/CSV files, a folder or prefix, or a DataFrame) over
         many concurrent invocations, committed as one run; see ``deployer.map``."""
@@ -142,6 +143,7 @@ class Deployment:
             retries=retries,
             failure_budget=failure_budget,
             progress=progress,
+            params=params,
         )
 
     def runs(self, *, last: int | None = None) -> pd.DataFrame:

@@ -418,11 +418,7 @@ def list_command(provider: str, provider_option: tuple[str, ...], as_json: bool)
     _frame_out(frame, False, f"functions on {provider}", priorities={"url": 1, "function": 2})
 
 
-@main.command()
-@click.argument("name")
-@provider_choice
-@click.option("--data", help="JSON body, or @path to a .json, .csv or .parquet file")
-@click.option(
+_param_option = click.option(
     "--param",
     "-p",
     "params",
@@ -431,6 +427,13 @@ def list_command(provider: str, provider_option: tuple[str, ...], as_json: bool)
     help="set a keyword-only parameter of the function, e.g. -p threshold=0.7 "
     "(VALUE is read as JSON, else as text)",
 )
+
+
+@main.command()
+@click.argument("name")
+@provider_choice
+@click.option("--data", help="JSON body, or @path to a .json, .csv or .parquet file")
+@_param_option
 @click.option("--timeout", type=int, help="seconds (default: the deployed timeout)")
 @click.option("--json", "as_json", is_flag=True)
 def invoke(
@@ -517,6 +520,7 @@ def invoke(
     show_default=True,
     help="failed shards the run tolerates",
 )
+@_param_option
 @click.option("--json", "as_json", is_flag=True, help="print the run record as JSON")
 def map_command(
     name: str,
@@ -528,6 +532,7 @@ def map_command(
     shard_mb: float | None,
     retries: int,
     failure_budget: int,
+    params: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Score DATA (Parquet or CSV files, folders or prefixes) with NAME over many
@@ -547,6 +552,7 @@ def map_command(
             retries=retries,
             failure_budget=failure_budget,
             progress=not as_json,
+            params=_params(params) if params else None,
         )
     except CheckFailed as error:
         click.secho(str(error), fg="red", err=True)

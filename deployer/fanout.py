@@ -62,6 +62,7 @@ def run_map(
     cancel: threading.Event | None = None,
     run_id: str | None = None,
     trigger: str = fanout.MAP_TRIGGER,
+    params: Mapping[str, Any] | None = None,
 ) -> MapRun:
     """Score ``data`` with the deployed ``name`` over many concurrent invocations,
     committed as one run (trigger ``map``). See README, "Fan-out".
@@ -71,7 +72,10 @@ def run_map(
     more shards failed than ``failure_budget``, CheckFailed when a check of
     severity "error" failed; warns (QualityWarning) when the run warned.
     ``run_id`` and ``trigger``: a scheduled map run's (the local scheduler's).
+    ``params``: keyword-only parameters of the function for every shard, checked
+    against its signature by the first shard (a wrong one fails the run there).
     """
+    from deployer.api import _checked_params
     from deployer.providers.base import BaseProvider
     from deployer.registry import get_provider
 
@@ -80,6 +84,7 @@ def run_map(
         raise ConfigError(f"failure_budget={failure_budget!r}: give 0 or more failed shards")
     if shard_mb is not None and shard_mb <= 0:
         raise ConfigError(f"shard_mb={shard_mb!r}: give a positive size in MB")
+    checked_params = _checked_params(params)
     target = get_provider(provider, provider_options)
     state = target.require(name)
     concurrency = concurrency or target.map_concurrency
@@ -121,6 +126,7 @@ def run_map(
                     cancel=cancel,
                     run_id=run_id,
                     trigger=trigger,
+                    params=checked_params,
                 )
             except fanout.MapCancelled as error:
                 raise RunError(str(error)) from None

@@ -350,6 +350,7 @@ class ShardRequest:
     part: int
     pieces: tuple[Piece, ...]
     first: bool  # the first shard: sets the run's bins when the function has no reference
+    params: dict[str, Any] | None = None  # the run's params (core.check_params in the shard)
 
 
 def parse_shard_request(message: Any) -> ShardRequest:
@@ -383,7 +384,10 @@ def parse_shard_request(message: Any) -> ShardRequest:
         except storage.StorageError as error:
             raise ShardRequestError(str(error)) from None
         pieces.append(Piece(raw["path"], None if groups is None else tuple(groups), data_format))
-    return ShardRequest(run_id, part, tuple(pieces), bool(message.get("first")))
+    params = message.get("params")
+    if params is not None and not isinstance(params, dict):
+        raise ShardRequestError("params is an object of parameter names to values")
+    return ShardRequest(run_id, part, tuple(pieces), bool(message.get("first")), params)
 
 
 def read_shard(pieces: Iterable[Piece]) -> Any:
@@ -421,6 +425,12 @@ def run_shard(loaded: Any, message: Any) -> dict[str, Any]:
         return _alert_for(loaded, message)
     request = parse_shard_request(message)
     manifest = loaded.manifest
+    try:
+        params = core.check_params(
+            request.params, manifest.function.qualname, manifest.function.params
+        )
+    except core.PayloadError as error:
+        raise ShardRequestError(str(error)) from None
     writer = core._RunWriter(manifest.output, manifest.name, request.run_id, storage.utc_now())
     file = part_file(request.part)
     marker = f"{core.RUN_MARKER} {request.run_id} part {request.part}"
@@ -433,7 +443,7 @@ def run_shard(loaded: Any, message: Any) -> dict[str, Any]:
         frame = read_shard(request.pieces)
         reply["rows_in"] = len(frame)
         call_started = time.perf_counter()
-        returned = core._call(loaded.function, frame, manifest)
+        returned = core._call(loaded.function, frame, manifest, params)
         reply["call_ms"] = round((time.perf_counter() - call_started) * 1000, 3)
         output = core.to_frame(returned)
         reference = _shard_reference(writer, loaded, request, frame, output)
@@ -668,8 +678,12 @@ def coordinate(
     on_progress: Callable[[MapProgress], None] | None = None,
     cancel: threading.Event | None = None,
     backoff: Sequence[float] = RETRY_BACKOFF_SECONDS,
+    params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run every shard of ``plan`` through ``dispatch`` and commit one run; its run.json.
+
+    ``params`` are the function's keyword-only parameters for every shard; each
+    shard checks them against the signature (a wrong one is a 400 there).
 
     The first shard runs alone (it fixes the run's bins and output schema, and a
     function that fails on every row fails once, not ten thousand times), then
@@ -704,9 +718,11 @@ def coordinate(
             "failure_budget": failure_budget,
         },
     }
+    if params:
+        record["params"] = params
     writer.mark_started(record, None)
     progress = MapProgress(len(plan.shards))
-    state = _Runs(dispatch, run_id, retries, backoff, cancel, progress, on_progress)
+    state = _Runs(dispatch, run_id, retries, backoff, cancel, progress, on_progress, params)
     try:
         replies = state.run_all(plan.shards, concurrency, failure_budget)
         interrupted = False
@@ -760,8 +776,10 @@ class _Runs:
         cancel: threading.Event,
         progress: MapProgress,
         on_progress: Callable[[MapProgress], None] | None,
+        params: dict[str, Any] | None = None,
     ) -> None:
         self.dispatch = dispatch
+        self.params = params
         self.run_id = run_id
         self.retries = retries
         self.backoff = tuple(backoff) or (0.0,)
@@ -810,6 +828,8 @@ class _Runs:
 
     def attempt(self, shard: Shard, *, first: bool) -> dict[str, Any]:
         request = {**shard.to_json(), "run_id": self.run_id, "first": first}
+        if self.params:
+            request["params"] = self.params
         reply: dict[str, Any] = {}
         for attempt in range(self.retries + 1):
             if self.cancel.is_set():

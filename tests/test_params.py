@@ -325,3 +325,28 @@ def test_a_schedules_params_must_fit_in_the_schedulers_description() -> None:
         TriggerError, match="params are 3[0-9][0-9] characters of JSON, over the 300"
     ):
         Cron("0 6 * * *", params={"labels": ["x" * 10] * 25})
+
+
+@pytest.mark.slow
+def test_a_map_run_sets_params_on_every_shard_and_records_them(deployer_home: Path) -> None:
+    d = deployer.deploy(flag, name="flags", quiet=True)
+    frame = pd.DataFrame({"x": [0.2, 0.6, 0.8, 0.9] * 5})
+    run = d.map(frame, rows_per_shard=5, params={"threshold": 0.7}, progress=False)
+    outputs = deployer.read_outputs("flags", run_id=run.run_id)
+    assert sorted(outputs.flag.tolist()) == sorted(["low", "low", "high", "high"] * 5)
+    assert deployer.read_run("flags", run.run_id)["params"] == {"threshold": 0.7}
+    with pytest.raises(deployer.RunError) as failed:
+        d.map(frame, rows_per_shard=5, params={"treshold": 0.7}, progress=False)
+    assert "no keyword-only parameter treshold" in str(failed.value)
+
+
+@pytest.mark.slow
+def test_deployer_map_takes_params(deployer_home: Path, tmp_path: Path) -> None:
+    deployer.deploy(flag, name="flags", quiet=True)
+    data = tmp_path / "rows.parquet"
+    pd.DataFrame({"x": [0.6, 0.8]}).to_parquet(data)
+    result = CliRunner().invoke(main, ["map", "flags", str(data), "-p", "threshold=0.7", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["params"] == {"threshold": 0.7}
+    assert sorted(deployer.read_outputs("flags").flag) == ["high", "low"]
