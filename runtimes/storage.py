@@ -218,10 +218,9 @@ def write_stream(filesystem_: pafs.FileSystem, path: str, produce: Callable[[Any
 
     parent = path.rsplit("/", 1)[0]
     if isinstance(filesystem_, pafs.LocalFileSystem):
-        filesystem_.create_dir(parent, recursive=True)
         temporary = f"{path}.tmp-{uuid.uuid4().hex}"
         try:
-            with filesystem_.open_output_stream(temporary) as stream:
+            with _opened_in_folder(filesystem_, parent, temporary) as stream:
                 produce(stream)
             filesystem_.move(temporary, path)
         except BaseException:
@@ -231,6 +230,24 @@ def write_stream(filesystem_: pafs.FileSystem, path: str, produce: Callable[[Any
         return
     with filesystem_.open_output_stream(path) as stream:
         produce(stream)
+
+
+# A folder created for a write may be removed before the file is opened in it,
+# by something tidying up its own empty folders (a plan's write test does):
+# create it again, this many times at most.
+LOCAL_OPEN_ATTEMPTS = 5
+
+
+def _opened_in_folder(filesystem_: pafs.FileSystem, folder: str, path: str) -> Any:
+    """``path`` opened for writing, its folder created first (again, if it went)."""
+    for attempt in range(LOCAL_OPEN_ATTEMPTS):
+        try:
+            filesystem_.create_dir(folder, recursive=True)
+            return filesystem_.open_output_stream(path)
+        except FileNotFoundError:
+            if attempt == LOCAL_OPEN_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def delete_quietly(filesystem_: pafs.FileSystem, path: str) -> bool:

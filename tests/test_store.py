@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from pyarrow import fs as pafs
 
 from deployer import StoreError, api, read_outputs, read_runs, store
-from deployer.runtimes import core
+from deployer.runtimes import core, storage
 from deployer.runtimes.storage import new_run_id
 
 
@@ -205,3 +207,30 @@ def test_spooled_run_shows_as_failed_for_the_store_it_was_meant_for(
     assert f"{output}/scores/runs/{run_id}" in runs.error_message[0]
     # Another store's history does not show it.
     assert read_runs("scores", output=str(tmp_path / "other")).empty
+
+
+class _FolderRemovedAfterCreating(pafs.LocalFileSystem):
+    """A local disk where, the first ``times`` times a folder is created, something
+    else removes it again before the file is opened: what a concurrent plan does
+    with the folders its write test created (preflight._removing_created_folders)."""
+
+    def __init__(self, times: int) -> None:
+        super().__init__()
+        self.times = times
+
+    def create_dir(self, path: str, *, recursive: bool = True) -> None:
+        super().create_dir(path, recursive=recursive)
+        if self.times > 0:
+            self.times -= 1
+            os.rmdir(path)
+
+
+def test_a_local_write_whose_folder_is_removed_meanwhile_creates_it_again(tmp_path: Path) -> None:
+    filesystem = _FolderRemovedAfterCreating(times=2)
+    target = tmp_path / "store" / "scores" / "probe"
+    storage.write_bytes(filesystem, str(target), b"written")
+    assert target.read_bytes() == b"written"
+    assert [path.name for path in target.parent.iterdir()] == ["probe"]  # no temporary left
+    always = _FolderRemovedAfterCreating(times=storage.LOCAL_OPEN_ATTEMPTS)
+    with pytest.raises(FileNotFoundError):
+        storage.write_bytes(always, str(tmp_path / "other" / "probe"), b"x")
