@@ -737,11 +737,16 @@ def test_contract_delete_removes_the_function_its_jobs_and_its_accounts(
     assert member in buckets.members(OUTPUT_BUCKET, "roles/storage.objectAdmin")
     fake.requests.clear()
     delete_plan = GcpProvider().plan_delete("scores")
-    assert delete_plan.kinds() == [DELETE, *[REMOVE_TRIGGER] * 3, DELETE, DELETE]
-    assert [action.description for action in delete_plan.actions[4:]] == [
+    assert delete_plan.kinds() == [DELETE, *[REMOVE_TRIGGER] * 3, DELETE, DELETE, DELETE]
+    versions = f"gs://{OUTPUT_BUCKET}/runs/.deployer-artifacts/versions/{PROJECT}/{REGION}/scores/"
+    # (The emulator's bucket outlives each test: earlier tests' versions are there too.)
+    *accounts, forget = [action.description for action in delete_plan.actions[4:]]
+    assert accounts == [
         f"service account {FUNCTION_ACCOUNT} (the function's)",
         f"service account {SCHEDULER_ACCOUNT} (the scheduler's)",
     ]
+    assert forget.endswith(f" version(s) kept for rollback in {versions}")
+    assert buckets.keys(OUTPUT_BUCKET, versions.split("/", 3)[3]) != []
     deployment.delete(quiet=True)
     with pytest.raises(google_exceptions.NotFound):
         get_function(fake)
@@ -759,8 +764,10 @@ def test_contract_delete_removes_the_function_its_jobs_and_its_accounts(
     # What the function's account was granted on its buckets went first.
     for bucket in (OUTPUT_BUCKET, INPUTS_BUCKET):
         assert member not in str(buckets.iam_policy(bucket))
-    # Outputs are in Cloud Storage, which delete never removes.
+    # Outputs are in Cloud Storage, which delete never removes; the code kept
+    # for rollback goes with the function.
     assert all(request.path.startswith(("/v1/", "/v2/")) for request in fake.requests)
+    assert buckets.keys(OUTPUT_BUCKET, versions.split("/", 3)[3]) == []
     with pytest.raises(ConfigError, match="no function named 'scores'"):
         deployer.delete("scores", provider="gcp", quiet=True)
 

@@ -428,6 +428,14 @@ class DeleteAccount(Step):
     email: str = ""
 
 
+@dataclass(frozen=True)
+class ForgetVersions(Step):
+    """The versions kept for rollback: code, so they go with the function (its
+    outputs, beside them, stay)."""
+
+    kind: ClassVar[str] = DELETE
+
+
 class RestApi:
     """A Google REST API v1 through an (authorized) session.
 
@@ -2259,10 +2267,19 @@ class GcpProvider(BaseProvider):
         }
 
     def delete_steps(self, name: str, state: DeploymentState) -> builtins.list[Step]:
-        return [
+        steps: list[Step] = [
             DeleteAccount(f"service account {email} (the {role}'s)", email=email)
             for role, email in self._owned_accounts(name).items()
         ]
+        kept = self._kept_versions(state.output, name) if state.output.startswith("gs://") else []
+        if kept:
+            bucket, prefix = self._versions_prefix(state.output, name)
+            steps.append(
+                ForgetVersions(
+                    f"{len(kept)} version(s) kept for rollback in gs://{bucket}/{prefix}"
+                )
+            )
+        return steps
 
     def execute_delete(self, plan: Plan, state: DeploymentState, reporter: Reporter) -> None:
         name = plan.name
@@ -2295,6 +2312,9 @@ class GcpProvider(BaseProvider):
             operation = self.functions.delete_function(name=function.name)
         # The Cloud Run service and its IAM policy go with the function.
         self._wait(operation, f"deleting {name}", reporter)
+        if plan.of_type(ForgetVersions):
+            output = environment.get(ENVIRONMENT_OUTPUT, state.output)
+            self._forget(output, self._kept_versions(output, name))
 
 
 def credentials_email(credentials: Any) -> str | None:
