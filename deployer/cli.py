@@ -696,6 +696,8 @@ def _runs_for_people(frame: Any) -> tuple[Any, dict[str, int]]:
     if "checks_failed" in frame:
         failed = frame.checks_failed.map(_failed_checks)
         why = why.where(why.notna(), failed)
+    # A schedule that does not overlap fired while its previous run ran.
+    why = why.where(frame.status != "skipped", "previous run still running")
     table = pd.DataFrame(
         {
             "run_id": frame.run_id,
@@ -735,6 +737,9 @@ def _show_run(record: dict[str, Any], provider: str) -> None:
         ("rows in / out", f"{record.get('rows_in')} / {record.get('rows_out')}"),
         ("code", (record.get("code_hash") or "")[:12]),
     ]
+    skipped = record.get("skipped")
+    if isinstance(skipped, dict):
+        lines.append(("skipped", skipped.get("message")))
     if isinstance(record.get("params"), dict):
         lines.append(
             ("params", ", ".join(f"{key}={value!r}" for key, value in record["params"].items()))

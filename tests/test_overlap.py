@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
 import deployer
 from deployer import Cron, Every
+from deployer.cli import main
 from deployer.providers.azure.app_package import function_app_source
 from deployer.providers.gcp.provider import _job_body
 from deployer.providers.local.server import LocalServer
@@ -82,6 +84,11 @@ def test_a_firing_while_another_run_holds_the_lease_is_skipped_naming_it(
     assert runs.status.tolist() == ["skipped"]
     assert deployer.read_outputs("scores", output=str(tmp_path / "store")).empty
     assert core.response_body(result)[0] == 200
+    store = str(tmp_path / "store")
+    listed = CliRunner().invoke(main, ["runs", "scores", "--output", store])
+    assert "previous run still running" in listed.output
+    shown = CliRunner().invoke(main, ["runs", "scores", result.run_id, "--output", store])
+    assert "skipped        run 20261130T060000Z-aaaaaaaa (started " in shown.output
 
 
 def test_an_expired_lease_or_one_whose_run_committed_does_not_stop_a_run(
