@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from deployer.errors import ConcurrentChange, ConfigError, ProviderError
-from deployer.runtimes.core import SECRETS_VARIABLE
+from deployer.runtimes.core import ALERTS_VARIABLE, SECRETS_VARIABLE
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -317,6 +317,25 @@ def invoke_body(payload: Any, params: Mapping[str, Any] | None = None) -> bytes:
 MANAGED_VARIABLE = "DEPLOYER_MANAGED"
 
 
+def managed_names(current: Mapping[str, str]) -> set[str]:
+    """The names of the user's variables (env= and secrets=) deployer set, as
+    MANAGED_VARIABLE in ``current`` lists them."""
+    return set(filter(None, current.get(MANAGED_VARIABLE, "").split(",")))
+
+
+def own_variables(spec: DeploySpec, *, secrets: bool = True) -> dict[str, str]:
+    """The variables every provider sets from ``spec`` alike: the user's env=, the
+    secrets' references (SECRETS_VARIABLE: never values; how deployed() shows
+    secrets= back, and what core.require_secrets checks at cold start), and the
+    alert webhook URLs (ALERTS_VARIABLE: secrets themselves, so never in a bundle)."""
+    variables = dict(spec.env)
+    if secrets and spec.secrets:
+        variables[SECRETS_VARIABLE] = json.dumps(dict(spec.secrets), sort_keys=True)
+    if spec.alerts:
+        variables[ALERTS_VARIABLE] = json.dumps(list(spec.alerts))
+    return variables
+
+
 def merged_environment(
     current: Mapping[str, str], own: Mapping[str, str], user_names: Iterable[str]
 ) -> dict[str, str]:
@@ -324,7 +343,7 @@ def merged_environment(
     and the user's env=), with MANAGED_VARIABLE naming ``user_names``, over what
     someone else set in ``current``. What deployer set before and is no longer
     wanted goes; nothing else does."""
-    previously = set(filter(None, current.get(MANAGED_VARIABLE, "").split(",")))
+    previously = managed_names(current)
     kept = {
         key: value
         for key, value in current.items()
@@ -342,8 +361,7 @@ def user_environment(
 ) -> dict[str, str]:
     """The user's env= as deployed: the variables MANAGED_VARIABLE names, but the
     secrets'."""
-    managed = set(filter(None, current.get(MANAGED_VARIABLE, "").split(",")))
-    managed -= set(secret_names)
+    managed = managed_names(current) - set(secret_names)
     return {key: current[key] for key in sorted(managed) if key in current}
 
 

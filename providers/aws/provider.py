@@ -62,7 +62,6 @@ from deployer.providers.base import (
     CREATE,
     DELETE,
     FUNCTION_STEPS,
-    SECRETS_VARIABLE,
     UPDATE_CONFIG,
     AddTrigger,
     BaseProvider,
@@ -84,6 +83,7 @@ from deployer.providers.base import (
     is_schedule_of,
     merged_environment,
     next_log_start,
+    own_variables,
     schedule_id,
     schedule_prefix,
     secret_references,
@@ -93,7 +93,6 @@ from deployer.providers.base import (
 )
 from deployer.runtimes import aws as aws_runtime
 from deployer.runtimes import fanout
-from deployer.runtimes.core import ALERTS_VARIABLE
 from deployer.spec import check_cloud_spec
 from deployer.triggers import Cron, Every, describe, trigger_from_dict
 
@@ -888,12 +887,8 @@ class AwsProvider(BaseProvider):
         self, spec: DeploySpec, bundle: Bundle, packaged: Packaged, reporter: Reporter
     ) -> None:
         """Dependencies, then code and configuration, a new version, the alias, the tags."""
-        environment: dict[str, str] = dict(spec.env)
-        if spec.secrets:
-            # References only: the runtime reads the values at cold start.
-            environment[SECRETS_VARIABLE] = json.dumps(dict(spec.secrets), sort_keys=True)
-        if spec.alerts:
-            environment[ALERTS_VARIABLE] = json.dumps(list(spec.alerts))
+        # The secrets' references only: the runtime reads the values at cold start.
+        environment = own_variables(spec)
         layers: list[str] = []
         ephemeral_mb = 512
         if packaged.mode == "layer":

@@ -161,7 +161,6 @@ from deployer.providers.azure.target import timer_schedule
 from deployer.providers.base import (
     CREATE,
     DELETE,
-    SECRETS_VARIABLE,
     UPDATE_CONFIG,
     BaseProvider,
     CreateFunction,
@@ -183,6 +182,7 @@ from deployer.providers.base import (
     is_schedule,
     merged_environment,
     next_log_start,
+    own_variables,
     parse_rfc3339,
     posting_shards,
     refuse_public_map,
@@ -1504,15 +1504,11 @@ class AzureProvider(BaseProvider):
         if self.data_account:
             # The account of az:// URLs, as runtimes/storage.py reads it.
             settings[STORAGE_ACCOUNT_SETTING] = self.data_account
-        if spec.alerts:
-            settings[ALERTS_VARIABLE] = json.dumps(list(spec.alerts))
-        settings.update(spec.env)
+        settings.update(own_variables(spec, secrets=secrets))
         names = [name for name, _ in spec.env]
         if secrets and spec.secrets:
             for name, reference in spec.secrets:
                 settings[name] = secret_reference(name, reference).setting
-            # What the user asked for, read back by deployed(): references only.
-            settings[SECRETS_VARIABLE] = json.dumps(dict(spec.secrets), sort_keys=True)
             names += [name for name, _ in spec.secrets]
         return merged_environment({}, settings, names)
 

@@ -119,8 +119,6 @@ from deployer.providers.base import (
     CREATE,
     DELETE,
     FUNCTION_STEPS,
-    MANAGED_VARIABLE,
-    SECRETS_VARIABLE,
     UPDATE_CONFIG,
     AddTrigger,
     BaseProvider,
@@ -143,8 +141,10 @@ from deployer.providers.base import (
     invoke_body,
     is_schedule,
     is_schedule_of,
+    managed_names,
     merged_environment,
     next_log_start,
+    own_variables,
     parse_rfc3339,
     posting_shards,
     refuse_public_map,
@@ -861,7 +861,7 @@ class GcpProvider(BaseProvider):
         if function is None:
             return wanted
         service = function.service_config
-        managed = _managed_names(service.environment_variables)
+        managed = managed_names(service.environment_variables)
         taken = {name for name, _ in (*spec.env, *spec.secrets)}
         kept = [
             variable
@@ -885,7 +885,7 @@ class GcpProvider(BaseProvider):
         the secret version the variable reads, else by the version's full name."""
         service = function.service_config
         environment = service.environment_variables
-        managed = _managed_names(environment)
+        managed = managed_names(environment)
         given = secret_references(environment)
         found = {}
         for variable in service.secret_environment_variables:
@@ -974,7 +974,7 @@ class GcpProvider(BaseProvider):
         if function is None:
             return grants, []
         service = function.service_config
-        managed = _managed_names(service.environment_variables)
+        managed = managed_names(service.environment_variables)
         read_before = self._named_secrets(
             variable for variable in service.secret_environment_variables if variable.key in managed
         )
@@ -1185,12 +1185,7 @@ class GcpProvider(BaseProvider):
         if url:
             environment[ENVIRONMENT_SCHEDULER_AUDIENCE] = url
         environment[ENVIRONMENT_HTTP_ACCESS] = "public" if _is_public(triggers) else AUTHENTICATED
-        if spec.alerts:
-            environment[ALERTS_VARIABLE] = json.dumps(list(spec.alerts))
-        if spec.secrets:
-            # The references as given, never values: how deployed() shows secrets= back.
-            environment[SECRETS_VARIABLE] = json.dumps(dict(spec.secrets), sort_keys=True)
-        environment.update(spec.env)
+        environment.update(own_variables(spec))
         return environment
 
     def _environment(
@@ -2349,11 +2344,6 @@ def _deployed_alerts(environment: Mapping[str, str]) -> tuple[str, ...]:
     except ValueError:
         return ()
     return tuple(url for url in urls if isinstance(url, str)) if isinstance(urls, list) else ()
-
-
-def _managed_names(environment: Mapping[str, str]) -> set[str]:
-    """The names of the user's variables (env= and secrets=) deployer set on a function."""
-    return set(filter(None, environment.get(MANAGED_VARIABLE, "").split(",")))
 
 
 def _secret_keys(
