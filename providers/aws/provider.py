@@ -329,6 +329,7 @@ class AwsProvider(BaseProvider):
         self.architecture = architecture
         self.slim = slim
         self._session: boto3.session.Session | None = None
+        self._identity: dict[str, Any] | None = None
 
     # -- clients -------------------------------------------------------------
 
@@ -349,15 +350,20 @@ class AwsProvider(BaseProvider):
                 "or a region in your AWS profile"
             ) from None
 
+    def _caller_identity(self) -> dict[str, Any]:
+        """STS's answer for the credentials in use, asked once per provider."""
+        if self._identity is None:
+            try:
+                self._identity = dict(self.client("sts").get_caller_identity())
+            except NoCredentialsError:
+                raise ProviderError(
+                    "no AWS credentials found: configure them as for the AWS CLI "
+                    "(aws configure, AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+                ) from None
+        return self._identity
+
     def _account(self) -> str:
-        try:
-            account: str = self.client("sts").get_caller_identity()["Account"]
-        except NoCredentialsError:
-            raise ProviderError(
-                "no AWS credentials found: configure them as for the AWS CLI "
-                "(aws configure, AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
-            ) from None
-        return account
+        return str(self._caller_identity()["Account"])
 
     @property
     def region(self) -> str:
@@ -1227,10 +1233,7 @@ class AwsProvider(BaseProvider):
 
     def _caller(self) -> str:
         """Who deploys: the last part of the caller's ARN (a user, or a role's session)."""
-        try:
-            arn = str(self.client("sts").get_caller_identity()["Arn"])
-        except ClientError:
-            return "?"
+        arn = str(self._caller_identity().get("Arn", "?"))
         return arn.split(":", 5)[-1].split("/", 1)[-1][:80]
 
     def _versions(self, name: str) -> builtins.list[dict[str, Any]]:
