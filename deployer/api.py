@@ -6,7 +6,6 @@ capture -> requirements -> bundle -> plan -> apply.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from deployer.spec import (
     check_max_concurrency,
     check_memory,
     check_name,
+    check_params_json,
     check_settings,
     check_timeout,
 )
@@ -651,26 +651,7 @@ def invoke(
     from deployer.registry import get_provider
 
     target = get_provider(provider, provider_options)
-    return target.invoke(name, data, timeout_seconds=timeout, params=_checked_params(params))
-
-
-def _checked_params(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """``params`` as JSON data; which names and kinds the function takes is checked
-    by the run itself (against the deployed signature) before anything runs."""
-    if params is None:
-        return None
-    if not isinstance(params, Mapping) or not all(isinstance(key, str) for key in params):
-        raise ConfigError(
-            f'params must be a dict of parameter names to values, e.g. {{"threshold": 0.7}}, '
-            f"got {params!r:.80}"
-        )
-    try:
-        return dict(json.loads(json.dumps(dict(params), allow_nan=False)))
-    except (TypeError, ValueError) as error:
-        raise ConfigError(
-            f"params must be plain JSON values (numbers, strings, true/false, null, lists, "
-            f"dicts): {error}"
-        ) from None
+    return target.invoke(name, data, timeout_seconds=timeout, params=check_params_json(params))
 
 
 def history(

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from deployer.errors import CheckFailed, ConfigError, QualityWarning, RunError
 from deployer.runtimes import fanout, storage
+from deployer.spec import check_params_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -75,7 +76,6 @@ def run_map(
     ``params``: keyword-only parameters of the function for every shard, checked
     against its signature by the first shard (a wrong one fails the run there).
     """
-    from deployer.api import _checked_params
     from deployer.providers.base import BaseProvider
     from deployer.registry import get_provider
 
@@ -84,7 +84,7 @@ def run_map(
         raise ConfigError(f"failure_budget={failure_budget!r}: give 0 or more failed shards")
     if shard_mb is not None and shard_mb <= 0:
         raise ConfigError(f"shard_mb={shard_mb!r}: give a positive size in MB")
-    checked_params = _checked_params(params)
+    checked_params = check_params_json(params)
     target = get_provider(provider, provider_options)
     state = target.require(name)
     concurrency = concurrency or target.map_concurrency

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from deployer.errors import ConfigError
 from deployer.runtimes import storage
@@ -141,6 +143,25 @@ def check_keep_versions(value: object) -> int:
             f"keep_versions must be a whole number from 1 (no rollback) to 100, got {value!r}"
         )
     return value
+
+
+def check_params_json(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``params`` as JSON data; which names and kinds the function takes is checked
+    by the run itself (against the deployed signature) before anything runs."""
+    if params is None:
+        return None
+    if not isinstance(params, Mapping) or not all(isinstance(key, str) for key in params):
+        raise ConfigError(
+            f'params must be a dict of parameter names to values, e.g. {{"threshold": 0.7}}, '
+            f"got {params!r:.80}"
+        )
+    try:
+        return dict(json.loads(json.dumps(dict(params), allow_nan=False)))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(
+            f"params must be plain JSON values (numbers, strings, true/false, null, lists, "
+            f"dicts): {error}"
+        ) from None
 
 
 MEMORY_RANGE_MB = (128, 32768)
