@@ -30,6 +30,7 @@ from deployer.quality import (
 )
 from deployer.registry import options_dict
 from deployer.spec import (
+    DEFAULT_KEEP_VERSIONS,
     DeploySpec,
     check_env,
     check_keep_versions,
@@ -229,7 +230,7 @@ def build(
     env: Mapping[str, str] | None = None,
     secrets: Mapping[str, str] | None = None,
     max_concurrency: int | None = None,
-    keep_versions: int = 5,
+    keep_versions: int = DEFAULT_KEEP_VERSIONS,
     allow_missing_inputs: bool = False,
 ) -> Built:
     """Capture, pin and bundle ``function`` without touching any provider.
@@ -340,7 +341,7 @@ def plan(
     env: Mapping[str, str] | None = None,
     secrets: Mapping[str, str] | None = None,
     max_concurrency: int | None = None,
-    keep_versions: int = 5,
+    keep_versions: int = DEFAULT_KEEP_VERSIONS,
     allow_missing_inputs: bool = False,
     quiet: bool = False,
 ) -> Plan:
@@ -499,7 +500,7 @@ def deploy(
     env: Mapping[str, str] | None = None,
     secrets: Mapping[str, str] | None = None,
     max_concurrency: int | None = None,
-    keep_versions: int = 5,
+    keep_versions: int = DEFAULT_KEEP_VERSIONS,
     allow_missing_inputs: bool = False,
     quiet: bool = False,
 ) -> Deployment:

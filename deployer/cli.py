@@ -250,7 +250,7 @@ def deploy_options(command: Any) -> Any:
         click.option(
             "--keep-versions",
             type=int,
-            default=5,
+            default=5,  # spec.DEFAULT_KEEP_VERSIONS, not imported: the CLI starts light
             show_default=True,
             help="deployed versions kept for rollback, the live one included",
         ),

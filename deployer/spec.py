@@ -19,6 +19,10 @@ NAME_PATTERN = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
 NAME_RULE = "1-40 characters: lowercase letters, digits and hyphens, starting with a letter"
 
 
+# How many deployed versions are kept for rollback unless the user says.
+DEFAULT_KEEP_VERSIONS = 5
+
+
 @dataclass(frozen=True)
 class DeploySpec:
     name: str
@@ -46,7 +50,7 @@ class DeploySpec:
     # At most this many runs at once (None: the platform's default).
     max_concurrency: int | None = None
     # How many deployed versions are kept for rollback, the live one included.
-    keep_versions: int = 5
+    keep_versions: int = DEFAULT_KEEP_VERSIONS
 
 
 def check_name(name: object) -> str:

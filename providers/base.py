@@ -186,9 +186,6 @@ class Version:
     live: bool
 
 
-DEFAULT_KEEP_VERSIONS = 5
-
-
 def choose_version(name: str, versions: Iterable[Version], to: str | None) -> Version:
     """The version ``rollback`` makes live: the one deployed before the live one, or
     the newest whose code hash starts with ``to``. ConfigError naming the choices."""
