@@ -7,7 +7,7 @@ rebuild of an unchanged bundle or dependency tree has the same sha256, which is
 how providers tell "nothing changed" without uploading anything.
 
 Trees of dependencies reach 300-400 MB, so :func:`write_zip` and
-:func:`write_tar_gz` stream each file from disk in chunks instead of holding
+:func:`write_tar_zst` stream each file from disk in chunks instead of holding
 the archive (or a large shared library) in memory.
 """
 
@@ -17,16 +17,14 @@ import hashlib
 import io
 import os
 import shutil
-import struct
+import sys
 import tarfile
 import uuid
 import zipfile
-import zlib
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 from deployer.errors import BundleError
 
@@ -60,28 +58,31 @@ def write_zip(entries: Iterable[tuple[str, Path | bytes]], path: Path) -> int:
     return path.stat().st_size
 
 
-def write_tar_gz(
+def write_tar_zst(
     entries: Iterable[tuple[str, Path]],
     path: Path,
     *,
-    level: int = COMPRESS_LEVEL,
+    level: int,
     threads: int | None = None,
 ) -> int:
-    """A gzipped tar at ``path`` of files streamed from disk; returns its size in bytes.
+    """A zstd-compressed tar at ``path`` of files streamed from disk; returns its size.
 
     Beyond sorted names: mtime 0, uid/gid 0 with empty owner names, modes
-    0o644 or 0o755. The tar stream is cut into blocks of GZIP_BLOCK_BYTES, each
-    compressed on its own thread into one gzip member (zlib gives up the GIL
-    while it works, so ``threads`` cores compress at once); the members follow
-    each other in order, which every gzip reader takes as one stream (Python's
-    gzip module included). The blocks depend only on the content, so the same
-    tree gives the same bytes whatever the number of threads.
+    0o644 or 0o755. zstd compresses on ``threads`` workers (all cores unless
+    told) while this thread writes the tar stream; with one worker or more,
+    zstd's output depends only on the content and the level, so the same tree
+    gives the same bytes on any machine.
     """
+    zstd = zstd_module()
+    options = {
+        zstd.CompressionParameter.compression_level: level,
+        zstd.CompressionParameter.nb_workers: max(1, threads or os.cpu_count() or 1),
+    }
     ordered = _sorted_unique(entries)
     with (
         _replacing(path) as temporary,
         open(temporary, "wb") as raw,
-        _GzipBlocks(raw, level, threads or os.cpu_count() or 1) as compressed,
+        zstd.ZstdFile(raw, "w", options=options) as compressed,
         tarfile.open(fileobj=compressed, mode="w|", format=tarfile.PAX_FORMAT) as archive,
     ):
         for name, source in ordered:
@@ -98,62 +99,20 @@ def write_tar_gz(
     return path.stat().st_size
 
 
-GZIP_BLOCK_BYTES = 4 * 1024 * 1024
-# A gzip member's header, the same everywhere: deflate, no flags, mtime 0, OS
-# "unknown" (zlib's own header names the OS it was built for: 3 Unix, 19 macOS).
-GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
-
-
-class _GzipBlocks(io.RawIOBase):
-    """A writable stream that gzips what it is given in blocks, several at once,
-    and writes the members to ``sink`` in order."""
-
-    def __init__(self, sink: IO[bytes], level: int, threads: int) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._sink = sink
-        self._level = level
-        self._buffer = bytearray()
-        self._pool = ThreadPoolExecutor(max_workers=threads)
-        self._pending: list[Future[bytes]] = []
-        self._most_pending = 2 * threads  # bounds the memory held: blocks in flight
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
-        self._buffer += data
-        while len(self._buffer) >= GZIP_BLOCK_BYTES:
-            block = bytes(self._buffer[:GZIP_BLOCK_BYTES])
-            del self._buffer[:GZIP_BLOCK_BYTES]
-            self._submit(block)
-        return len(data)
-
-    def _submit(self, block: bytes) -> None:
-        self._pending.append(self._pool.submit(_gzip_member, block, self._level))
-        while len(self._pending) > self._most_pending:
-            self._sink.write(self._pending.pop(0).result())
-
-    def close(self) -> None:
-        if self.closed:
-            return
+def zstd_module() -> Any:
+    """The standard library's zstd (Python 3.14+) or its backport, named when missing."""
+    try:
+        from compression import zstd  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
         try:
-            if self._buffer or not self._pending:
-                self._submit(bytes(self._buffer))
-                self._buffer.clear()
-            for future in self._pending:
-                self._sink.write(future.result())
-            self._pending.clear()
-        finally:
-            self._pool.shutdown()
-            super().close()
-
-
-def _gzip_member(block: bytes, level: int) -> bytes:
-    compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)  # raw deflate
-    deflated = compressor.compress(block) + compressor.flush()
-    trailer = struct.pack("<II", zlib.crc32(block), len(block) & 0xFFFFFFFF)
-    return GZIP_HEADER + deflated + trailer
+            from backports import zstd  # type: ignore[no-redef,unused-ignore]
+        except ImportError:
+            raise BundleError(
+                "packing dependencies for slim mode needs zstd, which this Python "
+                f"{sys.version_info.major}.{sys.version_info.minor} lacks: "
+                "pip install 'deployer[aws]' (it brings backports.zstd)"
+            ) from None
+    return zstd
 
 
 def extend_zip(base: Path, entries: Iterable[tuple[str, Path | bytes]], path: Path) -> int:

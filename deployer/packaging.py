@@ -355,6 +355,45 @@ def _pip_install(
         raise _install_error(completed.stdout + completed.stderr, platform, alternatives)
 
 
+def download_wheel(requirement: str, platform: Platform, directory: Path) -> Path:
+    """The wheel of one pinned ``requirement`` for ``platform``, without its dependencies,
+    in ``directory`` (fetched once: a wheel already there is used)."""
+    existing = sorted(directory.glob("*.whl"))
+    if existing:
+        return existing[0]
+    fetching = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}")
+    try:
+        completed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--dest",
+                str(fetching),
+                *_platform_options(platform),
+                "--progress-bar",
+                "off",
+                requirement,
+            ],
+            capture_output=True,
+            text=True,
+            env=_pip_environment(),
+        )
+        if completed.returncode != 0:
+            raise _install_error(completed.stdout + completed.stderr, platform, ())
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(fetching, directory)
+        except OSError:  # another deploy fetched it meanwhile
+            if not any(directory.glob("*.whl")):
+                raise
+    finally:
+        shutil.rmtree(fetching, ignore_errors=True)
+    return sorted(directory.glob("*.whl"))[0]
+
+
 def _install_error(output: str, platform: Platform, alternatives: Sequence[Platform]) -> Exception:
     """pip's failure as an error saying what is wrong and what would work."""
     missing = NO_WHEEL.search(output)

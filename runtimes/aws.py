@@ -19,16 +19,17 @@ JSON line tagged ``deployer.run_not_committed``.
 
 Slim mode: when the dependencies are too large for layers, they are one archive
 in S3 (``DEPLOYER_SLIM_ARCHIVE`` = s3://bucket/key, ``DEPLOYER_SLIM_SHA256``),
-downloaded in parallel ranges, inflated and unpacked into /tmp as it arrives on
-cold start, and reused while the instance is warm. This module imports only
-the standard library at load, so that happens before anything imports pandas.
+downloaded in parallel ranges, decompressed (zstd) and unpacked into /tmp as it
+arrives on cold start, and reused while the instance is warm. This module imports
+only the standard library at load, so that happens before anything imports
+pandas; the decompressor is the standard library's from Python 3.14, before that
+the backports.zstd that deploy puts in the code zip.
 """
 
 from __future__ import annotations
 
 import base64
 import collections
-import gzip
 import hashlib
 import io
 import json
@@ -55,7 +56,7 @@ def _task_root() -> str:
 
 
 # A slim archive comes down in ranges of RANGE_BYTES, RANGE_STREAMS at once, and is
-# inflated and unpacked as it arrives (bench/slim_archive.py chose these).
+# decompressed and unpacked as it arrives (bench/slim_archive.py chose these).
 RANGE_BYTES = 16 * 1024 * 1024
 RANGE_STREAMS = 8
 
@@ -77,7 +78,7 @@ def _unpack_slim_dependencies() -> None:
 
 
 def _fetch_slim_archive(archive_url: str, expected: str, target: str) -> None:
-    """Download, inflate and unpack in one pass into a folder of its own, checking the
+    """Download, decompress and unpack in one pass into a folder of its own, checking the
     sha256 of what came down; only a verified folder is renamed to ``target``.
 
     The archive is unpacked before its last byte is hashed, so a changed one is
@@ -94,8 +95,8 @@ def _fetch_slim_archive(archive_url: str, expected: str, target: str) -> None:
     started = time.perf_counter()
     download = _RangedDownload(client, bucket, key)
     try:
-        with gzip.GzipFile(fileobj=download, mode="rb") as inflated:
-            unpack_tree(inflated, partial)
+        with _zstd().ZstdFile(download, mode="rb") as decompressed:
+            unpack_tree(decompressed, partial)
         download.drain()
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -117,6 +118,21 @@ def _fetch_slim_archive(archive_url: str, expected: str, target: str) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+def _zstd() -> Any:
+    try:
+        from compression import zstd  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        try:
+            from backports import zstd  # type: ignore[no-redef,unused-ignore]
+        except ImportError:
+            raise RuntimeError(
+                "the slim dependency archive is zstd-compressed, and neither "
+                "compression.zstd (Python 3.14+) nor backports.zstd is in the code zip: "
+                "deploy again with this version of deployer"
+            ) from None
+    return zstd
 
 
 def unpack_tree(stream: Any, destination: str) -> None:

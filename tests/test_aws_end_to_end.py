@@ -185,7 +185,15 @@ def test_scikit_learn_stack_deploys_and_runs_in_slim_mode(
     assert hashlib.sha256(archive).hexdigest() == environment["DEPLOYER_SLIM_SHA256"]
     assert len(archive) > 50 * 2**20  # the whole scientific stack, compressed
 
-    task_root = rebuilt_task_root(classify, options, tmp_path)
+    # The code zip as deploy builds it: the bundle and slim mode's decompressor.
+    built = deployer.build(classify, provider="aws", **options)
+    tags = boto3.client("lambda").get_function(FunctionName="classify")["Tags"]
+    assert tags["deployer:code_hash"] == built.bundle.code_hash
+    code_zip, _ = deployer.write_artifacts(built, tmp_path / "artifacts", quiet=True)
+    task_root = tmp_path / "task"
+    with zipfile.ZipFile(code_zip) as code:
+        code.extractall(task_root)
+        assert any(name.startswith("backports/zstd/") for name in code.namelist())
     environment["DEPLOYER_SLIM_DIR"] = str(tmp_path / "lambda-tmp")
     (tmp_path / "lambda-tmp").mkdir()
     with lambda_function(

@@ -6,7 +6,6 @@ runs the real pip against the real index for Lambda's python3.11.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
@@ -25,6 +24,7 @@ from deployer.console import Reporter
 from deployer.errors import BundleError, ProviderError, RequirementsError
 from deployer.packaging import METADATA_FILE, Dependencies, Platform
 from deployer.providers.aws.lambda_package import (
+    decompressor_files,
     install_dependencies,
     lambda_target,
     layer_zip,
@@ -149,7 +149,7 @@ def test_layer_zip_puts_the_tree_under_python_and_slim_archive_at_its_top(tmp_pa
     first = _made_up_tree(tmp_path / "first")
     second = _made_up_tree(tmp_path / "second")
     os.utime(second.python_dir / "pkg" / "__init__.py", (1_700_000_000, 1_700_000_000))
-    for name, build in (("layer.zip", layer_zip), ("slim.tar.gz", slim_archive)):
+    for name, build in (("layer.zip", layer_zip), ("slim.tar.zst", slim_archive)):
         first_path, second_path = tmp_path / f"first-{name}", tmp_path / f"second-{name}"
         assert build(first, first_path) == build(second, second_path)
         assert digest(first_path) == digest(second_path)
@@ -162,9 +162,33 @@ def test_layer_zip_puts_the_tree_under_python_and_slim_archive_at_its_top(tmp_pa
         "python/pkg/__pycache__/__init__.cpython-311.pyc",
     ]
     assert unzipped == first.unzipped_bytes
-    with tarfile.open(tmp_path / "first-slim.tar.gz") as slim:
-        members = slim.getnames()
+    with (
+        archive.zstd_module().ZstdFile(tmp_path / "first-slim.tar.zst") as decompressed,
+        tarfile.open(fileobj=decompressed, mode="r|") as slim,
+    ):
+        members = [member.name for member in slim]
     assert members == [name.removeprefix("python/") for name in names]
+
+
+@pytest.mark.slow
+def test_the_slim_decompressor_is_built_for_the_functions_platform_and_fetched_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    graviton = decompressor_files(lambda_target("3.12", "arm64"), tmp_path)
+    names = [name for name, _ in graviton]
+    assert "backports/zstd/__init__.py" in names
+    assert "backports/zstd/_zstd.cpython-312-aarch64-linux-gnu.so" in names
+    assert any(name.endswith(".dist-info/licenses/LICENSE_zstd.txt") for name in names)
+    [wheel] = (tmp_path / "lambda-zstd").rglob("*.whl")
+    assert "manylinux" in wheel.name and "aarch64" in wheel.name
+
+    def no_pip(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pip ran again for a platform whose wheel is cached")
+
+    monkeypatch.setattr(packaging.subprocess, "run", no_pip)
+    assert decompressor_files(lambda_target("3.12", "arm64"), tmp_path) == graviton
+    # From Python 3.14 the standard library has it.
+    assert decompressor_files(lambda_target("3.14"), tmp_path) == []
 
 
 @pytest.mark.slow
@@ -247,21 +271,19 @@ def test_archives_do_not_depend_on_file_times_or_exact_modes(tmp_path: Path) -> 
     archive.write_zip(first, tmp_path / "first.zip")
     archive.write_zip(second, tmp_path / "second.zip")
     assert digest(tmp_path / "first.zip") == digest(tmp_path / "second.zip")
-    archive.write_tar_gz(first, tmp_path / "first.tar.gz")
-    archive.write_tar_gz(second, tmp_path / "second.tar.gz")
-    assert digest(tmp_path / "first.tar.gz") == digest(tmp_path / "second.tar.gz")
+    archive.write_tar_zst(first, tmp_path / "first.tar.zst", level=3)
+    archive.write_tar_zst(second, tmp_path / "second.tar.zst", level=3)
+    assert digest(tmp_path / "first.tar.zst") == digest(tmp_path / "second.tar.zst")
 
 
-def test_tar_gz_has_no_owner_time_or_file_name(tmp_path: Path) -> None:
+def test_tar_zst_has_no_owner_or_time_and_is_one_zstd_stream(tmp_path: Path) -> None:
     entries = _tree(tmp_path / "tree")
-    size = archive.write_tar_gz(entries, tmp_path / "deps.tar.gz")
-    raw = (tmp_path / "deps.tar.gz").read_bytes()
+    size = archive.write_tar_zst(entries, tmp_path / "deps.tar.zst", level=3)
+    raw = (tmp_path / "deps.tar.zst").read_bytes()
     assert size == len(raw)
-    # gzip header: magic, method, flags (FNAME is bit 3), mtime (4 bytes).
-    assert raw[:3] == b"\x1f\x8b\x08"
-    assert raw[3] & 0x08 == 0
-    assert raw[4:8] == b"\0\0\0\0"
-    with tarfile.open(tmp_path / "deps.tar.gz") as opened:
+    assert raw[:4] == b"\x28\xb5\x2f\xfd"  # zstd's frame magic number
+    zstd = archive.zstd_module()
+    with tarfile.open(fileobj=io.BytesIO(zstd.decompress(raw))) as opened:
         members = opened.getmembers()
         assert opened.extractfile("pkg/module.py").read() == b"VALUE = 1\n" * 1000  # type: ignore[union-attr]
     assert [member.name for member in members] == ["pkg/module.py", "pkg/private.dat", "pkg/tool"]
@@ -272,7 +294,6 @@ def test_tar_gz_has_no_owner_time_or_file_name(tmp_path: Path) -> None:
         "pkg/private.dat": 0o644,
         "pkg/tool": 0o755,
     }
-    assert gzip.decompress(raw)  # a valid stream end to end
 
 
 def test_failed_archive_leaves_no_file(tmp_path: Path) -> None:
@@ -281,7 +302,7 @@ def test_failed_archive_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         archive.write_zip(missing, tmp_path / "out.zip")
     with pytest.raises(FileNotFoundError):
-        archive.write_tar_gz(missing, tmp_path / "out.tar.gz")
+        archive.write_tar_zst(missing, tmp_path / "out.tar.zst", level=3)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["tree"]
 
 

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import io
 import json
+import sys
 import sysconfig
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -30,7 +31,8 @@ from lambda_harness import (
 )
 
 import deployer
-from deployer.archive import write_tar_gz
+from deployer.archive import write_tar_zst
+from deployer.providers.aws.lambda_package import SLIM_LEVEL, decompressor_files, lambda_target
 
 pytestmark = pytest.mark.slow
 
@@ -453,11 +455,20 @@ def test_missing_handler_is_an_init_error_that_names_it(
 
 
 def pack_archive(directory: Path, archive: Path) -> str:
-    """A tar.gz of ``directory``'s contents as slim mode ships them (gzip members of
-    4 MB blocks, deployer.archive.write_tar_gz); returns its sha256."""
+    """A tar.zst of ``directory``'s contents as slim mode ships them; returns its sha256."""
     files = [path for path in directory.rglob("*") if path.is_file()]
-    write_tar_gz([(str(path.relative_to(directory)), path) for path in files], archive)
+    slim = [(str(path.relative_to(directory)), path) for path in files]
+    write_tar_zst(slim, archive, level=SLIM_LEVEL)
     return hashlib.sha256(archive.read_bytes()).hexdigest()
+
+
+def add_decompressor(task_root: Path, cache: Path) -> None:
+    """What deploy adds to a slim function's code zip: the zstd decompressor that the
+    harness's isolated Python (``-I -S``) can only find there."""
+    target = lambda_target(f"{sys.version_info.major}.{sys.version_info.minor}")
+    for name, content in decompressor_files(target, cache):
+        (task_root / name).parent.mkdir(parents=True, exist_ok=True)
+        (task_root / name).write_bytes(content)
 
 
 def test_slim_dependencies_are_fetched_once_per_execution_environment(
@@ -468,16 +479,17 @@ def test_slim_dependencies_are_fetched_once_per_execution_environment(
     layer_cache: Path,
 ) -> None:
     task_root = build_task_root(score, tmp_path / "task", s3_bucket)
+    add_decompressor(task_root, layer_cache)
     layer = install_layer(task_root / "requirements.txt", layer_cache)
-    archive = tmp_path / "deps.tar.gz"
+    archive = tmp_path / "deps.tar.zst"
     sha256 = pack_archive(layer / "python", archive)
     s3 = boto3.client("s3")
-    s3.upload_file(str(archive), s3_bucket, "deps/deps.tar.gz")
+    s3.upload_file(str(archive), s3_bucket, "deps/deps.tar.zst")
     slim_dir = tmp_path / "lambda-tmp"  # Lambda's /tmp
     slim_dir.mkdir()
     env = {
         **moto_environment(moto_server),
-        "DEPLOYER_SLIM_ARCHIVE": f"s3://{s3_bucket}/deps/deps.tar.gz",
+        "DEPLOYER_SLIM_ARCHIVE": f"s3://{s3_bucket}/deps/deps.tar.zst",
         "DEPLOYER_SLIM_SHA256": sha256,
         "DEPLOYER_SLIM_DIR": str(slim_dir),
     }
@@ -487,7 +499,7 @@ def test_slim_dependencies_are_fetched_once_per_execution_environment(
         assert status == 200, function.output()
         assert cold["predictions"] == [{"x": 2.0, "score": 0.2}]
         # Gone from S3: a warm instance must not need it again.
-        s3.delete_object(Bucket=s3_bucket, Key="deps/deps.tar.gz")
+        s3.delete_object(Bucket=s3_bucket, Key="deps/deps.tar.zst")
         status, warm = http_reply(function.invoke(request))
         assert status == 200 and warm["predictions"] == cold["predictions"]
     unpacked = slim_dir / f"deps-{sha256[:16]}"
@@ -504,21 +516,22 @@ def test_slim_dependencies_are_fetched_once_per_execution_environment(
 
 
 def test_slim_archive_with_another_sha256_is_refused_and_nothing_of_it_is_kept(
-    tmp_path: Path, s3_bucket: str, moto_server: str, lambda_runtime: Path
+    tmp_path: Path, s3_bucket: str, moto_server: str, lambda_runtime: Path, layer_cache: Path
 ) -> None:
     task_root = build_task_root(score, tmp_path / "task", s3_bucket)
+    add_decompressor(task_root, layer_cache)
     content = tmp_path / "content"
     content.mkdir()
     (content / "replaced.py").write_text("print('not the deployed dependencies')\n")
-    archive = tmp_path / "deps.tar.gz"
+    archive = tmp_path / "deps.tar.zst"
     actual = pack_archive(content, archive)
-    boto3.client("s3").upload_file(str(archive), s3_bucket, "deps/deps.tar.gz")
+    boto3.client("s3").upload_file(str(archive), s3_bucket, "deps/deps.tar.zst")
     expected = hashlib.sha256(b"the archive that was deployed").hexdigest()
     slim_dir = tmp_path / "lambda-tmp"
     slim_dir.mkdir()
     env = {
         **moto_environment(moto_server),
-        "DEPLOYER_SLIM_ARCHIVE": f"s3://{s3_bucket}/deps/deps.tar.gz",
+        "DEPLOYER_SLIM_ARCHIVE": f"s3://{s3_bucket}/deps/deps.tar.zst",
         "DEPLOYER_SLIM_SHA256": expected,
         "DEPLOYER_SLIM_DIR": str(slim_dir),
     }

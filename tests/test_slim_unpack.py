@@ -1,17 +1,17 @@
-"""The slim archive's format (deployer.archive.write_tar_gz: gzip members of
-blocks compressed on several threads) and its unpacking in Lambda
-(runtimes/aws.py unpack_tree), without Lambda: the harness tests run both there."""
+"""The slim archive's format (deployer.archive.write_tar_zst: a tar compressed by
+zstd on several workers) and its unpacking in Lambda (runtimes/aws.py
+unpack_tree), without Lambda: the harness tests run both there."""
 
 from __future__ import annotations
 
-import gzip
 import io
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from deployer.archive import GZIP_BLOCK_BYTES, write_tar_gz
+from deployer.archive import write_tar_zst, zstd_module
 from deployer.runtimes.aws import unpack_tree
 
 
@@ -30,25 +30,35 @@ def test_the_archive_unpacks_to_the_same_tree_and_is_the_same_bytes_on_any_threa
     (source / "pkg" / "sub").mkdir(parents=True)
     (source / "pkg" / "__init__.py").write_text("x = 1\n")
     big = source / "pkg" / "sub" / "lib.so"
-    big.write_bytes(bytes(range(256)) * (3 * GZIP_BLOCK_BYTES // 256 + 7))  # several blocks
+    # Incompressible and over zstd's job size at level 3 (several MB), so the
+    # workers each get a part: what they write must still come out in order.
+    big.write_bytes(random_bytes(24 * 2**20))
     big.chmod(0o755)
     (source / "empty.txt").write_bytes(b"")
     entries = [(name, source / name) for name in tree(source)]
-    one = tmp_path / "one.tar.gz"
-    many = tmp_path / "many.tar.gz"
-    write_tar_gz(entries, one, level=1, threads=1)
-    write_tar_gz(entries, many, level=1, threads=4)
+    one = tmp_path / "one.tar.zst"
+    many = tmp_path / "many.tar.zst"
+    write_tar_zst(entries, one, level=3, threads=1)
+    write_tar_zst(entries, many, level=3, threads=4)
     assert one.read_bytes() == many.read_bytes()
-    # Several gzip members, read as one stream by any gzip reader.
-    assert one.read_bytes().count(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff") >= 3
-    with tarfile.open(one, "r:gz") as standard:
-        assert sorted(standard.getnames()) == sorted(name for name, _ in entries)
-    with gzip.open(one, "rb") as inflated:
-        unpack_tree(inflated, str(tmp_path / "out"))
+    zstd = zstd_module()
+    with (
+        zstd.ZstdFile(one, "rb") as decompressed,
+        tarfile.open(fileobj=decompressed, mode="r|") as standard,
+    ):
+        assert [member.name for member in standard] == sorted(name for name, _ in entries)
+    with zstd.ZstdFile(one, "rb") as decompressed:
+        unpack_tree(decompressed, str(tmp_path / "out"))
     assert tree(tmp_path / "out") == {
         name: (content, 0o755 if mode & 0o111 else 0o644)
         for name, (content, mode) in tree(source).items()
     }
+
+
+def random_bytes(size: int) -> bytes:
+    import random
+
+    return random.Random(15).randbytes(size)
 
 
 def tar_with(member: tarfile.TarInfo, data: bytes = b"") -> io.BytesIO:
@@ -85,3 +95,13 @@ def test_links_and_devices_are_refused(tmp_path: Path, kind: bytes) -> None:
     with pytest.raises(RuntimeError, match="only files and folders"):
         unpack_tree(tar_with(member), str(tmp_path / "deps"))
     assert not (tmp_path / "deps" / "pkg" / "link").exists()
+
+
+def test_a_code_zip_without_the_decompressor_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deployer.runtimes import aws
+
+    # As in a code zip deployed without it, on a Python before 3.14.
+    monkeypatch.setitem(sys.modules, "compression", None)
+    monkeypatch.setitem(sys.modules, "backports", None)
+    with pytest.raises(RuntimeError, match="neither compression.zstd .* nor backports.zstd"):
+        aws._zstd()

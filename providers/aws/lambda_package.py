@@ -8,18 +8,20 @@ says what Lambda's platform is and how Lambda takes the tree:
     lambda_target("3.11")      which Lambda runtime, and the Amazon Linux it runs on
     install_dependencies(...)  the tree for that runtime, cached per deps_hash
     layer_zip(...)             a layer (``python/...``), when code + layers fit 250 MB
-    slim_archive(...)          one tar.gz unpacked into /tmp on cold start, when not
+    slim_archive(...)          one tar.zst unpacked into /tmp on cold start, when not
+    decompressor_files(...)    what the code zip needs to inflate it (zstd before 3.14)
 """
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deployer import packaging
-from deployer.archive import write_tar_gz, write_zip
+from deployer.archive import write_tar_zst, write_zip
 from deployer.errors import ProviderError
 from deployer.packaging import Dependencies, Platform
 
@@ -132,14 +134,15 @@ def _other_runtimes(target: LambdaTarget) -> tuple[Platform, ...]:
     the manylinux_2_28 wheels of recent releases load.
     """
 
-    def version(python: str) -> tuple[int, ...]:
-        return tuple(int(part) for part in python.split("."))
-
-    current = version(target.python)
-    pythons = sorted(RUNTIME_OPERATING_SYSTEMS, key=version)
-    newer = [python for python in pythons if version(python) > current]
-    older = [python for python in reversed(pythons) if version(python) < current]
+    current = _version(target.python)
+    pythons = sorted(RUNTIME_OPERATING_SYSTEMS, key=_version)
+    newer = [python for python in pythons if _version(python) > current]
+    older = [python for python in reversed(pythons) if _version(python) < current]
     return tuple(lambda_target(python, target.architecture).platform for python in newer + older)
+
+
+def _version(python: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in python.split("."))
 
 
 def layer_zip(dependencies: Dependencies, path: Path) -> int:
@@ -147,16 +150,46 @@ def layer_zip(dependencies: Dependencies, path: Path) -> int:
     return write_zip([(f"python/{name}", file) for name, file in dependencies.files()], path)
 
 
-# gzip level 1, compressed on every core (bench/slim_archive.py): for a 323 MB
-# pandas + pyarrow + scikit-learn tree, 1.7 s and 118 MB on 2 cores against
-# 8.9 s and 104 MB at level 6 on one; inflating costs the same at any level.
-SLIM_LEVEL = 1
+# zstd level 3 on every core (bench/slim_archive.py): for a 323 MB pandas +
+# pyarrow + scikit-learn tree, about 0.8 s and 93 MB on 2 cores, where gzip level
+# 1 on both cores took 1.7 s for 118 MB; inflating it on cold start is about
+# 0.2 s of CPU instead of gzip's 0.9 s, at any level.
+SLIM_LEVEL = 3
+SLIM_SUFFIX = ".tar.zst"
+# The runtime inflates the slim archive before any dependency is there, so its
+# decompressor ships in the code zip: the standard library's compression.zstd
+# from Python 3.14, else this backport of it (a 0.5 MB wheel), built for the
+# function's platform and fetched once per platform.
+ZSTD_BACKPORT = "backports.zstd==1.8.0"
+ZSTD_IN_STANDARD_LIBRARY = (3, 14)
 
 
 def slim_archive(dependencies: Dependencies, path: Path) -> int:
-    """A tar.gz of the contents of ``python/`` for slim mode; returns its size.
+    """A tar.zst of the contents of ``python/`` for slim mode; returns its size.
 
     The runtime unpacks it into /tmp as it downloads and puts that directory
     on sys.path, so entries are relative to ``python/``.
     """
-    return write_tar_gz(dependencies.files(), path, level=SLIM_LEVEL)
+    return write_tar_zst(dependencies.files(), path, level=SLIM_LEVEL)
+
+
+def decompressor_files(target: LambdaTarget, cache_dir: Path) -> list[tuple[str, bytes]]:
+    """What the code zip must hold to inflate a slim archive on ``target``.
+
+    Nothing from Python 3.14 on; before, the files of backports.zstd's wheel for
+    the target's platform (its license included), at the top of the code zip
+    where ``from backports import zstd`` finds them. The wheel is fetched once
+    per platform into ``cache_dir``.
+    """
+    if _version(target.python) >= ZSTD_IN_STANDARD_LIBRARY:
+        return []
+    platform = target.platform
+    name = ZSTD_BACKPORT.replace("==", "-")
+    folder = cache_dir / "lambda-zstd" / f"{name}-{platform.abi}-{platform.platform_tags[0]}"
+    wheel = packaging.download_wheel(ZSTD_BACKPORT, platform, folder)
+    with zipfile.ZipFile(wheel) as content:
+        return [
+            (entry, content.read(entry))
+            for entry in sorted(content.namelist())
+            if not entry.endswith("/")
+        ]

@@ -34,6 +34,7 @@ import functools
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -44,14 +45,16 @@ from urllib.parse import unquote
 import boto3  # imported at module load: a missing extra is reported by the registry
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
 
-from deployer.archive import copy_atomically, sha256_file
+from deployer.archive import copy_atomically, sha256_file, write_atomically, zip_bytes
 from deployer.cache import cache_root
 from deployer.errors import ConfigError, ProviderError
 from deployer.providers.aws.lambda_package import (
     DIRECT_UPLOAD_LIMIT_BYTES,
     LAYER_LIMIT_BYTES,
+    SLIM_SUFFIX,
     Dependencies,
     LambdaTarget,
+    decompressor_files,
     install_dependencies,
     lambda_target,
     layer_zip,
@@ -123,8 +126,14 @@ class Packaged:
 
     dependencies: Dependencies
     mode: str  # "layer" | "slim"
-    artifact: Path  # the layer zip or the slim tar.gz
+    artifact: Path  # the layer zip or the slim tar.zst
     artifact_sha256: str
+    # Files the code zip holds besides the bundle: slim mode's decompressor.
+    code_files: tuple[tuple[str, bytes], ...] = ()
+
+    def code_zip(self, bundle: Bundle) -> bytes:
+        """The zip Lambda runs: the bundle, plus what this delivery needs beside it."""
+        return zip_bytes([*bundle.files, *self.code_files])
 
 
 def _trigger_of(schedule: dict[str, Any]) -> dict[str, Any]:
@@ -227,6 +236,16 @@ _DOING = {
     "delete": "deleting",
 }
 _Method = TypeVar("_Method", bound=Callable[..., Any])
+_Result = TypeVar("_Result")
+
+
+def _background(action: Callable[..., _Result], *arguments: Any) -> Future[_Result]:
+    """``action(*arguments)`` started on a thread of its own; its result when asked for."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(action, *arguments)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def _reports_aws_errors(method: _Method) -> _Method:
@@ -428,9 +447,9 @@ class AwsProvider(BaseProvider):
 
         Installing the dependencies reads the package index; nothing calls AWS.
         """
-        code = directory / f"{bundle.name}-{bundle.code_hash[:12]}-code.zip"
-        bundle.write_zip(code)
         packaged = self.package(bundle, reporter, code_bytes=bundle.size)
+        code = directory / f"{bundle.name}-{bundle.code_hash[:12]}-code.zip"
+        write_atomically(code, packaged.code_zip(bundle))
         dependencies = directory / packaged.artifact.name
         copy_atomically(packaged.artifact, dependencies)
         return [code, dependencies]
@@ -794,7 +813,7 @@ class AwsProvider(BaseProvider):
         return bucket, key
 
     def _slim_exists(self, spec: DeploySpec, deps_hash: str) -> bool:
-        bucket, key = self._artifact_key(spec, f"deps-{deps_hash}.tar.gz")
+        bucket, key = self._artifact_key(spec, f"deps-{deps_hash}{SLIM_SUFFIX}")
         try:
             self.client("s3").head_object(Bucket=bucket, Key=key)
         except ClientError:
@@ -804,6 +823,8 @@ class AwsProvider(BaseProvider):
     def package(self, bundle: Bundle, reporter: Reporter, *, code_bytes: int) -> Packaged:
         """Install for the Lambda target and choose layer or slim mode by size."""
         target = self.target(bundle.manifest.python)
+        # Slim mode's decompressor is fetched while pip installs (once per platform).
+        decompressing = _background(decompressor_files, target, cache_root()) if self.slim else None
         dependencies = install_dependencies(
             bundle.manifest.requirements,
             target,
@@ -834,11 +855,12 @@ class AwsProvider(BaseProvider):
                 f"Lambda's {LAYER_LIMIT_BYTES / 2**20:.0f} MB limit for code and layers: "
                 "slim mode (one archive in S3, unpacked into /tmp on cold start)"
             )
-            path = artifacts / f"{bundle.deps_hash}-slim.tar.gz"
+            path = artifacts / f"{bundle.deps_hash}-slim{SLIM_SUFFIX}"
             if not path.exists():
                 with reporter.status("packing slim archive"):
                     slim_archive(dependencies, path)
-            mode = "slim"
+            code_files = tuple(decompressing.result()) if decompressing else ()
+            return Packaged(dependencies, "slim", path, sha256_file(path), code_files)
         return Packaged(dependencies, mode, path, sha256_file(path))
 
     # -- apply ---------------------------------------------------------------
@@ -925,7 +947,7 @@ class AwsProvider(BaseProvider):
         self._upload_code(
             spec,
             bundle,
-            bundle.zip_bytes(),
+            packaged.code_zip(bundle),
             str(role["Arn"]),
             layers,
             environment,
@@ -1118,7 +1140,7 @@ class AwsProvider(BaseProvider):
     def _ensure_slim(
         self, deps_hash: str, packaged: Packaged, spec: DeploySpec, reporter: Reporter
     ) -> tuple[str, str]:
-        bucket, key = self._artifact_key(spec, f"deps-{deps_hash}.tar.gz")
+        bucket, key = self._artifact_key(spec, f"deps-{deps_hash}{SLIM_SUFFIX}")
         if not self._slim_exists(spec, deps_hash):
             self._upload_artifact(bucket, key, packaged.artifact, reporter)
         return bucket, key
