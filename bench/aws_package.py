@@ -9,7 +9,8 @@ distribution pip resolves for that target (Amazon Linux 2, glibc 2.26) from
 both tools package exactly the same versions; Chalice is installed into its
 own virtualenv under the scratch directory and run there.
 
-Cases, each timed end to end (bundle or app code included):
+Cases, each timed end to end (bundle or app code included; for deployer,
+AwsProvider(slim=True).package, everything a deploy does before calling AWS):
 1. cold: deployer's cache directory fresh / Chalice's .chalice/deployments empty;
 2. warm: the same again (dependency caches hit);
 3. code-only: the function changed, dependencies not.
@@ -42,16 +43,15 @@ import cloudpickle  # noqa: E402
 from model import make_predict, train  # noqa: E402
 
 import deployer  # noqa: E402
+from deployer import packaging  # noqa: E402
 from deployer.console import Reporter  # noqa: E402
-from deployer.packaging import METADATA_FILE, Dependencies  # noqa: E402
 from deployer.providers.aws.lambda_package import (  # noqa: E402
     LAYER_LIMIT_BYTES,
     LambdaTarget,
-    install_dependencies,
     lambda_target,
     layer_zip,
-    slim_archive,
 )
+from deployer.providers.aws.provider import AwsProvider  # noqa: E402
 
 WANTED = [
     "scikit-learn",
@@ -80,7 +80,7 @@ MEGABYTE = 2**20
 
 
 class TimingReporter(Reporter):
-    """Records how long each phase of install_dependencies takes, and its notes."""
+    """Records how long each phase of dependency_artifact takes, and its notes."""
 
     def __init__(self) -> None:
         super().__init__(quiet=True)
@@ -132,62 +132,47 @@ def timed(action: Callable[[], Any]) -> tuple[float, Any]:
 
 def run_deployer(
     pins: list[str], target: LambdaTarget, scratch: Path
-) -> tuple[Row, Dependencies, TimingReporter, dict[str, Any]]:
+) -> tuple[Row, TimingReporter, dict[str, Any]]:
     model, columns, _ = train()
-    cache_dir = scratch / "deployer-cache"
-    artifacts = scratch / "deployer-artifacts"
-    artifacts.mkdir()
+    os.environ["DEPLOYER_CACHE"] = str(scratch / "deployer-cache")
+    provider = AwsProvider(architecture=target.architecture, slim=True)
     reporter = TimingReporter()
     outcome: dict[str, Any] = {}
 
     def package(offset: float) -> None:
-        # What AwsProvider.package does: build, install (or hit the cache),
-        # then the dependency artifact once per deps_hash, and the code zip.
+        # What a deploy does before calling AWS: build the bundle, then
+        # AwsProvider.package (the dependency artifact, installed, archived and
+        # cached once per deps_hash, and slim mode's decompressor), and the code zip.
         built = deployer.build(
             make_predict(model, columns, offset=offset),
             name="bench",
             requirements=pins,
             output=str(scratch / "store"),
         )
-        dependencies = install_dependencies(
-            built.bundle.manifest.requirements,
-            target,
-            deps_hash=built.bundle.deps_hash,
-            cache_dir=cache_dir,
-            reporter=reporter,
-        )
-        code = built.bundle.zip_bytes()
-        unzipped = dependencies.unzipped_bytes + built.bundle.size
-        mode = "layer" if unzipped <= LAYER_LIMIT_BYTES else "slim"
-        artifact = artifacts / f"{dependencies.deps_hash}-{mode}"
-        if not artifact.exists():
-            build = layer_zip if mode == "layer" else slim_archive
-            outcome["artifact_seconds"], _ = timed(lambda: build(dependencies, artifact))
+        packaged = provider.package(built.bundle, reporter, code_bytes=built.bundle.size)
+        code = packaged.code_zip(built.bundle)
+        artifact = packaged.dependencies
         outcome.update(
-            dependencies=dependencies,
-            mode=mode,
-            zipped=artifact.stat().st_size + len(code),
-            unzipped=unzipped,
+            artifact=artifact,
+            zipped=artifact.path.stat().st_size + len(code),
+            unzipped=artifact.unzipped_bytes + built.bundle.size,
             requirements=built.bundle.manifest.requirements,
         )
 
     cold, _ = timed(lambda: package(0.0))
     warm, _ = timed(lambda: package(0.0))
     code_only, _ = timed(lambda: package(0.001))
-    dependencies = outcome["dependencies"]
-    outcome["layer_zip_seconds"], outcome["layer_zip_bytes"] = timed(
-        lambda: layer_zip(dependencies, artifacts / "layer.zip")
-    )
+    mode = outcome["artifact"].mode
     row = Row(
-        f"deployer ({outcome['mode']} mode)",
+        f"deployer ({mode} mode)",
         cold,
         warm,
         code_only,
         outcome["zipped"],
         outcome["unzipped"],
-        "yes" if outcome["unzipped"] <= LAYER_LIMIT_BYTES else "no: slim mode, /tmp",
+        "yes" if mode == "layer" else "no: slim mode, /tmp",
     )
-    return row, dependencies, reporter, outcome
+    return row, reporter, outcome
 
 
 def run_chalice(pins: list[str], scratch: Path, environment: dict[str, str]) -> tuple[Row, str]:
@@ -279,16 +264,30 @@ def main() -> None:
     target = lambda_target("3.11")
     pins = resolve_pins(target, scratch)
     try:
-        ours, dependencies, reporter, outcome = run_deployer(pins, target, scratch)
+        ours, reporter, outcome = run_deployer(pins, target, scratch)
         theirs, chalice_version = run_chalice(pins, scratch, environment)
-        python_dir = dependencies.root / "python"
-        tree = json.loads((dependencies.root / METADATA_FILE).read_text())["sizes"]
-        without_bytecode = scratch / "without-bytecode"
-        shutil.copytree(python_dir, without_bytecode, ignore=shutil.ignore_patterns("__pycache__"))
-        imports = (
-            import_seconds(python_dir, scratch),
-            import_seconds(without_bytecode, scratch),
-        )
+        # The tree again, untimed, for what only a tree shows: its sizes, the
+        # layer zip it would make and how fast it imports.
+        with packaging.scratch_dependencies(
+            outcome["requirements"],
+            target.platform,
+            deps_hash="bench",
+            reporter=Reporter(quiet=True),
+        ) as dependencies:
+            python_dir = dependencies.python_dir
+            metadata = json.loads((dependencies.root / packaging.METADATA_FILE).read_text())
+            tree = metadata["sizes"]
+            outcome["layer_zip_seconds"], outcome["layer_zip_bytes"] = timed(
+                lambda: layer_zip(dependencies, scratch / "layer.zip")
+            )
+            without_bytecode = scratch / "without-bytecode"
+            shutil.copytree(
+                python_dir, without_bytecode, ignore=shutil.ignore_patterns("__pycache__")
+            )
+            imports = (
+                import_seconds(python_dir, scratch),
+                import_seconds(without_bytecode, scratch),
+            )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -313,7 +312,7 @@ def main() -> None:
     print("deployer cold build, by phase:")
     for message, seconds in reporter.phases:
         print(f"  {seconds:>6.1f} s  {message.split(' (')[0]}")
-    print(f"  {outcome['artifact_seconds']:>6.1f} s  {ours.tool.split('(')[1][:-1]} archive")
+    print(f"  (built in {packaging.workspace()}, which holds only the tree while it is archived)")
     print(
         f"layer zip (not deployable here, built for its size): "
         f"{outcome['layer_zip_bytes'] / MEGABYTE:.0f} MB in {outcome['layer_zip_seconds']:.1f} s"

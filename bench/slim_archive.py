@@ -18,6 +18,7 @@ connection; Lambda's ranged GETs go faster): the larger of the two, on memory.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import shutil
@@ -34,12 +35,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from aws_package import TimingReporter, resolve_pins  # noqa: E402
 
+from deployer import packaging  # noqa: E402
 from deployer.archive import write_tar_zst, zstd_module  # noqa: E402
-from deployer.providers.aws.lambda_package import (  # noqa: E402
-    SLIM_LEVEL,
-    install_dependencies,
-    lambda_target,
-)
+from deployer.providers.aws.lambda_package import SLIM_LEVEL, lambda_target  # noqa: E402
 from deployer.runtimes.aws import unpack_tree  # noqa: E402
 
 DOWNLOAD_BYTES_PER_SECOND = 100 * 2**20
@@ -73,18 +71,15 @@ def unpack_seconds(kind: str, archive: Path, under: Path) -> float:
 
 def main() -> None:
     repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    stack = contextlib.ExitStack()
     scratch = Path(tempfile.mkdtemp(prefix="bench-slim-archive-"))
-    cache = Path(os.environ.get("DEPLOYER_CACHE", Path.home() / ".cache" / "deployer"))
     try:
         target = lambda_target("3.11")
         pins = resolve_pins(target, scratch)
-        dependencies = install_dependencies(
-            pins,
-            target,
-            deps_hash="bench-slim-archive",
-            cache_dir=cache / "bench-slim-archive",
-            reporter=TimingReporter(),
+        building = packaging.scratch_dependencies(
+            pins, target.platform, deps_hash="bench-slim-archive", reporter=TimingReporter()
         )
+        dependencies = stack.enter_context(building)
         entries = list(dependencies.files())
         tree = sum(path.stat().st_size for _, path in entries)
         cores = os.cpu_count() or 1
@@ -114,8 +109,8 @@ def main() -> None:
                 f"{unpack:>9.2f} {statistics.median(on_disk):>8.2f} {cold:>7.2f}{chosen}"
             )
     finally:
+        stack.close()
         shutil.rmtree(scratch, ignore_errors=True)
-        shutil.rmtree(cache / "bench-slim-archive", ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import sys
 import tarfile
 import uuid
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -125,12 +125,7 @@ def extend_zip(base: Path, entries: Iterable[tuple[str, Path | bytes]], path: Pa
     """
     added = _sorted_unique(entries)
     with zipfile.ZipFile(base) as existing:
-        clashes = sorted({name for name, _ in added} & set(existing.namelist()))
-    if clashes:
-        raise BundleError(
-            f"archive entries {', '.join(map(repr, clashes[:5]))} are in the base archive "
-            "already: an archive holds one file per name, so rename them"
-        )
+        _refuse_clashes(existing, added)
     with _replacing(path) as temporary:
         shutil.copyfile(base, temporary)
         with zipfile.ZipFile(temporary, "a") as archive:
@@ -138,12 +133,31 @@ def extend_zip(base: Path, entries: Iterable[tuple[str, Path | bytes]], path: Pa
     return path.stat().st_size
 
 
+def extend_zip_bytes(base: bytes, entries: Iterable[tuple[str, bytes]]) -> bytes:
+    """``extend_zip`` in memory: the zip ``base`` with ``entries`` (sorted) after its own."""
+    added = _sorted_unique(entries)
+    buffer = io.BytesIO(base)
+    with zipfile.ZipFile(buffer, "a") as archive:
+        _refuse_clashes(archive, added)
+        _add_entries(archive, added)
+    return buffer.getvalue()
+
+
+def _refuse_clashes(existing: zipfile.ZipFile, added: Sequence[tuple[str, object]]) -> None:
+    clashes = sorted({name for name, _ in added} & set(existing.namelist()))
+    if clashes:
+        raise BundleError(
+            f"archive entries {', '.join(map(repr, clashes[:5]))} are in the base archive "
+            "already: an archive holds one file per name, so rename them"
+        )
+
+
 def _write_zip_entries(entries: Iterable[tuple[str, Path | bytes]], stream: IO[bytes]) -> None:
     with zipfile.ZipFile(stream, "w") as archive:
         _add_entries(archive, _sorted_unique(entries))
 
 
-def _add_entries(archive: zipfile.ZipFile, ordered: list[tuple[str, Path | bytes]]) -> None:
+def _add_entries(archive: zipfile.ZipFile, ordered: Sequence[tuple[str, Path | bytes]]) -> None:
     for name, source in ordered:
         entry = zipfile.ZipInfo(name, date_time=ZIP_TIMESTAMP)
         entry.compress_type = zipfile.ZIP_DEFLATED

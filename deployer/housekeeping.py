@@ -1,11 +1,12 @@
 """The machine's dependency cache, seen and pruned (`deployer cache`).
 
 What is in ``$DEPLOYER_CACHE`` (deployer/cache.py): one uv environment per
-``deps_hash`` for the local provider (``envs/``), the Lambda dependency trees
-(``<deps_hash>/``) and their zipped layers and slim archives
-(``lambda-artifacts/``). Each is rebuilt on demand, so removing one costs only
-the time to build it again; an environment a local deployment of this home
-runs with is never removed.
+``deps_hash`` for the local provider (``envs/``), the records of Lambda
+dependency trees (``lambda/<deps_hash>.json``; earlier versions kept the trees
+there) and the layers and slim archives made of them (``lambda-artifacts/``).
+Each is rebuilt on demand, so removing one costs only the time to build it
+again; an environment a local deployment of this home runs with is never
+removed.
 """
 
 from __future__ import annotations
@@ -51,11 +52,13 @@ def cache_items(used_by: Mapping[str, Sequence[str]]) -> list[CacheItem]:
         candidates += [
             ("environment", path, path.name) for path in (root / "envs").iterdir() if path.is_dir()
         ]
-    if root.is_dir():
+    if (root / "lambda").is_dir():
+        # Records of the trees the artifacts were made from (<deps_hash>.json), and
+        # the trees themselves where earlier versions of deployer kept them (<deps_hash>/).
         candidates += [
-            ("lambda dependencies", path, path.name)
-            for path in root.iterdir()
-            if path.is_dir() and len(path.name) == _HASH_LENGTH
+            ("lambda dependencies", path, path.name.removesuffix(".json"))
+            for path in (root / "lambda").iterdir()
+            if len(path.name.removesuffix(".json")) == _HASH_LENGTH
         ]
     if (root / "lambda-artifacts").is_dir():
         candidates += [

@@ -7,6 +7,8 @@ which limits it must fit stay with the provider:
     Platform(...)              the CPython, glibc and machine the tree must load on
     install_dependencies(...)  pip install for that platform, strip, verify, precompile,
                                cached per deps_hash
+    scratch_dependencies(...)  the same tree in a scratch folder (a memory filesystem
+                               when there is room), removed once the caller archived it
     Dependencies               the finished tree (``root/python/...``) and its size
 
 Wheels are chosen for the platform, never this machine's: the machine
@@ -29,6 +31,7 @@ import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from email.parser import HeaderParser
 from pathlib import Path
@@ -47,6 +50,12 @@ OLDEST_GLIBC_MINOR = {"x86_64": 5, "aarch64": 17}
 LEGACY_MANYLINUX = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
 
 METADATA_FILE = "deployer-dependencies.json"
+# A memory filesystem builds a tree that is only archived (scratch_dependencies)
+# when it has this much room: an install needs the tree and pip's unpacked
+# wheels at once, about three times what is shipped.
+MEMORY_FILESYSTEM = Path("/dev/shm")
+WORKSPACE_FREE_BYTES = 3 * 2**30
+NO_SPACE = "No space left on device"  # strerror(ENOSPC), in pip's output and OSError alike
 METADATA_FORMAT = 1
 TEST_DIRECTORY_NAMES = frozenset({"tests", "test"})
 # Sources, headers and static libraries: needed to compile against a package,
@@ -182,6 +191,57 @@ def install_dependencies(
     return replace(dependencies, root=root)
 
 
+@contextmanager
+def scratch_dependencies(
+    requirement_lines: Sequence[str],
+    platform: Platform,
+    *,
+    deps_hash: str,
+    reporter: Reporter,
+    alternatives: Sequence[Platform] = (),
+) -> Iterator[Dependencies]:
+    """The tree of ``requirement_lines`` for ``platform``, built in a scratch folder
+    (``workspace()``) and removed on exit, for a caller that keeps an archive of it
+    rather than the tree.
+
+    A tree is thousands of files: on some disks creating them costs more than
+    pip's whole install, and a provider that ships one archive needs them only
+    until it is written.
+    """
+    lines = [line.strip() for line in requirement_lines if line.strip()]
+    _check_interpreter(platform)
+    place = workspace()
+    building = Path(tempfile.mkdtemp(prefix=f"deployer-deps-{deps_hash[:12]}-", dir=place))
+    try:
+        try:
+            dependencies = _build(lines, platform, deps_hash, building, reporter, alternatives)
+        except (ProviderError, OSError) as error:
+            # A tree larger than the memory filesystem's room: build it on disk.
+            if place != MEMORY_FILESYSTEM or NO_SPACE not in str(error):
+                raise
+            shutil.rmtree(building, ignore_errors=True)
+            reporter.say(f"[yellow]note[/] {MEMORY_FILESYSTEM} filled up: building on disk")
+            building = Path(tempfile.mkdtemp(prefix=f"deployer-deps-{deps_hash[:12]}-"))
+            dependencies = _build(lines, platform, deps_hash, building, reporter, alternatives)
+        yield dependencies
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+
+
+def workspace() -> Path:
+    """Where scratch trees are built: the memory filesystem when it is there and has
+    room (``WORKSPACE_FREE_BYTES``), else the temporary directory."""
+    try:
+        if (
+            os.access(MEMORY_FILESYSTEM, os.W_OK | os.X_OK)
+            and shutil.disk_usage(MEMORY_FILESYSTEM).free >= WORKSPACE_FREE_BYTES
+        ):
+            return MEMORY_FILESYSTEM
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir())
+
+
 # -- the cache -----------------------------------------------------------------
 
 
@@ -291,11 +351,14 @@ def _build(
     )
 
 
-def _pip_environment() -> dict[str, str]:
+def _pip_environment(temporary: Path | None = None) -> dict[str, str]:
     # The user's pip configuration (index URLs, certificates) is kept; only
     # settings that contradict an install into --target are overridden.
+    # ``temporary``: pip's own scratch space. pip --target installs there and
+    # then moves the result, which is a rename only on the same filesystem.
     return {
         **os.environ,
+        **({"TMPDIR": str(temporary)} if temporary else {}),
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "PIP_NO_INPUT": "1",
         "PIP_ROOT_USER_ACTION": "ignore",
@@ -344,7 +407,14 @@ def _pip_install(
         "-r",
         str(requirements_file),
     ]
-    completed = subprocess.run(command, capture_output=True, text=True, env=_pip_environment())
+    temporary = python_dir.with_name("pip-temporary")
+    temporary.mkdir()
+    try:
+        completed = subprocess.run(
+            command, capture_output=True, text=True, env=_pip_environment(temporary)
+        )
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
     if "No module named pip" in completed.stderr:
         raise ProviderError(
             f"pip is needed to install wheels for {platform} but {sys.executable} has none "

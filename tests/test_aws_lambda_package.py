@@ -19,17 +19,20 @@ from typing import Any
 
 import pytest
 
+import deployer
 from deployer import archive, packaging
 from deployer.console import Reporter
 from deployer.errors import BundleError, ProviderError, RequirementsError
-from deployer.packaging import METADATA_FILE, Dependencies, Platform
+from deployer.packaging import Dependencies, Platform
 from deployer.providers.aws.lambda_package import (
-    decompressor_files,
-    install_dependencies,
+    DependencyArtifact,
+    decompressor_wheel,
+    dependency_artifact,
     lambda_target,
     layer_zip,
     slim_archive,
 )
+from deployer.providers.aws.provider import Packaged
 
 LOCAL_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 needs_python311 = pytest.mark.skipif(
@@ -101,34 +104,113 @@ def test_unknown_architecture_is_refused(architecture: str) -> None:
 # -- the cache and the Lambda artifacts ---------------------------------------------
 
 
-def test_a_tree_cached_by_an_earlier_deployer_is_still_found(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The metadata as deployers before deployer/packaging.py wrote it, in the
-    # same place: <cache>/lambda/<deps_hash>/.
-    root = tmp_path / "lambda" / "cached-before"
-    (root / "python" / "cloudpickle").mkdir(parents=True)
-    (root / "python" / "cloudpickle" / "__init__.py").write_text("")
-    metadata = {
+def _record(cache: Path, deps_hash: str, artifact: bytes, **changes: Any) -> Path:
+    """A record and its slim archive as dependency_artifact leaves them."""
+    path = cache / "lambda-artifacts" / f"{deps_hash}-slim.tar.zst"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(artifact)
+    record = {
         "format": 1,
-        "deps_hash": "cached-before",
+        "deps_hash": deps_hash,
         "target": "python3.12 on arm64 (Amazon Linux 2023, glibc 2.34)",
         "requirements": ["cloudpickle==3.1.1"],
         "installed": ["cloudpickle==3.1.1"],
-        "unzipped_bytes": 0,
+        "unzipped_bytes": 300 * 2**20,
         "file_count": 1,
-        "sizes": {"installed": 0, "stripped": 0, "shipped": 0, "removed": {}},
+        "artifacts": {
+            "slim": {"file": path.name, "bytes": len(artifact), "sha256": "a" * 64},
+        },
+        **changes,
     }
-    (root / METADATA_FILE).write_text(json.dumps(metadata))
+    (cache / "lambda").mkdir()
+    (cache / "lambda" / f"{deps_hash}.json").write_text(json.dumps(record))
+    return path
+
+
+def test_a_recorded_artifact_is_used_without_building_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _record(tmp_path, "recorded", b"archive")
     monkeypatch.setattr(packaging.subprocess, "run", _no_subprocess)
-    dependencies = install_dependencies(
+    asked: list[int] = []
+    artifact = dependency_artifact(
         [" cloudpickle==3.1.1 ", ""],
-        lambda_target("3.12", "arm64"),  # not this interpreter: nothing needs installing
-        deps_hash="cached-before",
+        lambda_target("3.12", "arm64"),  # not this interpreter: nothing may be installed
+        deps_hash="recorded",
         cache_dir=tmp_path,
         reporter=Reporter(quiet=True),
+        mode_for=lambda unzipped: asked.append(unzipped) or "slim",
     )
-    assert dependencies == Dependencies("cached-before", root, 0, 1, ("cloudpickle==3.1.1",))
+    assert asked == [300 * 2**20]
+    assert artifact == DependencyArtifact(
+        "recorded", "slim", path, "a" * 64, 300 * 2**20, ("cloudpickle==3.1.1",)
+    )
+
+
+def test_a_record_of_other_requirements_under_the_same_deps_hash_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _record(tmp_path, "clash", b"archive", requirements=["cloudpickle==3.0.0"])
+    monkeypatch.setattr(packaging.subprocess, "run", _no_subprocess)
+    with pytest.raises(ProviderError, match="deps_hash must cover the requirements"):
+        dependency_artifact(
+            ["cloudpickle==3.1.1"],
+            lambda_target("3.12", "arm64"),
+            deps_hash="clash",
+            cache_dir=tmp_path,
+            reporter=Reporter(quiet=True),
+            mode_for=lambda unzipped: "slim",
+        )
+
+
+@pytest.mark.slow
+@needs_python311
+def test_the_tree_is_built_in_the_workspace_archived_and_only_the_archive_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory = tmp_path / "memory"  # stands in for /dev/shm
+    memory.mkdir()
+    monkeypatch.setattr(packaging, "MEMORY_FILESYSTEM", memory)
+    cache = tmp_path / "cache"
+    built_in: list[Path] = []
+    real_build = packaging._build
+
+    def watched_build(*args: Any) -> Dependencies:
+        built_in.append(args[3])
+        return real_build(*args)
+
+    monkeypatch.setattr(packaging, "_build", watched_build)
+
+    def package(mode: str) -> DependencyArtifact:
+        return dependency_artifact(
+            ["cloudpickle==3.1.1"],
+            lambda_target("3.11"),
+            deps_hash="small",
+            cache_dir=cache,
+            reporter=Reporter(quiet=True),
+            mode_for=lambda unzipped: mode,
+        )
+
+    layer = package("layer")
+    assert [path.parent for path in built_in] == [memory]
+    assert list(memory.iterdir()) == []  # the tree is gone once archived
+    assert sorted(path.name for path in (cache / "lambda").iterdir()) == [
+        "small.json",
+        "small.lock",
+    ]
+    assert layer.path == cache / "lambda-artifacts" / "small-layer.zip"
+    assert layer.sha256 == digest(layer.path)
+    assert layer.installed == ("cloudpickle==3.1.1",)
+    with zipfile.ZipFile(layer.path) as content:
+        assert "python/cloudpickle/__init__.py" in content.namelist()
+        assert sum(entry.file_size for entry in content.infolist()) == layer.unzipped_bytes
+
+    assert package("layer") == layer and len(built_in) == 1  # cached: nothing built
+    slim = package("slim")  # the other archive needs the tree again
+    assert len(built_in) == 2 and slim.path.name == "small-slim.tar.zst"
+    assert package("layer") == layer and package("slim") == slim and len(built_in) == 2
+    slim.path.write_bytes(b"replaced")  # a changed archive is not trusted: built again
+    assert package("slim") == slim and len(built_in) == 3
 
 
 def _made_up_tree(root: Path) -> Dependencies:
@@ -174,33 +256,57 @@ def test_layer_zip_puts_the_tree_under_python_and_slim_archive_at_its_top(tmp_pa
 def test_the_slim_decompressor_is_built_for_the_functions_platform_and_fetched_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    graviton = decompressor_files(lambda_target("3.12", "arm64"), tmp_path)
-    names = [name for name, _ in graviton]
+    graviton = decompressor_wheel(lambda_target("3.12", "arm64"), tmp_path)
+    assert graviton is not None and graviton.is_relative_to(tmp_path / "lambda-zstd")
+    with zipfile.ZipFile(graviton) as wheel:
+        names = wheel.namelist()
     assert "backports/zstd/__init__.py" in names
     assert "backports/zstd/_zstd.cpython-312-aarch64-linux-gnu.so" in names
     assert any(name.endswith(".dist-info/licenses/LICENSE_zstd.txt") for name in names)
-    [wheel] = (tmp_path / "lambda-zstd").rglob("*.whl")
-    assert "manylinux" in wheel.name and "aarch64" in wheel.name
 
     def no_pip(*args: object, **kwargs: object) -> None:
         raise AssertionError("pip ran again for a platform whose wheel is cached")
 
     monkeypatch.setattr(packaging.subprocess, "run", no_pip)
-    assert decompressor_files(lambda_target("3.12", "arm64"), tmp_path) == graviton
+    assert decompressor_wheel(lambda_target("3.12", "arm64"), tmp_path) == graviton
     # From Python 3.14 the standard library has it.
-    assert decompressor_files(lambda_target("3.14"), tmp_path) == []
+    assert decompressor_wheel(lambda_target("3.14"), tmp_path) is None
+
+
+def test_the_code_zip_is_the_decompressor_wheel_with_the_bundle_added(tmp_path: Path) -> None:
+    wheel = tmp_path / "backports_zstd-1.0-cp311-cp311-manylinux_2_17_x86_64.whl"
+    wheel.write_bytes(archive.zip_bytes([("backports/zstd/__init__.py", b"x = 1\n" * 500)]))
+    bundle = deployer.build(_double, name="double").bundle
+    artifact = DependencyArtifact("h", "slim", tmp_path / "deps.tar.zst", "0" * 64, 1, ())
+    code = Packaged(artifact, wheel).code_zip(bundle)
+    with zipfile.ZipFile(io.BytesIO(code)) as opened:
+        assert opened.namelist() == ["backports/zstd/__init__.py", *(n for n, _ in bundle.files)]
+        for name, content in bundle.files:
+            assert opened.read(name) == content
+    # The wheel's entries are copied as they are, compressed bytes included: all
+    # that comes before its central directory.
+    with zipfile.ZipFile(wheel) as opened:
+        entries_end = opened.start_dir
+    assert code[:entries_end] == wheel.read_bytes()[:entries_end]
+    assert Packaged(artifact, wheel).code_zip(bundle) == code  # deterministic
+    assert Packaged(artifact).code_zip(bundle) == bundle.zip_bytes()  # layer mode: the bundle
+
+
+def _double(frame: Any) -> Any:
+    return frame.assign(y=frame.x * 2)
 
 
 @pytest.mark.slow
 @needs_python311
 def test_pinned_version_without_a_wheel_says_what_would_work(tmp_path: Path) -> None:
     with pytest.raises(RequirementsError) as raised:
-        install_dependencies(
+        dependency_artifact(
             ["cloudpickle==3.1.1", "numpy==2.4.6"],
             lambda_target("3.11"),
             deps_hash="numpy-too-new",
             cache_dir=tmp_path,
             reporter=Reporter(quiet=True),
+            mode_for=lambda unzipped: "layer",
         )
     message = str(raised.value)
     assert "numpy==2.4.6" in message
@@ -210,6 +316,8 @@ def test_pinned_version_without_a_wheel_says_what_would_work(tmp_path: Path) -> 
     assert "python3.12 on x86_64 (Amazon Linux 2023, glibc 2.34) has a wheel" in message
     # A failed install leaves nothing that looks ready, and no half-built tree.
     assert [path.name for path in (tmp_path / "lambda").iterdir()] == ["numpy-too-new.lock"]
+    assert not (tmp_path / "lambda-artifacts").exists()
+    assert not list(packaging.workspace().glob("deployer-deps-numpy-too-ne*"))
 
 
 # -- deterministic archives --------------------------------------------------------

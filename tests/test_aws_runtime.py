@@ -14,6 +14,7 @@ import io
 import json
 import sys
 import sysconfig
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -32,7 +33,7 @@ from lambda_harness import (
 
 import deployer
 from deployer.archive import write_tar_zst
-from deployer.providers.aws.lambda_package import SLIM_LEVEL, decompressor_files, lambda_target
+from deployer.providers.aws.lambda_package import SLIM_LEVEL, decompressor_wheel, lambda_target
 
 pytestmark = pytest.mark.slow
 
@@ -463,12 +464,14 @@ def pack_archive(directory: Path, archive: Path) -> str:
 
 
 def add_decompressor(task_root: Path, cache: Path) -> None:
-    """What deploy adds to a slim function's code zip: the zstd decompressor that the
-    harness's isolated Python (``-I -S``) can only find there."""
-    target = lambda_target(f"{sys.version_info.major}.{sys.version_info.minor}")
-    for name, content in decompressor_files(target, cache):
-        (task_root / name).parent.mkdir(parents=True, exist_ok=True)
-        (task_root / name).write_bytes(content)
+    """What deploy adds to a slim function's code zip: the zstd decompressor's wheel,
+    which the harness's isolated Python (``-I -S``) can only find there."""
+    wheel = decompressor_wheel(
+        lambda_target(f"{sys.version_info.major}.{sys.version_info.minor}"), cache
+    )
+    assert wheel is not None
+    with zipfile.ZipFile(wheel) as content:
+        content.extractall(task_root)
 
 
 def test_slim_dependencies_are_fetched_once_per_execution_environment(

@@ -38,19 +38,29 @@ def test_cache_lists_sizes_and_users_and_prunes_only_the_unused_and_old(
     make(cache / "envs" / used, 3 * 2**20, days_ago=90)  # old, but scores runs with it
     make(cache / "envs" / old_unused, 2 * 2**20, days_ago=90)
     make(cache / "envs" / new_unused, 1 * 2**20, days_ago=1)
-    make(cache / ("c" * 64), 4 * 2**20, days_ago=60)  # a Lambda tree nobody asked for lately
+    # A Lambda tree where earlier versions kept them, nobody asked for lately.
+    make(cache / "lambda" / ("c" * 64), 4 * 2**20, days_ago=60)
+    # A Lambda record, and the slim archive made of that tree, both in use.
+    (cache / "lambda" / f"{'d' * 64}.json").write_text("{}")
+    (cache / "lambda-artifacts").mkdir()
+    (cache / "lambda-artifacts" / f"{'d' * 64}-slim.tar.zst").write_bytes(b"\0" * 2**19)
     runner = CliRunner()
     listed = json.loads(runner.invoke(main, ["cache", "--json"]).output)
     by_hash = {row["deps_hash"]: row for row in listed}
     assert by_hash[used[:12]]["used_by"] == "scores"
     assert by_hash[used[:12]]["size_mb"] == 3.0
     assert by_hash["c" * 12]["kind"] == "lambda dependencies"
+    assert sorted(row["kind"] for row in listed if row["deps_hash"] == "d" * 12) == [
+        "lambda artifact",
+        "lambda dependencies",
+    ]
     assert [row["deps_hash"] for row in listed][0] == "c" * 12  # largest first
     pruned = runner.invoke(main, ["cache", "--prune"])
     assert pruned.exit_code == 0, pruned.output
     assert "removed 2 items, 6 MB" in pruned.output
     assert sorted(path.name for path in (cache / "envs").iterdir()) == sorted([used, new_unused])
-    assert not (cache / ("c" * 64)).exists()
+    assert not (cache / "lambda" / ("c" * 64)).exists()
+    assert (cache / "lambda" / f"{'d' * 64}.json").exists()
 
 
 def test_a_pickle_over_50_mb_gets_a_warning_suggesting_storage(deployer_home: Path) -> None:

@@ -454,3 +454,29 @@ def test_a_tree_without_its_metadata_is_not_taken_as_ready(tmp_path: Path) -> No
     assert installed.dependencies.installed == ("cloudpickle==3.1.1",)
     python_dir = installed.dependencies.python_dir
     assert "half a tree" not in (python_dir / "cloudpickle" / "__init__.py").read_text()
+
+
+@pytest.mark.slow
+@needs_python311
+def test_a_memory_filesystem_that_fills_up_builds_on_disk_instead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory = tmp_path / "memory"
+    memory.mkdir()
+    monkeypatch.setattr(packaging, "MEMORY_FILESYSTEM", memory)
+    real_build = packaging._build
+
+    def full_memory(*args: Any) -> Dependencies:
+        if args[3].parent == memory:  # as pip reports ENOSPC
+            raise ProviderError(f"installing failed:\nOSError: [Errno 28] {packaging.NO_SPACE}")
+        return real_build(*args)
+
+    monkeypatch.setattr(packaging, "_build", full_memory)
+    reporter = RecordingReporter()
+    with packaging.scratch_dependencies(
+        ["cloudpickle==3.1.1"], GLIBC_2_26, deps_hash="big", reporter=reporter
+    ) as dependencies:
+        assert (dependencies.python_dir / "cloudpickle" / "__init__.py").is_file()
+        assert memory not in dependencies.root.parents
+    assert not dependencies.root.exists()
+    assert any("filled up: building on disk" in message for message in reporter.messages)

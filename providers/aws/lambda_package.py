@@ -6,22 +6,24 @@ the same for every platform and lives in ``deployer/packaging.py``; this module
 says what Lambda's platform is and how Lambda takes the tree:
 
     lambda_target("3.11")      which Lambda runtime, and the Amazon Linux it runs on
-    install_dependencies(...)  the tree for that runtime, cached per deps_hash
+    dependency_artifact(...)   the tree for that runtime as a layer or slim archive,
+                               cached per deps_hash
     layer_zip(...)             a layer (``python/...``), when code + layers fit 250 MB
     slim_archive(...)          one tar.zst unpacked into /tmp on cold start, when not
-    decompressor_files(...)    what the code zip needs to inflate it (zstd before 3.14)
+    decompressor_wheel(...)    what the code zip needs to decompress it (zstd before 3.14)
 """
 
 from __future__ import annotations
 
-import zipfile
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from deployer import packaging
-from deployer.archive import write_tar_zst, write_zip
+from deployer.archive import sha256_file, write_atomically, write_tar_zst, write_zip
+from deployer.cache import locked
 from deployer.errors import ProviderError
 from deployer.packaging import Dependencies, Platform
 
@@ -54,8 +56,10 @@ RUNTIME_OPERATING_SYSTEMS = {
 WHEEL_MACHINES = {"x86_64": "x86_64", "arm64": "aarch64"}
 # Where Lambda mounts layers: the tree's .pyc files name it as their source path.
 LAYER_MOUNT = "/opt/python"
-# The directory of Lambda's trees in the machine's cache (``<cache>/lambda/<deps_hash>``).
+# Lambda's records of built trees in the machine's cache
+# (``<cache>/lambda/<deps_hash>.json``), and the archives made of them.
 CACHE_DIRECTORY = "lambda"
+ARTIFACTS_CACHE_DIRECTORY = "lambda-artifacts"
 
 
 @dataclass(frozen=True)
@@ -108,22 +112,115 @@ def lambda_target(python: str, architecture: str = "x86_64") -> LambdaTarget:
     )
 
 
-def install_dependencies(
+@dataclass(frozen=True)
+class DependencyArtifact:
+    """A set of dependencies built for Lambda, as it is shipped: a layer zip or a slim archive."""
+
+    deps_hash: str
+    mode: str  # "layer" | "slim"
+    path: Path
+    sha256: str
+    unzipped_bytes: int  # of the tree, what Lambda's 250 MB limit counts
+    installed: tuple[str, ...]  # "name==version", transitive ones included, sorted
+
+
+def dependency_artifact(
     requirement_lines: Sequence[str],
     target: LambdaTarget,
     *,
     deps_hash: str,
     cache_dir: Path,
     reporter: Reporter,
-) -> Dependencies:
-    """The tree for ``target`` in ``cache_dir/lambda/<deps_hash>`` (see ``packaging``)."""
-    return packaging.install_dependencies(
-        requirement_lines,
-        target.platform,
+    mode_for: Callable[[int], str],
+) -> DependencyArtifact:
+    """The layer zip or slim archive of ``requirement_lines`` for ``target``.
+
+    ``mode_for(unzipped_bytes)`` says which ("layer" or "slim"), or raises. The
+    tree is built in a scratch folder (``packaging.scratch_dependencies``),
+    archived and removed: the cache keeps the archive
+    (``cache_dir/lambda-artifacts/<deps_hash>-layer.zip|-slim.tar.zst``) and a
+    record of the tree (``cache_dir/lambda/<deps_hash>.json``), not the tree's
+    thousands of files. A deploy whose record and archive are there builds
+    nothing; one that needs the other archive (its code grew past the layer
+    limit) builds the tree again. Under a lock per deps_hash, so concurrent
+    deploys build once; the archive is written before the record, and each is
+    complete or absent.
+    """
+    lines = [line.strip() for line in requirement_lines if line.strip()]
+    records = cache_dir / CACHE_DIRECTORY
+    record_path = records / f"{deps_hash}.json"
+    with locked(records / f"{deps_hash}.lock"):
+        record = _read_record(record_path, deps_hash, lines, target)
+        if record is not None:
+            mode = mode_for(record["unzipped_bytes"])
+            found = _artifact_of(record, mode, deps_hash, cache_dir)
+            if found is not None:
+                return found
+        with packaging.scratch_dependencies(
+            lines,
+            target.platform,
+            deps_hash=deps_hash,
+            reporter=reporter,
+            alternatives=_other_runtimes(target),
+        ) as dependencies:
+            mode = mode_for(dependencies.unzipped_bytes)
+            path = _artifact_path(cache_dir, deps_hash, mode)
+            with reporter.status(f"packing {mode} ({dependencies.unzipped_bytes / 1e6:.0f} MB)"):
+                (layer_zip if mode == "layer" else slim_archive)(dependencies, path)
+            metadata = json.loads((dependencies.root / packaging.METADATA_FILE).read_text())
+        artifacts = {
+            **(record or {}).get("artifacts", {}),
+            mode: {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)},
+        }
+        record = {**metadata, "artifacts": artifacts}
+        text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+        write_atomically(record_path, text.encode())
+    found = _artifact_of(record, mode, deps_hash, cache_dir)
+    assert found is not None  # just written
+    return found
+
+
+def _read_record(
+    path: Path, deps_hash: str, lines: list[str], target: LambdaTarget
+) -> dict[str, Any] | None:
+    try:
+        record: dict[str, Any] = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if record.get("target") != str(target) or record.get("requirements") != lines:
+        raise ProviderError(
+            f"the dependency cache {path} records {record.get('requirements')} for "
+            f"{record.get('target')}, not {lines} for {target}, under the same deps_hash "
+            f"{deps_hash[:12]}: the deps_hash must cover the requirements and the target. "
+            "Remove that file and deploy again"
+        )
+    return record
+
+
+def _artifact_path(cache_dir: Path, deps_hash: str, mode: str) -> Path:
+    suffix = "-layer.zip" if mode == "layer" else f"-slim{SLIM_SUFFIX}"
+    return cache_dir / ARTIFACTS_CACHE_DIRECTORY / f"{deps_hash}{suffix}"
+
+
+def _artifact_of(
+    record: dict[str, Any], mode: str, deps_hash: str, cache_dir: Path
+) -> DependencyArtifact | None:
+    """The record's ``mode`` archive, if it is there as recorded (a pruned or
+    replaced one is built again)."""
+    entry = record.get("artifacts", {}).get(mode)
+    path = _artifact_path(cache_dir, deps_hash, mode)
+    try:
+        if entry is None or path.stat().st_size != entry["bytes"]:
+            return None
+    except FileNotFoundError:
+        return None
+    return DependencyArtifact(
         deps_hash=deps_hash,
-        cache_dir=cache_dir / CACHE_DIRECTORY,
-        reporter=reporter,
-        alternatives=_other_runtimes(target),
+        mode=mode,
+        path=path,
+        sha256=entry["sha256"],
+        unzipped_bytes=int(record["unzipped_bytes"]),
+        installed=tuple(record["installed"]),
     )
 
 
@@ -173,23 +270,18 @@ def slim_archive(dependencies: Dependencies, path: Path) -> int:
     return write_tar_zst(dependencies.files(), path, level=SLIM_LEVEL)
 
 
-def decompressor_files(target: LambdaTarget, cache_dir: Path) -> list[tuple[str, bytes]]:
-    """What the code zip must hold to inflate a slim archive on ``target``.
+def decompressor_wheel(target: LambdaTarget, cache_dir: Path) -> Path | None:
+    """What the code zip must hold to decompress a slim archive on ``target``.
 
-    Nothing from Python 3.14 on; before, the files of backports.zstd's wheel for
-    the target's platform (its license included), at the top of the code zip
-    where ``from backports import zstd`` finds them. The wheel is fetched once
-    per platform into ``cache_dir``.
+    Nothing from Python 3.14 on; before, backports.zstd's wheel for the target's
+    platform, fetched once per platform into ``cache_dir``. A wheel is a zip with
+    the package at its top, where ``from backports import zstd`` finds it, and its
+    license beside: the code zip is that wheel with the bundle added, so its
+    compressed entries are copied, never compressed again.
     """
     if _version(target.python) >= ZSTD_IN_STANDARD_LIBRARY:
-        return []
+        return None
     platform = target.platform
     name = ZSTD_BACKPORT.replace("==", "-")
     folder = cache_dir / "lambda-zstd" / f"{name}-{platform.abi}-{platform.platform_tags[0]}"
-    wheel = packaging.download_wheel(ZSTD_BACKPORT, platform, folder)
-    with zipfile.ZipFile(wheel) as content:
-        return [
-            (entry, content.read(entry))
-            for entry in sorted(content.namelist())
-            if not entry.endswith("/")
-        ]
+    return packaging.download_wheel(ZSTD_BACKPORT, platform, folder)

@@ -45,20 +45,18 @@ from urllib.parse import unquote
 import boto3  # imported at module load: a missing extra is reported by the registry
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
 
-from deployer.archive import copy_atomically, sha256_file, write_atomically, zip_bytes
+from deployer.archive import copy_atomically, extend_zip_bytes, write_atomically
 from deployer.cache import cache_root
 from deployer.errors import ConfigError, ProviderError
 from deployer.providers.aws.lambda_package import (
     DIRECT_UPLOAD_LIMIT_BYTES,
     LAYER_LIMIT_BYTES,
     SLIM_SUFFIX,
-    Dependencies,
+    DependencyArtifact,
     LambdaTarget,
-    decompressor_files,
-    install_dependencies,
+    decompressor_wheel,
+    dependency_artifact,
     lambda_target,
-    layer_zip,
-    slim_archive,
 )
 from deployer.providers.aws.target import AwsOptions, to_eventbridge
 from deployer.providers.base import (
@@ -124,16 +122,28 @@ LOG_PAGE_EVENTS = 10_000
 class Packaged:
     """Dependencies built for Lambda, and how they will be delivered."""
 
-    dependencies: Dependencies
-    mode: str  # "layer" | "slim"
-    artifact: Path  # the layer zip or the slim tar.zst
-    artifact_sha256: str
-    # Files the code zip holds besides the bundle: slim mode's decompressor.
-    code_files: tuple[tuple[str, bytes], ...] = ()
+    dependencies: DependencyArtifact  # the layer zip or the slim tar.zst
+    # What the code zip is made on, with the bundle added: slim mode's decompressor
+    # (a wheel, which is a zip), or nothing.
+    code_base: Path | None = None
+
+    @property
+    def mode(self) -> str:  # "layer" | "slim"
+        return self.dependencies.mode
+
+    @property
+    def artifact(self) -> Path:
+        return self.dependencies.path
+
+    @property
+    def artifact_sha256(self) -> str:
+        return self.dependencies.sha256
 
     def code_zip(self, bundle: Bundle) -> bytes:
         """The zip Lambda runs: the bundle, plus what this delivery needs beside it."""
-        return zip_bytes([*bundle.files, *self.code_files])
+        if self.code_base is None:
+            return bundle.zip_bytes()
+        return extend_zip_bytes(self.code_base.read_bytes(), bundle.files)
 
 
 def _trigger_of(schedule: dict[str, Any]) -> dict[str, Any]:
@@ -824,44 +834,38 @@ class AwsProvider(BaseProvider):
         """Install for the Lambda target and choose layer or slim mode by size."""
         target = self.target(bundle.manifest.python)
         # Slim mode's decompressor is fetched while pip installs (once per platform).
-        decompressing = _background(decompressor_files, target, cache_root()) if self.slim else None
-        dependencies = install_dependencies(
+        decompressing = _background(decompressor_wheel, target, cache_root()) if self.slim else None
+
+        def mode_for(unzipped_bytes: int) -> str:
+            total = unzipped_bytes + code_bytes
+            if total <= LAYER_LIMIT_BYTES:
+                return "layer"
+            if not self.slim:
+                raise ProviderError(
+                    f"the dependencies are {unzipped_bytes / 2**20:.0f} MB unzipped "
+                    f"(with the code {total / 2**20:.0f} MB), over Lambda's "
+                    f"{LAYER_LIMIT_BYTES / 2**20:.0f} MB limit for code and layers: deploy with "
+                    "provider_options={'slim': True} (CLI: --provider-option slim=true) to ship "
+                    "them as one archive unpacked into /tmp on cold start, or need fewer packages"
+                )
+            reporter.say(
+                f"dependencies are {unzipped_bytes / 2**20:.0f} MB unzipped, over "
+                f"Lambda's {LAYER_LIMIT_BYTES / 2**20:.0f} MB limit for code and layers: "
+                "slim mode (one archive in S3, unpacked into /tmp on cold start)"
+            )
+            return "slim"
+
+        artifact = dependency_artifact(
             bundle.manifest.requirements,
             target,
             deps_hash=bundle.deps_hash,
             cache_dir=cache_root(),
             reporter=reporter,
+            mode_for=mode_for,
         )
-        artifacts = cache_root() / "lambda-artifacts"
-        artifacts.mkdir(parents=True, exist_ok=True)
-        total = dependencies.unzipped_bytes + code_bytes
-        if total <= LAYER_LIMIT_BYTES:
-            path = artifacts / f"{bundle.deps_hash}-layer.zip"
-            if not path.exists():
-                with reporter.status(f"zipping layer ({dependencies.unzipped_bytes / 1e6:.0f} MB)"):
-                    layer_zip(dependencies, path)  # written whole or not at all
-            mode = "layer"
-        elif not self.slim:
-            raise ProviderError(
-                f"the dependencies are {dependencies.unzipped_bytes / 2**20:.0f} MB unzipped "
-                f"(with the code {total / 2**20:.0f} MB), over Lambda's "
-                f"{LAYER_LIMIT_BYTES / 2**20:.0f} MB limit for code and layers: deploy with "
-                "provider_options={'slim': True} (CLI: --provider-option slim=true) to ship them "
-                "as one archive unpacked into /tmp on cold start, or need fewer packages"
-            )
-        else:
-            reporter.say(
-                f"dependencies are {dependencies.unzipped_bytes / 2**20:.0f} MB unzipped, over "
-                f"Lambda's {LAYER_LIMIT_BYTES / 2**20:.0f} MB limit for code and layers: "
-                "slim mode (one archive in S3, unpacked into /tmp on cold start)"
-            )
-            path = artifacts / f"{bundle.deps_hash}-slim{SLIM_SUFFIX}"
-            if not path.exists():
-                with reporter.status("packing slim archive"):
-                    slim_archive(dependencies, path)
-            code_files = tuple(decompressing.result()) if decompressing else ()
-            return Packaged(dependencies, "slim", path, sha256_file(path), code_files)
-        return Packaged(dependencies, mode, path, sha256_file(path))
+        if artifact.mode == "slim" and decompressing is not None:
+            return Packaged(artifact, decompressing.result())
+        return Packaged(artifact)
 
     # -- apply ---------------------------------------------------------------
 
