@@ -8,8 +8,9 @@ and then unpacked from the local file with the runtime's own reader
 zstd is deployer's writer (deployer.archive.write_tar_zst: zstd's workers on
 every core); gzip is the standard library's tarfile on one core, what the
 runtime could read without shipping a decompressor. Unpacking goes to a memory
-filesystem (/dev/shm) when there is one, and to this machine's disk: the disk
-column varies by seconds between runs here. The last column is what a cold
+filesystem (/dev/shm) when there is one, and to this machine's disk, flushed
+first (os.sync) so that one candidate's deletions are not billed to the next:
+the disk column still varies by seconds between runs here. The last column is what a cold
 start would spend with the download streamed alongside at 100 MB/s (one S3
 connection; Lambda's ranged GETs go faster): the larger of the two, on memory.
 
@@ -61,6 +62,7 @@ def reader(kind: str) -> Callable[[IO[bytes]], Any]:
 def unpack_seconds(kind: str, archive: Path, under: Path) -> float:
     target = under / f"bench-unpacked-{os.getpid()}"
     shutil.rmtree(target, ignore_errors=True)
+    os.sync()  # the last unpack's writes and deletions reach the disk before timing
     started = time.perf_counter()
     with open(archive, "rb") as raw, reader(kind)(raw) as decompressed:
         unpack_tree(decompressed, str(target))
