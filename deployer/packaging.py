@@ -245,22 +245,37 @@ def workspace() -> Path:
 # -- the cache -----------------------------------------------------------------
 
 
-def _read_ready(
-    root: Path, deps_hash: str, lines: list[str], platform: Platform
-) -> Dependencies | None:
+def read_metadata(
+    path: Path, deps_hash: str, lines: list[str], platform: Platform
+) -> dict[str, Any] | None:
+    """What was recorded at ``path`` about the tree built for ``deps_hash``, or None.
+
+    A record of other requirements or another platform under the same deps_hash
+    is refused: the hash must have been computed wrongly, and the cache would
+    ship the wrong packages.
+    """
     try:
-        metadata = json.loads((root / METADATA_FILE).read_text())
-    except FileNotFoundError:
+        metadata: dict[str, Any] = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
         return None
     # Recorded as "target", the key since the first cache format: renaming it
     # would turn every existing tree into a clash.
     if metadata.get("target") != str(platform) or metadata.get("requirements") != lines:
         raise ProviderError(
-            f"the dependency cache {root} holds {metadata.get('requirements')} for "
+            f"the dependency cache {path} holds {metadata.get('requirements')} for "
             f"{metadata.get('target')}, not {lines} for {platform}, under the same deps_hash "
             f"{deps_hash[:12]}: the deps_hash must cover the requirements and the target. "
-            "Remove that directory and deploy again"
+            f"Remove {path.parent if path.name == METADATA_FILE else path} and deploy again"
         )
+    return metadata
+
+
+def _read_ready(
+    root: Path, deps_hash: str, lines: list[str], platform: Platform
+) -> Dependencies | None:
+    metadata = read_metadata(root / METADATA_FILE, deps_hash, lines, platform)
+    if metadata is None:
+        return None
     return Dependencies(
         deps_hash=deps_hash,
         root=root,

@@ -11,15 +11,14 @@ import io
 import json
 import os
 import re
-import subprocess
 import sys
 import tarfile
-import threading
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from at_once import at_once, pip_installs
 
 import deployer
 from deployer import archive, packaging
@@ -220,39 +219,17 @@ def test_the_tree_is_built_in_the_workspace_archived_and_only_the_archive_is_kep
 def test_concurrent_deploys_of_one_deps_hash_build_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    installs = []
-    real_run = subprocess.run
-
-    def counting_run(command: list[str], *args: Any, **kwargs: Any) -> Any:
-        if command[1:4] == ["-m", "pip", "install"]:
-            installs.append(command)
-        return real_run(command, *args, **kwargs)
-
-    monkeypatch.setattr(packaging.subprocess, "run", counting_run)
-    results: list[DependencyArtifact] = []
-    errors: list[BaseException] = []
-
-    def deploy() -> None:
-        try:
-            results.append(
-                dependency_artifact(
-                    ["cloudpickle==3.1.1"],
-                    lambda_target("3.11"),
-                    deps_hash="shared",
-                    cache_dir=tmp_path,
-                    reporter=Reporter(quiet=True),
-                    mode_for=lambda unzipped: "layer",
-                )
-            )
-        except BaseException as error:  # pragma: no cover - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=deploy) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    installs = pip_installs(monkeypatch)
+    results = at_once(
+        lambda: dependency_artifact(
+            ["cloudpickle==3.1.1"],
+            lambda_target("3.11"),
+            deps_hash="shared",
+            cache_dir=tmp_path,
+            reporter=Reporter(quiet=True),
+            mode_for=lambda unzipped: "layer",
+        )
+    )
     assert len(installs) == 1
     assert len(results) == 3 and len(set(results)) == 1
     assert sorted(path.name for path in (tmp_path / "lambda-artifacts").iterdir()) == [

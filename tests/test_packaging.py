@@ -12,8 +12,6 @@ import marshal
 import re
 import subprocess
 import sys
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from email.parser import HeaderParser
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 
 import cloudpickle
 import pytest
+from at_once import at_once, pip_installs
 
 from deployer import packaging
 from deployer.console import Reporter
@@ -414,30 +413,8 @@ def test_same_deps_hash_for_other_requirements_is_refused(small_install: Install
 def test_concurrent_installs_of_one_deps_hash_run_pip_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    installs = []
-    real_run: Callable[..., Any] = subprocess.run
-
-    def counting_run(command: list[str], *args: Any, **kwargs: Any) -> Any:
-        if command[1:4] == ["-m", "pip", "install"]:
-            installs.append(command)
-        return real_run(command, *args, **kwargs)
-
-    monkeypatch.setattr(packaging.subprocess, "run", counting_run)
-    results: list[Dependencies] = []
-    errors: list[BaseException] = []
-
-    def install() -> None:
-        try:
-            results.append(_install(tmp_path, ["cloudpickle==3.1.1"], "shared").dependencies)
-        except BaseException as error:  # pragma: no cover - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=install) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    installs = pip_installs(monkeypatch)
+    results = at_once(lambda: _install(tmp_path, ["cloudpickle==3.1.1"], "shared").dependencies)
     assert len(installs) == 1
     assert len({result.root for result in results}) == 1 and len(results) == 3
     assert sorted(path.name for path in tmp_path.iterdir()) == ["shared", "shared.lock"]

@@ -150,7 +150,7 @@ def dependency_artifact(
     records = cache_dir / CACHE_DIRECTORY
     record_path = records / f"{deps_hash}.json"
     with locked(records / f"{deps_hash}.lock"):
-        record = _read_record(record_path, deps_hash, lines, target)
+        record = packaging.read_metadata(record_path, deps_hash, lines, target.platform)
         if record is not None:
             mode = mode_for(record["unzipped_bytes"])
             found = _artifact_of(record, mode, deps_hash, cache_dir)
@@ -178,23 +178,6 @@ def dependency_artifact(
     found = _artifact_of(record, mode, deps_hash, cache_dir)
     assert found is not None  # just written
     return found
-
-
-def _read_record(
-    path: Path, deps_hash: str, lines: list[str], target: LambdaTarget
-) -> dict[str, Any] | None:
-    try:
-        record: dict[str, Any] = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    if record.get("target") != str(target) or record.get("requirements") != lines:
-        raise ProviderError(
-            f"the dependency cache {path} records {record.get('requirements')} for "
-            f"{record.get('target')}, not {lines} for {target}, under the same deps_hash "
-            f"{deps_hash[:12]}: the deps_hash must cover the requirements and the target. "
-            "Remove that file and deploy again"
-        )
-    return record
 
 
 def _artifact_path(cache_dir: Path, deps_hash: str, mode: str) -> Path:
