@@ -8,9 +8,10 @@ and then unpacked from the local file with the runtime's own reader
 zstd is deployer's writer (deployer.archive.write_tar_zst: zstd's workers on
 every core); gzip is the standard library's tarfile on one core, what the
 runtime could read without shipping a decompressor. Unpacking goes to a memory
-filesystem (/dev/shm) when there is one, and to this machine's disk, flushed
-first (os.sync) so that one candidate's deletions are not billed to the next:
-the disk column still varies by seconds between runs here. The last column is what a cold
+filesystem (/dev/shm) when there is one, and once to this machine's disk,
+flushed first (os.sync), with nothing on the disk deleted until the end (here,
+files created soon after others were deleted take up to ten times as long):
+the disk column still varies between runs. The last column is what a cold
 start would spend with the download streamed alongside at 100 MB/s (one S3
 connection; Lambda's ranged GETs go faster): the larger of the two, on memory.
 
@@ -59,16 +60,12 @@ def reader(kind: str) -> Callable[[IO[bytes]], Any]:
     return lambda raw: zstd.ZstdFile(raw)
 
 
-def unpack_seconds(kind: str, archive: Path, under: Path) -> float:
-    target = under / f"bench-unpacked-{os.getpid()}"
-    shutil.rmtree(target, ignore_errors=True)
-    os.sync()  # the last unpack's writes and deletions reach the disk before timing
+def unpack_seconds(kind: str, archive: Path, target: Path) -> float:
+    os.sync()  # what came before reaches the disk before timing
     started = time.perf_counter()
     with open(archive, "rb") as raw, reader(kind)(raw) as decompressed:
         unpack_tree(decompressed, str(target))
-    seconds = time.perf_counter() - started
-    shutil.rmtree(target)
-    return seconds
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -92,23 +89,25 @@ def main() -> None:
         )
         memory = Path("/dev/shm") if Path("/dev/shm").is_dir() else scratch
         for kind, level in CANDIDATES:
-            archive = scratch / f"{kind}{level}"
-            writes, unpacks, on_disk = [], [], []
-            for _ in range(repeats):
+            writes, unpacks = [], []
+            for attempt in range(repeats):
+                archive = scratch / f"{kind}{level}-{attempt}"
                 started = time.perf_counter()
                 if kind == "gzip":
                     size = write_tar_gz(entries, archive, level)
                 else:
                     size = write_tar_zst(entries, archive, level=level)
                 writes.append(time.perf_counter() - started)
-                unpacks.append(unpack_seconds(kind, archive, memory))
-                on_disk.append(unpack_seconds(kind, archive, scratch))
+                in_memory = memory / f"bench-unpacked-{os.getpid()}"
+                unpacks.append(unpack_seconds(kind, archive, in_memory))
+                shutil.rmtree(in_memory)
+            on_disk = unpack_seconds(kind, archive, scratch / f"unpacked-{kind}{level}")
             unpack = statistics.median(unpacks)
             cold = max(unpack, size / DOWNLOAD_BYTES_PER_SECOND)
             chosen = "  <- deployer" if kind == "zstd" and level == SLIM_LEVEL else ""
             print(
                 f"{kind:>6} {level:>5} {statistics.median(writes):>8.2f} {size / 2**20:>6.0f} "
-                f"{unpack:>9.2f} {statistics.median(on_disk):>8.2f} {cold:>7.2f}{chosen}"
+                f"{unpack:>9.2f} {on_disk:>8.2f} {cold:>7.2f}{chosen}"
             )
     finally:
         stack.close()
