@@ -216,6 +216,33 @@ def test_the_tree_is_built_in_the_workspace_archived_and_only_the_archive_is_kep
 
 @pytest.mark.slow
 @needs_python311
+def test_a_tree_too_large_without_slim_mode_is_refused_again_without_a_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def too_large(unzipped: int) -> str:
+        raise ProviderError(f"the dependencies are {unzipped} bytes: deploy with slim mode")
+
+    def package() -> DependencyArtifact:
+        return dependency_artifact(
+            ["cloudpickle==3.1.1"],
+            lambda_target("3.11"),
+            deps_hash="big",
+            cache_dir=tmp_path,
+            reporter=Reporter(quiet=True),
+            mode_for=too_large,
+        )
+
+    with pytest.raises(ProviderError, match="deploy with slim mode") as first:
+        package()
+    assert not (tmp_path / "lambda-artifacts").exists()
+    monkeypatch.setattr(packaging.subprocess, "run", _no_subprocess)
+    with pytest.raises(ProviderError, match="deploy with slim mode") as again:
+        package()  # from the record: no pip, no tree
+    assert str(again.value) == str(first.value)
+
+
+@pytest.mark.slow
+@needs_python311
 def test_concurrent_deploys_of_one_deps_hash_build_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -163,21 +163,27 @@ def dependency_artifact(
             reporter=reporter,
             alternatives=_other_runtimes(target),
         ) as dependencies:
-            mode = mode_for(dependencies.unzipped_bytes)
+            metadata = json.loads((dependencies.root / packaging.METADATA_FILE).read_text())
+            artifacts = (record or {}).get("artifacts", {})
+            try:
+                mode = mode_for(dependencies.unzipped_bytes)
+            except Exception:
+                # Recorded all the same: deploying again learns the size without a build.
+                _write_record(record_path, {**metadata, "artifacts": artifacts})
+                raise
             path = _artifact_path(cache_dir, deps_hash, mode)
             with reporter.status(f"packing {mode} ({dependencies.unzipped_bytes / 1e6:.0f} MB)"):
                 (layer_zip if mode == "layer" else slim_archive)(dependencies, path)
-            metadata = json.loads((dependencies.root / packaging.METADATA_FILE).read_text())
-        artifacts = {
-            **(record or {}).get("artifacts", {}),
-            mode: {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)},
-        }
-        record = {**metadata, "artifacts": artifacts}
-        text = json.dumps(record, indent=2, sort_keys=True) + "\n"
-        write_atomically(record_path, text.encode())
+        built = {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        record = {**metadata, "artifacts": {**artifacts, mode: built}}
+        _write_record(record_path, record)
     found = _artifact_of(record, mode, deps_hash, cache_dir)
     assert found is not None  # just written
     return found
+
+
+def _write_record(path: Path, record: dict[str, Any]) -> None:
+    write_atomically(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _artifact_path(cache_dir: Path, deps_hash: str, mode: str) -> Path:
