@@ -144,6 +144,11 @@ class Dependencies:
         )
 
 
+def requirement_list(requirement_lines: Sequence[str]) -> list[str]:
+    """The requirements as a cache records them and pip is given them: stripped, no blanks."""
+    return [line.strip() for line in requirement_lines if line.strip()]
+
+
 def install_dependencies(
     requirement_lines: Sequence[str],
     platform: Platform,
@@ -167,7 +172,7 @@ def install_dependencies(
     once and a failed install leaves nothing that looks ready.
     """
     root = cache_dir / deps_hash
-    lines = [line.strip() for line in requirement_lines if line.strip()]
+    lines = requirement_list(requirement_lines)
     ready = _read_ready(root, deps_hash, lines, platform)
     if ready is not None:
         return ready
@@ -208,7 +213,7 @@ def scratch_dependencies(
     pip's whole install, and a provider that ships one archive needs them only
     until it is written.
     """
-    lines = [line.strip() for line in requirement_lines if line.strip()]
+    lines = requirement_list(requirement_lines)
     _check_interpreter(platform)
     place = workspace()
     building = Path(tempfile.mkdtemp(prefix=f"deployer-deps-{deps_hash[:12]}-", dir=place))

@@ -146,7 +146,7 @@ def dependency_artifact(
     deploys build once; the archive is written before the record, and each is
     complete or absent.
     """
-    lines = [line.strip() for line in requirement_lines if line.strip()]
+    lines = packaging.requirement_list(requirement_lines)
     records = cache_dir / CACHE_DIRECTORY
     record_path = records / f"{deps_hash}.json"
     with locked(records / f"{deps_hash}.lock"):
